@@ -1,1 +1,1 @@
-"""The device lab: Debian boxes in containers (systemd, sshd, sudo) that the deploy treats as real devices."""
+"""The device lab: Debian boxes in containers (systemd, sshd, sudo) treated as real devices."""

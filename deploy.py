@@ -1,0 +1,16 @@
+"""The whole deploy: each step in tasks/, in order. Run: pyinfra inventory.py deploy.py"""
+
+from tasks.health import health
+from tasks.image import image
+from tasks.model import model
+from tasks.preflight import preflight
+from tasks.runtime import runtime
+from tasks.service import service
+
+plan = preflight()
+if plan is not None:
+    runtime_changed = runtime(plan)
+    tag, built = image(plan)
+    model_changed = model(plan)
+    restarted = service(plan, tag, changed=built or model_changed)
+    health(plan, restarted=restarted or runtime_changed)

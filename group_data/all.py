@@ -1,0 +1,53 @@
+"""Every knob of llama-docker, with its default. Override per group or host in inventory.py.
+
+Each knob is checked when a run starts: a bad value stops that host with one line naming the
+knob, the value and what is accepted.
+"""
+
+# --- Model --------------------------------------------------------------------------------
+# A preset name (see README: qwen2.5-0.5b-instruct, smolvlm-256m, llava-v1.5-7b-q4) or a dict:
+#   {"name": "mine", "url": "https://...gguf" or "path": "/on/this/laptop.gguf",
+#    "sha256": "<64 hex>", "mmproj": {"url": ..., "sha256": ...}, "args": ["--temp", "0.7"]}
+model = "qwen2.5-0.5b-instruct"
+# Where models live on the device: <models_dir>/<sha256>.gguf, `current.gguf` links to one.
+models_dir = "/var/lib/llama-docker/models"
+# How many models to keep on a device (the serving one and the previous, for rollback).
+models_keep = 2
+# Where the controller (this laptop) keeps downloaded models and hash markers.
+cache_dir = "~/.cache/llama-docker"
+
+# --- Container runtime ----------------------------------------------------------------------
+# "auto" picks what fits the device (docker on Debian); "docker" or "podman" to choose.
+runtime = "auto"
+# A LAN registry mirror (host:port, plain HTTP) for the base image; "" for Docker Hub.
+registry_mirror = ""
+# Base image of the server image (Debian forky ships llama.cpp-tools).
+image_base = "debian:forky-slim"
+# False only for a package mirror that serves an expired snapshot.
+apt_check_valid_until = True
+
+# --- Server -----------------------------------------------------------------------------------
+# Port of the web UI and API on the device.
+port = 8080
+# Address the port is published on: "0.0.0.0" for the whole LAN, "127.0.0.1" for the device only.
+bind = "0.0.0.0"
+# Context window in tokens (costs RAM: checked before deploying).
+ctx_size = 2048
+# CPU threads for llama-server; 0 = one per physical core of the device.
+threads = 0
+# Extra llama-server arguments for every model, e.g. ["--temp", "0.7"].
+server_args = []
+# Name of the systemd unit (<name>.service).
+service_name = "llama-docker"
+# Seconds to wait for /health 200 after a (re)start.
+health_timeout = 300
+
+# --- Preflight margins ----------------------------------------------------------------------
+# RAM kept free beyond model + context, in MiB.
+ram_margin_mib = 512
+# Disk kept free beyond the model files, in MiB.
+disk_margin_mib = 1024
+
+# --- SSH trust --------------------------------------------------------------------------------
+# Host keys are checked against known_hosts and never accepted silently.
+ssh_strict_host_key_checking = "yes"

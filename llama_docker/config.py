@@ -1,0 +1,140 @@
+"""The knobs: their defaults live in group_data/all.py, their rules live here.
+
+`load()` turns a host's data into a checked `Config`; a bad value raises `ConfigError`
+naming the knob, the value and what would be accepted, before anything touches the host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+from .spec import ModelSpec, resolve_model
+
+RUNTIMES = ("auto", "docker", "podman")
+_HOSTPORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a deploy needs to know about one host, checked."""
+
+    model: ModelSpec
+    models_dir: str
+    models_keep: int
+    runtime: str
+    registry_mirror: str
+    apt_check_valid_until: bool
+    image_base: str
+    port: int
+    bind: str
+    ctx_size: int
+    threads: int
+    server_args: tuple[str, ...]
+    service_name: str
+    health_timeout: int
+    ram_margin_mib: int
+    disk_margin_mib: int
+    cache_dir: str
+
+
+def _int(lo: int, hi: int) -> Callable[[str, Any], int]:
+    def check(knob: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(knob, value, f"a whole number from {lo} to {hi}")
+        return value
+
+    return check
+
+
+def _bool(knob: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(knob, value, "True or False")
+    return value
+
+
+def _choice(*options: str) -> Callable[[str, Any], str]:
+    def check(knob: str, value: Any) -> str:
+        if value not in options:
+            raise ConfigError(knob, value, "one of " + ", ".join(map(repr, options)))
+        return value
+
+    return check
+
+
+def _abs_path(knob: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("/", "~")) or "\n" in value:
+        raise ConfigError(knob, value, "an absolute path (starting with / or ~)")
+    return value.rstrip("/") or "/"
+
+
+def _bind(knob: str, value: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ConfigError(knob, value, "an IP address such as '0.0.0.0' or '127.0.0.1'") from None
+
+
+def _hostport(knob: str, value: Any) -> str:
+    if value == "":
+        return value
+    if not isinstance(value, str) or not _HOSTPORT.match(value):
+        raise ConfigError(knob, value, "'' (none) or host[:port] of a registry, no scheme")
+    return value
+
+
+def _name(knob: str, value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigError(knob, value, "a name of letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _image(knob: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ConfigError(knob, value, "an image reference such as 'debian:forky-slim'")
+    return value
+
+
+def _args(knob: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(a, str) for a in value or ()):
+        raise ConfigError(knob, value, "a list of strings, e.g. ['--temp', '0.7']")
+    return tuple(value or ())
+
+
+RULES: dict[str, Callable[[str, Any], Any]] = {
+    "models_dir": _abs_path,
+    "models_keep": _int(1, 100),
+    "runtime": _choice(*RUNTIMES),
+    "registry_mirror": _hostport,
+    "apt_check_valid_until": _bool,
+    "image_base": _image,
+    "port": _int(1, 65535),
+    "bind": _bind,
+    "ctx_size": _int(128, 1 << 20),
+    "threads": _int(0, 1024),
+    "server_args": _args,
+    "service_name": _name,
+    "health_timeout": _int(5, 3600),
+    "ram_margin_mib": _int(0, 1 << 20),
+    "disk_margin_mib": _int(0, 1 << 24),
+    "cache_dir": _abs_path,
+}
+
+
+def load(data: Mapping[str, Any], host: str = "") -> Config:
+    """Check every knob of one host; the first bad one raises with the host's name."""
+    values: dict[str, Any] = {}
+    try:
+        for knob, rule in RULES.items():
+            if data.get(knob) is None:
+                raise ConfigError(knob, None, "a value (is group_data/all.py in place?)")
+            values[knob] = rule(knob, data.get(knob))
+        values["model"] = resolve_model(data.get("model"), "model")
+    except ConfigError as exc:
+        raise exc.on(host) from None
+    return Config(**values)

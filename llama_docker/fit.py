@@ -1,0 +1,54 @@
+"""Will the model fit? RAM and disk arithmetic, done before the first byte moves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The few numbers of a model that size its context (KV) cache."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+
+
+def kv_cache_bytes(shape: Shape | None, ctx_size: int) -> int:
+    """f16 K and V for every layer and context slot; a 7B-like guess when unknown."""
+    if shape is None:
+        shape = Shape(n_layer=32, n_embd=4096, n_head=32, n_head_kv=32)
+    kv_width = shape.n_embd * shape.n_head_kv // max(shape.n_head, 1)
+    return 2 * shape.n_layer * ctx_size * kv_width * 2
+
+
+def gib(n: int) -> str:
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
+
+
+def ram_refusal(model_bytes: int, kv_bytes: int, margin_mib: int, have_bytes: int | None,
+                name: str) -> str | None:
+    """One line saying why the model cannot run in this RAM, or None when it fits."""
+    need = model_bytes + kv_bytes + margin_mib * MIB
+    if have_bytes is None or need <= have_bytes:
+        return None
+    return (f"not enough RAM for {name}: needs {gib(need)} ({gib(model_bytes)} model + "
+            f"{gib(kv_bytes)} context + {gib(margin_mib * MIB)} margin), has {gib(have_bytes)}; "
+            "choose a smaller model (e.g. model = 'qwen2.5-0.5b-instruct') or lower ctx_size")
+
+
+def disk_refusal(missing_bytes: int, margin_mib: int, free_bytes: int | None, where: str
+                 ) -> str | None:
+    """One line saying why the files cannot land on this disk, or None when they fit."""
+    if missing_bytes == 0 or free_bytes is None:
+        return None
+    need = missing_bytes + margin_mib * MIB
+    if need <= free_bytes:
+        return None
+    return (f"not enough disk at {where}: needs {gib(need)} ({gib(missing_bytes)} model + "
+            f"{gib(margin_mib * MIB)} margin), has {gib(free_bytes)} free; free some space or "
+            "point models_dir at a bigger disk")

@@ -1,0 +1,34 @@
+"""Service definitions rendered from files/ templates: pure text in, pure text out."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import jinja2
+
+FILES = Path(__file__).resolve().parent.parent / "files"
+CONTAINER = "llama"
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(FILES)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,  # systemd units, not HTML
+)
+
+
+def systemd_unit(*, runtime: str, image: str, model_name: str, models_dir: str, port: int,
+                 bind: str, ctx_size: int, threads: int, args: tuple[str, ...],
+                 mmproj: bool) -> str:
+    """The system unit that runs llama-server in a container, restarted by systemd."""
+    return _env.get_template("llama-docker.service.j2").render(
+        runtime=runtime, image=image, model_name=model_name, models_dir=models_dir,
+        port=port, bind=bind, ctx_size=ctx_size, threads=threads, container=CONTAINER,
+        args=[_unit_quote(a) for a in args], mmproj=mmproj,
+    )
+
+
+def _unit_quote(arg: str) -> str:
+    # systemd splits ExecStart like a shell for quotes; % starts a specifier.
+    return shlex.quote(arg).replace("%", "%%")

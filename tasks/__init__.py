@@ -1,0 +1,1 @@
+"""pyinfra glue: one @deploy per step, called in order by deploy.py."""

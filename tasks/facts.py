@@ -1,0 +1,62 @@
+"""Facts the stock pyinfra facts do not cover. Every command exits 0: absence is a value."""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra.api import FactBase
+
+
+class FreeBytes(FactBase):
+    """Free bytes on the filesystem that holds `path` (or its nearest existing parent)."""
+
+    def command(self, path: str) -> str:
+        return (f"p={shlex.quote(path)}; while [ ! -e \"$p\" ]; do p=$(dirname \"$p\"); done; "
+                "df -Pk \"$p\" | awk 'NR==2 {print $4}'")
+
+    def process(self, output: list[str]) -> int | None:
+        return int(output[0]) * 1024 if output and output[0].isdigit() else None
+
+
+class SudoWorks(FactBase):
+    """Whether sudo runs without asking for a password."""
+
+    def command(self) -> str:
+        return "sudo -n true 2>/dev/null && echo yes || echo no"
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[0] == "yes"
+
+
+class PhysicalCores(FactBase):
+    """Physical CPU cores: llama.cpp runs best with one thread per core, not per SMT sibling."""
+
+    def command(self) -> str:
+        return ("n=$(lscpu -p=core,socket 2>/dev/null | grep -v '^#' | sort -u | wc -l); "
+                "[ \"$n\" -gt 0 ] 2>/dev/null && echo $n || nproc 2>/dev/null || echo 1")
+
+    def process(self, output: list[str]) -> int:
+        return int(output[0]) if output and output[0].isdigit() else 1
+
+
+class ImageId(FactBase):
+    """The id of a local container image, or None when the tag is absent."""
+
+    def command(self, runtime: str, tag: str) -> str:
+        return (f"{runtime} image inspect --format '{{{{.Id}}}}' {shlex.quote(tag)} "
+                "2>/dev/null || true")
+
+    def process(self, output: list[str]) -> str | None:
+        return output[0] if output and output[0] else None
+
+
+class HttpStatus(FactBase):
+    """The HTTP status a URL answers on the device itself, or 0 when nothing answers."""
+
+    def command(self, url: str) -> str:
+        return (f"curl -s -o /dev/null --max-time 5 -w '%{{http_code}}' {shlex.quote(url)} "
+                "2>/dev/null || true")
+
+    def process(self, output: list[str]) -> int:
+        text = output[0] if output else ""
+        return int(text) if text.isdigit() else 0

@@ -1,0 +1,16 @@
+"""Container runtime: one module per device family, chosen by the detected profile."""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+
+from . import runtime_debian
+from .preflight import Plan
+
+INSTALLERS = {"debian": runtime_debian.install}
+
+
+@deploy("Container runtime")
+def runtime(plan: Plan) -> bool:
+    """Install and start the runtime; True when its configuration changed this run."""
+    return INSTALLERS[plan.profile](plan)
