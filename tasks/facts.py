@@ -60,3 +60,13 @@ class HttpStatus(FactBase):
     def process(self, output: list[str]) -> int:
         text = output[0] if output else ""
         return int(text) if text.isdigit() else 0
+
+
+class LinkTarget(FactBase):
+    """What a symlink points at, as written (not resolved); None when it is not a link."""
+
+    def command(self, path: str) -> str:
+        return f"readlink {shlex.quote(path)} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str | None:
+        return output[0] if output and output[0] else None

@@ -7,7 +7,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import operation
-from pyinfra.facts.files import File, Link
+from pyinfra.facts.files import File
 from pyinfra.operations import files, python
 
 from llama_docker.controller import LocalFile
@@ -15,6 +15,7 @@ from llama_docker.errors import LlamaDockerError
 from llama_docker.push import Store, push
 
 from .common import say_error
+from .facts import LinkTarget
 from .preflight import Plan
 
 
@@ -38,7 +39,7 @@ def switch_link(store: Store, link: str, sha: str, previous: str | None = None):
     """
     path = f"{store.root}/{link}"
     target = f"{sha}.gguf"
-    now = host.get_fact(Link, path=path)
+    now = host.get_fact(LinkTarget, path=path)
     if now == target:
         return
     if now and previous:
