@@ -117,7 +117,7 @@ def resolve_model(value: Any, knob: str = "model") -> ModelSpec:
         raise ConfigError(knob, value, f"keys name, url|path, sha256, size, mmproj, args "
                                        f"(not {sorted(unknown)})")
     main = _file({k: value[k] for k in ("url", "path", "sha256", "size") if k in value}, knob)
-    name = value.get("name") or Path(main.filename).stem
+    name = value.get("name") or re.sub(r"[^\w.+-]+", "-", Path(main.filename).stem)
     if not isinstance(name, str) or not re.match(r"^[\w.+-]{1,100}$", name):
         raise ConfigError(f"{knob}.name", name, "letters, digits, '.', '_', '+' or '-'")
     mmproj = _file(value["mmproj"], f"{knob}.mmproj") if value.get("mmproj") else None

@@ -55,6 +55,11 @@ class Device:
         return docker("exec", self.container, *cmd, check=check, capture=True,
                       timeout=timeout).stdout
 
+    def write(self, path: str, data: bytes) -> None:
+        """Put bytes into a file on the device, as root, bypassing the deploy."""
+        subprocess.run(["docker", "exec", "-i", self.container, "sh", "-c", f"cat > {path}"],
+                       input=data, check=True, timeout=120)
+
     def host_data(self) -> dict:
         return {
             "ssh_hostname": "127.0.0.1",
@@ -141,11 +146,11 @@ def _save_devices(devices: dict[str, Device]) -> None:
     (STATE / "devices.json").write_text(json.dumps([asdict(d) for d in devices.values()]))
 
 
-def start_device(name: str, image: str, index: int) -> Device:
-    """Start (or reuse) a device container and wait until its sshd answers."""
+def start_device(name: str, image: str, index: int, fresh: bool = False) -> Device:
+    """Start (or reuse, unless `fresh`) a device container and wait until sshd answers."""
     known = _load_devices()
     dev = known.get(name)
-    if dev and _running(dev.container):
+    if dev and _running(dev.container) and not fresh:
         return dev
     dev = Device(name=name, ip=f"198.18.0.{10 + index}", ssh_port=_free_port(),
                  http_port=_free_port())
@@ -153,9 +158,7 @@ def start_device(name: str, image: str, index: int) -> Device:
     hostkey.parent.mkdir(parents=True, exist_ok=True)
     if not hostkey.exists():
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(hostkey)])
-    docker("rm", "-f", "-v", dev.container, check=False, capture=True)
-    for vol in ("docker", "containers"):
-        docker("volume", "rm", f"{dev.container}-{vol}", check=False, capture=True)
+    remove_device(dev)
     docker(
         "run", "-d", "--name", dev.container, "--hostname", name,
         "--network", NET, "--ip", dev.ip, *DEVICE_RUN_FLAGS,
@@ -186,6 +189,15 @@ def restart_device(dev: Device) -> None:
     """A reboot, as far as a container allows: stop and start, then wait for sshd."""
     docker("restart", "-t", "20", dev.container, capture=True, timeout=120)
     wait_for(f"sshd on {dev.name}", lambda: _ssh_banner(dev.ssh_port), seconds=60)
+
+
+def remove_device(dev: Device) -> None:
+    docker("rm", "-f", "-v", dev.container, check=False, capture=True)
+    for vol in ("docker", "containers"):
+        docker("volume", "rm", f"{dev.container}-{vol}", check=False, capture=True)
+    known = _load_devices()
+    known.pop(dev.name, None)
+    _save_devices(known)
 
 
 def up(names: list[str]) -> list[Device]:

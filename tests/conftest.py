@@ -1,0 +1,99 @@
+"""Fixtures for the lab tests: real devices, a real deploy over real SSH."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.lab import lab
+from tests.lab.tiny_model import write_tiny_gguf
+
+REPO = lab.REPO
+
+
+@dataclass
+class Run:
+    """One `pyinfra ... deploy.py` run and what it reported."""
+
+    code: int
+    output: str
+
+    def changed(self, host: str) -> int:
+        """Operations pyinfra reports as changed ('Success') on this host."""
+        return len(re.findall(rf"\[{re.escape(host)}\] Success", self.output))
+
+    def no_change(self, host: str) -> int:
+        return len(re.findall(rf"\[{re.escape(host)}\] No changes", self.output))
+
+
+def make_model(folder: Path, name: str, seed: int) -> dict:
+    path = folder / f"{name}.gguf"
+    sha = write_tiny_gguf(path, seed=seed)
+    return {"name": name, "path": str(path), "sha256": sha}
+
+
+def write_knobs(inv_dir: Path, **knobs: object) -> None:
+    """Lab knobs for the group 'lab' beside the inventory (pyinfra reads them from there)."""
+    base = {"registry_mirror": lab.REGISTRY, "apt_check_valid_until": False,
+            "cache_dir": str(inv_dir / "cache")}
+    base.update(knobs)
+    (inv_dir / "group_data").mkdir(parents=True, exist_ok=True)
+    text = "".join(f"{k} = {v!r}\n" for k, v in base.items())
+    (inv_dir / "group_data" / "lab.py").write_text(text)
+
+
+def deploy(inventory: Path, *extra: str, entry: str = "deploy.py", timeout: int = 1200) -> Run:
+    proc = subprocess.run(
+        ["pyinfra", "-y", str(inventory), entry, *extra], cwd=REPO, capture_output=True,
+        text=True, timeout=timeout,
+    )
+    return Run(proc.returncode, proc.stdout + proc.stderr)
+
+
+def http_json(url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+
+
+def wait_healthy(port: int, seconds: float = 120) -> None:
+    """Bounded wait for /health 200 on a published lab port."""
+    deadline = time.monotonic() + seconds
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            status, _ = http_json(f"http://127.0.0.1:{port}/health", timeout=3)
+            if status == 200:
+                return
+            last = status
+        except OSError as exc:
+            last = exc
+        time.sleep(1)
+    raise AssertionError(f"/health on 127.0.0.1:{port} not 200 after {seconds}s: {last}")
+
+
+@pytest.fixture(scope="session")
+def lab_ready() -> None:
+    """Images, network, forwarder and mirror: built once per session."""
+    tags = lab.images.build_all()
+    lab.ensure_network()
+    lab.ensure_keys()
+    lab.ensure_dns(tags["infra"])
+    lab.ensure_registry(tags["infra"], tags["debian-forky"])
+
+
+@pytest.fixture(scope="session")
+def device_image(lab_ready: None) -> str:
+    return lab.images.DEVICE.tag

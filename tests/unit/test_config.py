@@ -1,0 +1,59 @@
+"""Knob rules: group_data/all.py loads as is; each bad value names knob, value, accepted."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+from llama_docker import config
+from llama_docker.errors import ConfigError
+
+DEFAULTS = {k: v for k, v in runpy.run_path(
+    str(Path(__file__).resolve().parents[2] / "group_data" / "all.py")).items()
+    if not k.startswith("__")}
+
+
+def test_defaults_load() -> None:
+    cfg = config.load(DEFAULTS)
+    assert cfg.port == 8080 and cfg.bind == "0.0.0.0"
+    assert cfg.model.name == "qwen2.5-0.5b-instruct"
+
+
+def test_every_rule_has_a_default() -> None:
+    assert set(config.RULES) <= set(DEFAULTS)
+
+
+@pytest.mark.parametrize(("knob", "value", "accepted"), [
+    ("port", 0, "from 1 to 65535"),
+    ("port", 70000, "from 1 to 65535"),
+    ("port", "8080", "a whole number"),
+    ("port", True, "a whole number"),
+    ("bind", "everywhere", "an IP address"),
+    ("models_dir", "models", "an absolute path"),
+    ("runtime", "lxc", "one of 'auto', 'docker', 'podman'"),
+    ("registry_mirror", "http://mirror:5000", "no scheme"),
+    ("apt_check_valid_until", "no", "True or False"),
+    ("server_args", "--temp 0.7", "a list of strings"),
+    ("service_name", "llama docker", "a name of"),
+    ("ctx_size", 16, "from 128"),
+])
+def test_bad_value_is_one_line_naming_host_knob_value(knob: str, value: object,
+                                                      accepted: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.load({**DEFAULTS, knob: value}, host="raspi")
+    msg = str(err.value)
+    assert msg.startswith(f"raspi: knob {knob}={value!r} is invalid: expected ")
+    assert accepted in msg and "\n" not in msg
+
+
+def test_missing_knob_points_at_group_data() -> None:
+    data = dict(DEFAULTS)
+    del data["port"]
+    with pytest.raises(ConfigError, match="group_data/all.py"):
+        config.load(data)
+
+
+def test_ipv6_bind_normalised() -> None:
+    assert config.load({**DEFAULTS, "bind": "::1"}).bind == "::1"

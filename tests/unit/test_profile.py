@@ -1,0 +1,40 @@
+"""Profile detection from os-release facts, and CPU to image arch."""
+
+from __future__ import annotations
+
+import pytest
+
+from llama_docker.errors import RefusedError
+from llama_docker.profile import detect, image_arch
+
+
+@pytest.mark.parametrize(("meta", "expected"), [
+    ({"ID": "debian"}, "debian"),
+    ({"ID": "raspbian", "ID_LIKE": "debian"}, "debian"),
+    ({"ID": "ubuntu", "ID_LIKE": "debian"}, "debian"),
+    ({"ID": "armbian", "ID_LIKE": "debian"}, "debian"),
+    ({"ID": "steamos", "ID_LIKE": "arch"}, "steamos"),
+    ({"ID": "manjaro-arm", "ID_LIKE": "arch"}, "arch"),
+    ({"ID": "arch"}, "arch"),
+])
+def test_linux_families(meta: dict, expected: str) -> None:
+    assert detect("Linux", meta) == expected
+
+
+def test_macos() -> None:
+    assert detect("Darwin", None) == "macos"
+
+
+def test_unknown_os_refused_naming_it() -> None:
+    with pytest.raises(RefusedError, match="unsupported OS: Fedora Linux 40"):
+        detect("Linux", {"ID": "fedora", "PRETTY_NAME": "Fedora Linux 40"})
+
+
+@pytest.mark.parametrize(("machine", "arch"), [("x86_64", "amd64"), ("aarch64", "arm64")])
+def test_arches(machine: str, arch: str) -> None:
+    assert image_arch(machine) == arch
+
+
+def test_32bit_pi_os_refused_with_hint() -> None:
+    with pytest.raises(RefusedError, match="32-bit OS: install the 64-bit one"):
+        image_arch("armv7l")

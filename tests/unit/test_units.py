@@ -1,0 +1,52 @@
+"""The rendered systemd unit and the image tag."""
+
+from __future__ import annotations
+
+from llama_docker.image import build_args, image_tag
+from llama_docker.units import systemd_unit
+
+BASE = dict(runtime="docker", image="llama-docker/server:abc", model_name="tiny",
+            models_dir="/var/lib/llama-docker/models", port=8080, bind="0.0.0.0",
+            ctx_size=2048, threads=4, args=(), mmproj=False)
+
+
+def exec_start(unit: str) -> str:
+    text = unit.replace("\\\n", " ")
+    return next(line for line in text.splitlines() if line.startswith("ExecStart="))
+
+
+def test_unit_runs_locked_down_container() -> None:
+    line = exec_start(systemd_unit(**BASE))
+    for flag in ("--read-only", "--cap-drop ALL", "--security-opt no-new-privileges",
+                 "--publish 0.0.0.0:8080:8080", "/var/lib/llama-docker/models:/models:ro",
+                 "--ctx-size 2048 --threads 4"):
+        assert flag in line
+
+
+def test_unit_restarts_always_and_starts_at_boot() -> None:
+    unit = systemd_unit(**BASE)
+    assert "Restart=always" in unit and "WantedBy=multi-user.target" in unit
+    assert "Requires=docker.service" in unit
+
+
+def test_bind_and_port_knobs() -> None:
+    line = exec_start(systemd_unit(**{**BASE, "bind": "127.0.0.1", "port": 9000}))
+    assert "--publish 127.0.0.1:9000:8080" in line
+
+
+def test_args_are_quoted_for_systemd() -> None:
+    line = exec_start(systemd_unit(**{**BASE, "args": ("--chat-template", "vicuna",
+                                                        "--alias", "50% model")}))
+    assert line.endswith("--chat-template vicuna --alias '50%% model'")
+
+
+def test_mmproj_env_only_with_projector() -> None:
+    assert "LLAMA_MMPROJ" not in systemd_unit(**BASE)
+    assert "LLAMA_MMPROJ=/models/current-mmproj.gguf" in systemd_unit(**{**BASE, "mmproj": True})
+
+
+def test_image_tag_follows_build_args() -> None:
+    a = image_tag(build_args("debian:forky-slim", True))
+    assert a == image_tag(build_args("debian:forky-slim", True))
+    assert a != image_tag(build_args("debian:forky-slim", False))
+    assert a.startswith("llama-docker/server:") and len(a.split(":")[1]) == 12
