@@ -26,3 +26,7 @@ class RefusedError(LlamaDockerError):
 
 class VerifyError(LlamaDockerError):
     """A file's sha256 is not the one it must have."""
+
+
+class FetchError(LlamaDockerError):
+    """A download failed in a way retrying will not fix (or retries ran out)."""
