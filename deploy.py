@@ -2,7 +2,7 @@
 
 from tasks.health import health
 from tasks.image import image
-from tasks.model import model
+from tasks.model import model, prune_store
 from tasks.preflight import preflight
 from tasks.runtime import runtime
 from tasks.service import service
@@ -11,6 +11,7 @@ plan = preflight()
 if plan is not None:
     runtime_changed = runtime(plan)
     tag, built = image(plan)
-    model_changed = model(plan)
-    restarted = service(plan, tag, changed=built or model_changed)
-    health(plan, restarted=restarted or runtime_changed)
+    switch = model(plan)
+    restarted = service(plan, tag, changed=built or switch.changed)
+    health(plan.cfg, restarted=restarted or runtime_changed, switch=switch)
+    prune_store(plan)

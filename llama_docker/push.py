@@ -7,10 +7,16 @@ it. Nothing unverified ever has the final name, so nothing unverified is ever se
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
+import subprocess
 import sys
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from tqdm import tqdm
@@ -18,6 +24,46 @@ from tqdm import tqdm
 from .errors import LlamaDockerError, VerifyError
 
 CHUNK = 1 << 20
+STALL_SECONDS = 300  # no byte accepted for this long: the push fails, the next run resumes
+# AES-GCM is the fastest OpenSSH cipher where both ends have AES instructions; ChaCha20 is
+# faster on CPUs without them (a Raspberry Pi 4, for one).
+AES_FIRST = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
+CHACHA_FIRST = "chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,aes128-ctr"
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """The OpenSSH client's view of a device: the same user, key and pinned known_hosts
+    that pyinfra uses, so a push through `ssh` trusts exactly what pyinfra trusts."""
+
+    hostname: str
+    port: int = 22
+    user: str | None = None
+    key: str | None = None
+    known_hosts: str | None = None
+    strict: bool = True
+
+    @classmethod
+    def from_data(cls, name: str, data: Mapping[str, Any]) -> SshTarget | None:
+        """None when OpenSSH cannot stand in for pyinfra's connection (no client, password)."""
+        if shutil.which("ssh") is None or data.get("ssh_password"):
+            return None
+        strict = str(data.get("ssh_strict_host_key_checking", "yes")).lower() != "no"
+        return cls(hostname=data.get("ssh_hostname") or name, port=int(data.get("ssh_port") or 22),
+                   user=data.get("ssh_user"), key=data.get("ssh_key"),
+                   known_hosts=data.get("ssh_known_hosts_file"), strict=strict)
+
+    def argv(self, aes: bool) -> list[str]:
+        argv = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15",
+                "-o", "ServerAliveCountMax=4", "-c", AES_FIRST if aes else CHACHA_FIRST,
+                "-o", f"StrictHostKeyChecking={'yes' if self.strict else 'accept-new'}"]
+        if self.key:
+            argv += ["-i", os.path.expanduser(self.key), "-o", "IdentitiesOnly=yes"]
+        if self.known_hosts:
+            argv += ["-o", f"UserKnownHostsFile={os.path.expanduser(self.known_hosts)}"]
+        if self.user:
+            argv += ["-l", self.user]
+        return [*argv, self.hostname]
 
 
 @dataclass(frozen=True)
@@ -52,8 +98,33 @@ def remote_size(client: paramiko.SSHClient, path: str) -> int:
     return int(text) if code == 0 and text.isdigit() else 0
 
 
+def _stream_openssh(target: SshTarget, aes: bool, local: Path, offset: int, dest: str,
+                    bar: tqdm) -> None:
+    """Append local[offset:] to dest with the OpenSSH client reading the file directly."""
+    with open(local, "rb", buffering=0) as f:
+        f.seek(offset)
+        proc = subprocess.Popen([*target.argv(aes), f"cat >> {shlex.quote(dest)}"], stdin=f,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # ssh shares our file offset: reading it shows progress without copying a byte.
+        done, moved_at = offset, time.monotonic()
+        while proc.poll() is None:
+            time.sleep(0.2)
+            pos = os.lseek(f.fileno(), 0, os.SEEK_CUR)
+            if pos != done:
+                bar.update(pos - done)
+                done, moved_at = pos, time.monotonic()
+            elif time.monotonic() - moved_at > STALL_SECONDS:
+                proc.kill()
+        bar.update(os.lseek(f.fileno(), 0, os.SEEK_CUR) - done)
+        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise LlamaDockerError(f"ssh push to {dest} failed (exit {proc.returncode}: "
+                               f"{err.splitlines()[-1] if err else 'no message'}); "
+                               "re-run to resume")
+
+
 def _stream(client: paramiko.SSHClient, local: Path, offset: int, dest: str, bar: tqdm) -> None:
-    """Append local[offset:] to dest through one exec channel."""
+    """Append local[offset:] to dest through one paramiko exec channel (no OpenSSH client)."""
     chan = client.get_transport().open_session()  # type: ignore[union-attr]
     chan.settimeout(300)  # a stalled link fails the push; the next run resumes it
     chan.exec_command(f"cat >> {shlex.quote(dest)}")
@@ -69,8 +140,13 @@ def _stream(client: paramiko.SSHClient, local: Path, offset: int, dest: str, bar
         raise LlamaDockerError(f"writing {dest} failed ({err or f'exit {code}'})")
 
 
-def push(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label: str) -> int:
-    """Make `<sha>.gguf` exist and be verified on the device; return bytes sent."""
+def push(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label: str,
+         target: SshTarget | None = None, aes: bool = True) -> int:
+    """Make `<sha>.gguf` exist and be verified on the device; return bytes sent.
+
+    With a `target` the bytes go through the OpenSSH client (faster: 1.2-1.5x scp here, and
+    it picks the cipher per CPU); without one, through pyinfra's own paramiko connection.
+    """
     size = local.stat().st_size
     part = store.part(sha)
     offset = remote_size(client, part)
@@ -79,7 +155,9 @@ def push(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label:
         offset = 0
     with tqdm(total=size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
               desc=f"{label} push", leave=False, disable=None, file=sys.stderr) as bar:
-        if offset < size:
+        if offset < size and target is not None:
+            _stream_openssh(target, aes, local, offset, part, bar)
+        elif offset < size:
             _stream(client, local, offset, part, bar)
     code, out, err = _run(client, f"{store.hash_cmd} {shlex.quote(part)}")
     got = out.split()[0] if code == 0 and out else ""

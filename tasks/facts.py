@@ -70,3 +70,25 @@ class LinkTarget(FactBase):
 
     def process(self, output: list[str]) -> str | None:
         return output[0] if output and output[0] else None
+
+
+class CpuHasAes(FactBase):
+    """Whether the device's CPU has AES instructions (picks the SSH cipher for pushes)."""
+
+    def command(self) -> str:
+        return ("grep -qiwE 'aes|aes-gcm' /proc/cpuinfo 2>/dev/null && echo yes || "
+                "(sysctl -n hw.optional.arm.FEAT_AES machdep.cpu.features 2>/dev/null "
+                "| grep -qiwE '1|aes' && echo yes || echo no)")
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[0] == "yes"
+
+
+class StoreFiles(FactBase):
+    """Names in the model store, newest first."""
+
+    def command(self, root: str) -> str:
+        return f"cd {shlex.quote(root)} 2>/dev/null && ls -1t 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line for line in output if line]

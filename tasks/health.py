@@ -1,4 +1,4 @@
-"""Health: wait (bounded) for /health 200, then ask for a few tokens."""
+"""Health: wait (bounded) for /health 200 and a first completion; roll a bad model back."""
 
 from __future__ import annotations
 
@@ -7,19 +7,22 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import server
+from pyinfra.operations import python
 
+from llama_docker.config import Config
+
+from .common import say_error
 from .facts import HttpStatus
-from .preflight import Plan
+from .model import Switch, link_commands
 
 PROMPT = {"prompt": "Hello", "n_predict": 4}
 
 
-def local_url(plan: Plan) -> str:
-    addr = "127.0.0.1" if plan.cfg.bind in ("0.0.0.0", "::") else plan.cfg.bind
+def local_url(cfg: Config) -> str:
+    addr = "127.0.0.1" if cfg.bind in ("0.0.0.0", "::") else cfg.bind
     if ":" in addr:
         addr = f"[{addr}]"
-    return f"http://{addr}:{plan.cfg.port}"
+    return f"http://{addr}:{cfg.port}"
 
 
 def wait_script(url: str, timeout: int) -> str:
@@ -30,20 +33,49 @@ def wait_script(url: str, timeout: int) -> str:
         f"i=0; code=000; while [ $i -lt {tries} ]; do "
         f"code=$(curl -s -o /dev/null --max-time 2 -w '%{{http_code}}' {url}/health); "
         '[ "$code" = 200 ] && break; i=$((i+1)); sleep 2; done; '
-        f'if [ "$code" != 200 ]; then echo "llama-server did not answer {url}/health with 200 '
-        f'within {timeout}s (last status $code); see: journalctl -u llama-docker" >&2; '
-        "exit 1; fi; "
+        f'if [ "$code" != 200 ]; then echo "{url}/health did not answer 200 within {timeout}s '
+        '(last status $code)"; exit 1; fi; '
         f"curl -fsS --max-time 60 -H 'Content-Type: application/json' -d {body} "
         f"{url}/completion | grep -q '\"content\"' || "
-        f'{{ echo "llama-server answered /health but {url}/completion failed" >&2; exit 1; }}'
+        f'{{ echo "{url}/health answers but /completion failed"; exit 1; }}'
     )
 
 
+def _healthy(h, url: str, timeout: int) -> tuple[bool, str]:  # noqa: ANN001
+    ok, out = h.run_shell_command(command=wait_script(url, timeout))
+    return ok, " ".join(out.stdout_lines + out.stderr_lines).strip()
+
+
+def _wait(state, host, url: str, timeout: int, service: str, root: str,  # noqa: ANN001
+          rollback: dict[str, str]) -> bool:
+    ok, why = _healthy(host, url, timeout)
+    if ok:
+        return True
+    if not rollback:
+        say_error(host, f"{why}; see: journalctl -u {service}")
+        return False
+    cmds = [link_commands(root, link, target) for link, target in rollback.items()]
+    host.run_shell_command(command=" && ".join(cmds))
+    host.run_shell_command(command=f"systemctl restart {shlex.quote(service)}", _sudo=True)
+    back, _ = _healthy(host, url, timeout)
+    old = rollback["current.gguf"]
+    state_now = "it answers again" if back else "it does not answer either"
+    say_error(host, f"the new model failed its health check ({why}); rolled back to {old}, "
+                    f"{state_now}; see: journalctl -u {service}")
+    return False
+
+
 @deploy("Health")
-def health(plan: Plan, restarted: bool) -> None:
+def health(cfg: Config, restarted: bool, switch: Switch | None = None) -> None:
     """Skip when nothing was restarted and the server already answers 200."""
-    url = local_url(plan)
+    url = local_url(cfg)
     if not restarted and host.get_fact(HttpStatus, url=f"{url}/health") == 200:
         return
-    server.shell(name=f"Wait for {url}/health and a first completion",
-                 commands=[wait_script(url, plan.cfg.health_timeout)])
+    rollback: dict[str, str] = {}
+    if switch and switch.changed and switch.before.get("current.gguf"):
+        rollback = {link: target for link, target in switch.before.items()
+                    if link.startswith("current") and target}
+    python.call(name=f"Wait for {url}/health and a first completion", function=_wait,
+                url=url, timeout=cfg.health_timeout,
+                service=f"{cfg.service_name}.service", root=cfg.models_dir,
+                rollback=rollback)

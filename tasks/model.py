@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -12,56 +13,81 @@ from pyinfra.operations import files, python
 
 from llama_docker.controller import LocalFile
 from llama_docker.errors import LlamaDockerError
-from llama_docker.push import Store, push
+from llama_docker.push import SshTarget, Store, push
+from llama_docker.store import LINKS, to_prune
 
 from .common import say_error
-from .facts import LinkTarget
+from .facts import CpuHasAes, LinkTarget, StoreFiles
 from .preflight import Plan
 
 
-def _push(state, host, local: LocalFile, store: Store) -> bool:  # noqa: ANN001
+@dataclass(frozen=True)
+class Switch:
+    """What `current` pointed at before this run switched it (for an automatic rollback)."""
+
+    changed: bool
+    before: dict[str, str | None]
+
+
+def _push(state, host, local: LocalFile, store: Store, aes: bool) -> bool:  # noqa: ANN001
+    target = SshTarget.from_data(host.name, host.data)
     try:
-        push(host.connector.client, local.path, local.sha256, store, host.name)
+        push(host.connector.client, local.path, local.sha256, store, host.name, target, aes)
     except LlamaDockerError as exc:
         say_error(host, str(exc))
         return False
     return True
 
 
+def link_commands(root: str, link: str, target: str) -> str:
+    """Make `root/link` point at `target` atomically: a new link renamed over the old one."""
+    tmp = shlex.quote(f"{root}/.{link}.tmp")
+    return f"ln -sfn {shlex.quote(target)} {tmp} && mv -Tf {tmp} {shlex.quote(root + '/' + link)}"
+
+
 @operation()
 def switch_link(store: Store, link: str, sha: str, previous: str | None = None):
     """
-    Point `link` at `<sha>.gguf` atomically (a new link renamed over the old one).
+    Point `link` at `<sha>.gguf`, keeping what it pointed at before as `previous`.
 
     + link: the link's name inside the store, e.g. ``current.gguf``
     + sha: the sha256 of the verified model file to point at
-    + previous: a second link kept pointing at what `link` pointed at before
+    + previous: the link that keeps the old target, e.g. ``previous.gguf``
     """
-    path = f"{store.root}/{link}"
-    target = f"{sha}.gguf"
-    now = host.get_fact(LinkTarget, path=path)
-    if now == target:
+    now = host.get_fact(LinkTarget, path=f"{store.root}/{link}")
+    if now == f"{sha}.gguf":
         return
     if now and previous:
-        yield (f"ln -sfn {shlex.quote(now)} {shlex.quote(store.root)}/.{previous}.tmp && "
-               f"mv -Tf {shlex.quote(store.root)}/.{previous}.tmp "
-               f"{shlex.quote(store.root + '/' + previous)}")
-    tmp = f"{store.root}/.{link}.tmp"
-    yield f"ln -sfn {shlex.quote(target)} {shlex.quote(tmp)} && mv -Tf {shlex.quote(tmp)} " \
-          f"{shlex.quote(path)}"
+        yield link_commands(store.root, previous, now)
+    yield link_commands(store.root, link, f"{sha}.gguf")
+
+
+@operation()
+def prune(store: Store, keep: int):
+    """
+    Delete stored models beyond the `keep` newest, never one a link points at.
+
+    + keep: how many model files to keep (linked ones always stay)
+    """
+    linked = {host.get_fact(LinkTarget, path=f"{store.root}/{link}") for link in LINKS}
+    for name in to_prune(host.get_fact(StoreFiles, root=store.root), linked, keep):
+        sha = name.removesuffix(".gguf")
+        yield f"rm -f {shlex.quote(store.final(sha))} {shlex.quote(store.marker(sha))}"
 
 
 def _place(plan: Plan, local: LocalFile) -> None:
     if host.get_fact(File, path=plan.store.marker(local.sha256)):
         return  # verified on an earlier run: nothing moves, nothing is rehashed
     python.call(name=f"Push {local.path.name} ({local.size} bytes), verify sha256 on device",
-                function=_push, local=local, store=plan.store)
+                function=_push, local=local, store=plan.store, aes=host.get_fact(CpuHasAes))
 
 
 @deploy("Model")
-def model(plan: Plan) -> bool:
-    """Return True when the served model (or projector) changes in this run."""
-    files.directory(name="Model store", path=plan.store.root, user=plan.user, group=plan.user,
+def model(plan: Plan) -> Switch:
+    """Put the model (and projector) on the device and switch `current` to it."""
+    root = plan.store.root
+    before = {link: host.get_fact(LinkTarget, path=f"{root}/{link}") for link in LINKS}
+    files.directory(name="Model store", path=root, user=plan.user, group=plan.user,
                     mode="755", _sudo=True)
     _place(plan, plan.model)
     changed = switch_link(name=f"Serve {plan.cfg.model.name}", store=plan.store,
@@ -72,4 +98,10 @@ def model(plan: Plan) -> bool:
         changed |= switch_link(name="Serve its projector", store=plan.store,
                                link="current-mmproj.gguf", sha=plan.mmproj.sha256,
                                previous="previous-mmproj.gguf").will_change
-    return changed
+    return Switch(changed=changed, before=before)
+
+
+@deploy("Prune old models")
+def prune_store(plan: Plan) -> None:
+    prune(name=f"Keep {plan.cfg.models_keep} models", store=plan.store,
+          keep=plan.cfg.models_keep)

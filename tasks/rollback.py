@@ -1,0 +1,43 @@
+"""Rollback: swap `current` and `previous` on a device, restart, check health."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import server, systemd
+
+from llama_docker import config
+from llama_docker.errors import LlamaDockerError
+
+from .common import fail_host
+from .facts import LinkTarget
+from .health import health
+from .model import link_commands
+
+
+@deploy("Rollback")
+def rollback() -> bool:
+    """Serve the previous model again (and keep the current one as the new previous)."""
+    try:
+        cfg = config.load(host.data, host.name)
+    except LlamaDockerError as exc:
+        fail_host(str(exc))
+        return False
+    root = cfg.models_dir
+    cmds = []
+    for kind in ("", "-mmproj"):
+        cur = host.get_fact(LinkTarget, path=f"{root}/current{kind}.gguf")
+        prev = host.get_fact(LinkTarget, path=f"{root}/previous{kind}.gguf")
+        if kind == "" and not prev:
+            fail_host(f"no previous model in {root} to roll back to")
+            return False
+        if cur and prev and cur != prev:
+            cmds += [link_commands(root, f"current{kind}.gguf", prev),
+                     link_commands(root, f"previous{kind}.gguf", cur)]
+    if not cmds:
+        return False
+    server.shell(name="Swap current and previous model", commands=cmds)
+    systemd.service(name=f"Restart {cfg.service_name}", service=f"{cfg.service_name}.service",
+                    running=True, restarted=True, _sudo=True)
+    health(cfg, restarted=True)
+    return True
