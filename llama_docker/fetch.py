@@ -445,12 +445,15 @@ class _Download:
         with f:
             f.seek(self.offset)
             f.truncate()  # the file holds exactly what the hasher was fed
+            # urllib3 raises on a short body and drops the bytes of that last read with it;
+            # reading to EOF and counting keeps every byte that arrived (checked below).
+            resp.raw.enforce_content_length = False
             chunks = resp.iter_content(CHUNK)
             while True:  # bounded: at most Content-Length bytes, each read within stall_timeout
                 try:
                     chunk = next(chunks, None)
                 except requests.RequestException as exc:
-                    raise _Retry(self._describe(exc, got, expected)) from None
+                    raise _Retry(self._describe(exc, expected)) from None
                 if chunk is None:
                     break
                 try:
@@ -462,6 +465,9 @@ class _Download:
                 self.offset += len(chunk)
                 self.downloaded += len(chunk)
                 self.bar.update(len(chunk))
+                if self.size is not None and self.offset > self.size:  # no Content-Length
+                    raise FetchError(f"{self.url} sent more than the {self.size} bytes expected "
+                                     "(model.size): fix the knob or the URL")
         if expected is not None and got < expected:
             raise _Retry(self._truncated())
         if self.total is None:
@@ -470,8 +476,7 @@ class _Download:
     def _truncated(self) -> str:
         return f"the connection closed at byte {self.offset} of {self.total}"
 
-    def _describe(self, exc: requests.RequestException, got: int = 0,
-                  expected: int | None = None) -> str:
+    def _describe(self, exc: requests.RequestException, expected: int | None = None) -> str:
         if isinstance(exc, requests.exceptions.ChunkedEncodingError) and expected is not None:
             return self._truncated()
         if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower():

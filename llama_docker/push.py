@@ -141,8 +141,8 @@ def _stream(client: paramiko.SSHClient, local: Path, offset: int, dest: str, bar
 
 
 def push(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label: str,
-         target: SshTarget | None = None, aes: bool = True) -> int:
-    """Make `<sha>.gguf` exist and be verified on the device; return bytes sent.
+         target: SshTarget | None = None, aes: bool = True) -> tuple[int, int]:
+    """Make `<sha>.gguf` exist and be verified on the device; return (bytes sent, resumed at).
 
     With a `target` the bytes go through the OpenSSH client (faster: 1.2-1.5x scp here, and
     it picks the cipher per CPU); without one, through pyinfra's own paramiko connection.
@@ -171,4 +171,4 @@ def push(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label:
                                 f"{final} && echo {sha} > {marker}")
     if code != 0:
         raise LlamaDockerError(f"storing {store.final(sha)} failed: {err.strip()}")
-    return size - offset
+    return size - offset, offset

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
+from pyinfra import logger
 from pyinfra.operations import python
 
-logger = logging.getLogger("llama-docker")
 
-
-def say_error(h, message: str) -> None:
+def say_error(h, message: str) -> None:  # noqa: ANN001 - a pyinfra Host
     h.log_styled(f"llama-docker: {message}", fg="red", log_func=logger.error)
+
+
+def say(h, message: str) -> None:  # noqa: ANN001 - a pyinfra Host
+    h.log_styled(message, log_func=logger.info)
 
 
 def _fail(state, host, message: str) -> bool:  # noqa: ANN001 - pyinfra's callback shape

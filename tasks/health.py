@@ -73,8 +73,7 @@ def health(cfg: Config, restarted: bool, switch: Switch | None = None) -> None:
         return
     rollback: dict[str, str] = {}
     if switch and switch.changed and switch.before.get("current.gguf"):
-        rollback = {link: target for link, target in switch.before.items()
-                    if link.startswith("current") and target}
+        rollback = {link: target for link, target in switch.before.items() if target}
     python.call(name=f"Wait for {url}/health and a first completion", function=_wait,
                 url=url, timeout=cfg.health_timeout,
                 service=f"{cfg.service_name}.service", root=cfg.models_dir,

@@ -16,7 +16,7 @@ from llama_docker.errors import LlamaDockerError
 from llama_docker.push import SshTarget, Store, push
 from llama_docker.store import LINKS, to_prune
 
-from .common import say_error
+from .common import say, say_error
 from .facts import CpuHasAes, LinkTarget, StoreFiles
 from .preflight import Plan
 
@@ -32,10 +32,14 @@ class Switch:
 def _push(state, host, local: LocalFile, store: Store, aes: bool) -> bool:  # noqa: ANN001
     target = SshTarget.from_data(host.name, host.data)
     try:
-        push(host.connector.client, local.path, local.sha256, store, host.name, target, aes)
+        sent, offset = push(host.connector.client, local.path, local.sha256, store, host.name,
+                            target, aes)
     except LlamaDockerError as exc:
         say_error(host, str(exc))
         return False
+    via = "ssh" if target else "paramiko"
+    resumed = f", resumed from byte {offset}" if offset else ""
+    say(host, f"sent {sent} bytes of {local.path.name} via {via}{resumed}; sha256 verified")
     return True
 
 

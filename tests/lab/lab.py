@@ -60,6 +60,16 @@ class Device:
         subprocess.run(["docker", "exec", "-i", self.container, "sh", "-c", f"cat > {path}"],
                        input=data, check=True, timeout=120)
 
+    def limit_rate(self, mbit: int | None) -> None:
+        """Shape the link from this machine into the device (a slow Wi-Fi); None lifts it."""
+        index = self.exec("cat", "/sys/class/net/eth0/iflink").strip()
+        veth = next(p.name for p in Path("/sys/class/net").iterdir()
+                    if (p / "ifindex").read_text().strip() == index)
+        run(["tc", "qdisc", "del", "dev", veth, "root"], check=False, capture=True)
+        if mbit:
+            run(["tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate", f"{mbit}mbit",
+                 "burst", "256kb", "latency", "100ms"], capture=True)
+
     def host_data(self) -> dict:
         return {
             "ssh_hostname": "127.0.0.1",

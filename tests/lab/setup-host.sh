@@ -6,7 +6,8 @@ cd "$(dirname "$0")/../.."
 
 need=()
 for pair in docker:docker.io dockerd:docker.io mmdebstrap:mmdebstrap skopeo:skopeo \
-            ssh:openssh-client ssh-keygen:openssh-client curl:curl iptables:iptables; do
+            ssh:openssh-client ssh-keygen:openssh-client curl:curl iptables:iptables \
+            tc:iproute2; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

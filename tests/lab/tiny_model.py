@@ -17,12 +17,12 @@ WORDS = ["\u2581", "\u2581the", "\u2581a", "\u2581is", "\u2581to"]
 
 def write_tiny_gguf(
     path: Path, *, seed: int = 42, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
-    n_ff: int = 128, n_ctx: int = 512, pad_mib: int = 0,
+    n_ff: int = 128, n_ctx: int = 512,
 ) -> str:
     """Write the model to `path` and return its sha256.
 
-    `pad_mib` adds an extra (unused by llama.cpp's graph) tensor so transfer tests and
-    benchmarks can have a bigger real model without a bigger network.
+    Wider layers make a bigger model that still loads (llama.cpp refuses unknown tensors):
+    n_embd=1024, n_ff=4096 is about 64 MiB of F32 weights per layer.
     """
     import gguf
 
@@ -67,10 +67,6 @@ def write_tiny_gguf(
         t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
         t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
         t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
-    if pad_mib:
-        # rope_freqs is optional for llama and read only when present with matching size;
-        # a separately named tensor is ignored by the loader's graph but still loaded.
-        t("padding.weight", pad_mib * 1024 * 256)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
