@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RefusedError
-from .fit import Shape
+from .fetch import fetch, hub_sha256
+from .fit import MIB, Shape, gib
 from .hashing import verify_once
 from .shape import read_shape
 from .spec import ModelFile
+
+CACHE_MARGIN_MIB = 512
 
 _seen: dict[tuple[str, str], LocalFile] = {}
 
@@ -30,18 +35,43 @@ def local_file(f: ModelFile, cache_dir: Path) -> LocalFile:
     if key in _seen:
         return _seen[key]
     if f.is_url:
-        raise RefusedError(
-            f"{f.filename} is not on this controller: downloading from {f.source} is not part "
-            "of this version; download it and set model = {'path': ..., 'sha256': ...}")
-    path = Path(f.source).expanduser()
-    if not path.is_file():
-        raise RefusedError(f"model file {path} does not exist on this controller")
-    assert f.sha256 is not None  # spec rule: paths always carry a sha256
-    verify_once(path, f.sha256, cache_dir / "verified")
+        path, sha = _download(f, cache_dir)
+    else:
+        path = Path(f.source).expanduser()
+        if not path.is_file():
+            raise RefusedError(f"model file {path} does not exist on this controller")
+        assert f.sha256 is not None  # spec rule: paths always carry a sha256
+        sha = f.sha256
+        verify_once(path, sha, cache_dir / "verified")
     try:
         shape = read_shape(path)
     except Exception:  # noqa: BLE001 - an unreadable header only costs the RAM estimate
         shape = None
-    result = LocalFile(path=path, sha256=f.sha256, size=path.stat().st_size, shape=shape)
+    result = LocalFile(path=path, sha256=sha, size=path.stat().st_size, shape=shape)
     _seen[key] = result
     return result
+
+
+def _download(f: ModelFile, cache_dir: Path) -> tuple[Path, str]:
+    """Download once into the controller cache (resumable, verified); every host reuses it."""
+    sha, size = f.sha256, f.size
+    if sha is None:  # only Hugging Face URLs may omit it: the hub publishes the LFS sha256
+        sha, hub_size = hub_sha256(f.source)
+        size = size or hub_size
+        print(f"llama-docker: {f.filename}: sha256 {sha} as published by Hugging Face; "
+              "pin it with 'sha256' in the model knob", file=sys.stderr)
+    dest = cache_dir / "models" / f"{sha}.gguf"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.with_name(dest.name + ".ok").exists():
+        if "--dry" in sys.argv:
+            raise RefusedError(f"--dry: {f.filename} ({gib(size or 0)}) is not in the controller "
+                               "cache yet; a real run downloads it once, then pushes it")
+        part = dest.with_name(dest.name + ".part")
+        have = part.stat().st_size if part.exists() else 0
+        free = shutil.disk_usage(dest.parent).free
+        if size and size - have + CACHE_MARGIN_MIB * MIB > free:
+            raise RefusedError(f"not enough disk for the controller cache at {dest.parent}: "
+                               f"{f.filename} needs {gib(size - have)}, {gib(free)} free "
+                               "(set cache_dir to a bigger disk)")
+    fetch(f.source, dest, sha, size=size, label=f.filename)
+    return dest, sha

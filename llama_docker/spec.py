@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +13,8 @@ from urllib.parse import unquote, urlparse
 from .errors import ConfigError
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-HF = "https://huggingface.co"
+# HF_ENDPOINT points at a Hugging Face mirror, as huggingface_hub's own variable does.
+HF = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -50,10 +51,11 @@ def write_knobs(inv_dir: Path, **knobs: object) -> None:
     (inv_dir / "group_data" / "lab.py").write_text(text)
 
 
-def deploy(inventory: Path, *extra: str, entry: str = "deploy.py", timeout: int = 1200) -> Run:
+def deploy(inventory: Path, *extra: str, entry: str = "deploy.py", timeout: int = 1200,
+           env: dict[str, str] | None = None) -> Run:
     proc = subprocess.run(
         ["pyinfra", "-y", str(inventory), entry, *extra], cwd=REPO, capture_output=True,
-        text=True, timeout=timeout,
+        text=True, timeout=timeout, env={**os.environ, **(env or {})},
     )
     return Run(proc.returncode, proc.stdout + proc.stderr)
 
@@ -92,6 +94,12 @@ def lab_ready() -> None:
     lab.ensure_keys()
     lab.ensure_dns(tags["infra"])
     lab.ensure_registry(tags["infra"], tags["debian-forky"])
+
+
+def inventory(folder: Path, devices: list[lab.Device]) -> Path:
+    path = folder / "inventory.py"
+    path.write_text(f"lab = {[(d.name, d.host_data()) for d in devices]!r}\n")
+    return path
 
 
 @pytest.fixture(scope="session")
