@@ -51,3 +51,9 @@ disk_margin_mib = 1024
 # --- SSH trust --------------------------------------------------------------------------------
 # Host keys are checked against known_hosts and never accepted silently.
 ssh_strict_host_key_checking = "yes"
+
+# --- Access -----------------------------------------------------------------------------------
+# API key for llama-server: "" for none, "generate" for a random key kept (0600) at
+# <cache_dir>/api-key on this controller, or the key itself. Clients send
+# "Authorization: Bearer <key>"; /health stays open.
+api_key = ""

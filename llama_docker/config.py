@@ -6,6 +6,7 @@ naming the knob, the value and what would be accepted, before anything touches t
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ class Config:
     ram_margin_mib: int
     disk_margin_mib: int
     cache_dir: str
+    api_key: str
 
 
 def _int(lo: int, hi: int) -> Callable[[str, Any], int]:
@@ -106,6 +108,16 @@ def _args(knob: str, value: Any) -> tuple[str, ...]:
     return tuple(value or ())
 
 
+def _api_key(knob: str, value: Any) -> str:
+    if value in ("", "generate"):
+        return value
+    if not isinstance(value, str) or len(value) < 16 or not value.isprintable() \
+            or any(c.isspace() for c in value):
+        raise ConfigError(knob, "<hidden>", "'' (no key), 'generate', or a key of 16+ "
+                                            "printable characters without spaces")
+    return value
+
+
 RULES: dict[str, Callable[[str, Any], Any]] = {
     "models_dir": _abs_path,
     "models_keep": _int(1, 100),
@@ -123,13 +135,33 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "ram_margin_mib": _int(0, 1 << 20),
     "disk_margin_mib": _int(0, 1 << 24),
     "cache_dir": _abs_path,
+    "api_key": _api_key,
 }
+# Host data that is pyinfra's, not ours: connection settings and global arguments.
+PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")
+
+
+def unknown_knobs(names: list[str]) -> list[tuple[str, str]]:
+    """(name, suggestion) for each data key that is neither a knob nor pyinfra's own."""
+    known = [*RULES, "model"]
+    found = []
+    for name in names:
+        if name in known or name.startswith(PYINFRA_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        found.append((name, close[0] if close else ""))
+    return found
 
 
 def load(data: Mapping[str, Any], host: str = "") -> Config:
     """Check every knob of one host; the first bad one raises with the host's name."""
     values: dict[str, Any] = {}
     try:
+        keys = list(data.dict()) if hasattr(data, "dict") else list(data)
+        for name, close in unknown_knobs(keys):
+            hint = f"did you mean {close!r}? " if close else ""
+            raise ConfigError(name, data.get(name), f"a knob of group_data/all.py ({hint}"
+                                                    "unknown knobs are not ignored)")
         for knob, rule in RULES.items():
             if data.get(knob) is None:
                 raise ConfigError(knob, None, "a value (is group_data/all.py in place?)")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
+from gevent.lock import Semaphore
 
 from .errors import RefusedError
 from .fetch import fetch, hub_sha256
@@ -17,6 +20,8 @@ from .spec import ModelFile
 CACHE_MARGIN_MIB = 512
 
 _seen: dict[tuple[str, str], LocalFile] = {}
+# pyinfra prepares hosts concurrently (greenlets): one download per file, the others wait.
+_locks: defaultdict[tuple[str, str], Semaphore] = defaultdict(Semaphore)
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,13 @@ class LocalFile:
 def local_file(f: ModelFile, cache_dir: Path) -> LocalFile:
     """The verified local copy of a model file (once per process, once per file change)."""
     key = (f.source, f.sha256 or "")
-    if key in _seen:
-        return _seen[key]
+    with _locks[key]:
+        if key not in _seen:
+            _seen[key] = _local_file(f, cache_dir)
+    return _seen[key]
+
+
+def _local_file(f: ModelFile, cache_dir: Path) -> LocalFile:
     if f.is_url:
         path, sha = _download(f, cache_dir)
     else:
@@ -47,9 +57,7 @@ def local_file(f: ModelFile, cache_dir: Path) -> LocalFile:
         shape = read_shape(path)
     except Exception:  # noqa: BLE001 - an unreadable header only costs the RAM estimate
         shape = None
-    result = LocalFile(path=path, sha256=sha, size=path.stat().st_size, shape=shape)
-    _seen[key] = result
-    return result
+    return LocalFile(path=path, sha256=sha, size=path.stat().st_size, shape=shape)
 
 
 def _download(f: ModelFile, cache_dir: Path) -> tuple[Path, str]:

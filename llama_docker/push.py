@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -82,6 +83,9 @@ class Store:
     def marker(self, sha: str) -> str:
         return f"{self.root}/{sha}.ok"
 
+    def lock(self, sha: str) -> str:
+        return f"{self.root}/.{sha}.lock"
+
 
 def _run(client: paramiko.SSHClient, cmd: str, timeout: float = 3600) -> tuple[int, str, str]:
     chan = client.get_transport().open_session()  # type: ignore[union-attr]
@@ -140,6 +144,40 @@ def _stream(client: paramiko.SSHClient, local: Path, offset: int, dest: str, bar
         raise LlamaDockerError(f"writing {dest} failed ({err or f'exit {code}'})")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire(client: paramiko.SSHClient, lock: str) -> None:
+    """Take the device-side lock for one file (mkdir is atomic), or say who holds it.
+
+    A lock left by a dead deploy from this same controller is taken over; one held by
+    another controller is left alone, with the command to clear it if that deploy died.
+    """
+    me = f"{socket.gethostname()} {os.getpid()}"
+    q = shlex.quote(lock)
+    for _ in range(2):
+        code, out, _ = _run(client, f"mkdir {q} 2>/dev/null && echo {shlex.quote(me)} > {q}/owner"
+                                    f" && echo acquired || cat {q}/owner 2>/dev/null")
+        if out.strip() == "acquired":
+            return
+        owner = out.strip().split()
+        if len(owner) == 2 and owner[0] == socket.gethostname() and owner[1].isdigit() \
+                and not _pid_alive(int(owner[1])):
+            _run(client, f"rm -rf {q}")  # our own earlier deploy died holding it
+            continue
+        who = " ".join(owner) or "an unknown deploy"
+        raise LlamaDockerError(f"another deploy ({who}) is writing this model on the device; "
+                               f"wait for it, or if it died: ssh in and rm -r {lock}")
+    raise LlamaDockerError(f"could not take the lock {lock} on the device")
+
+
 def push(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label: str,
          target: SshTarget | None = None, aes: bool = True) -> tuple[int, int]:
     """Make `<sha>.gguf` exist and be verified on the device; return (bytes sent, resumed at).
@@ -147,6 +185,15 @@ def push(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label:
     With a `target` the bytes go through the OpenSSH client (faster: 1.2-1.5x scp here, and
     it picks the cipher per CPU); without one, through pyinfra's own paramiko connection.
     """
+    acquire(client, store.lock(sha))
+    try:
+        return _push_locked(client, local, sha, store, label, target, aes)
+    finally:
+        _run(client, f"rm -rf {shlex.quote(store.lock(sha))}")
+
+
+def _push_locked(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label: str,
+                 target: SshTarget | None, aes: bool) -> tuple[int, int]:
     size = local.stat().st_size
     part = store.part(sha)
     offset = remote_size(client, part)

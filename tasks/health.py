@@ -9,6 +9,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
+from llama_docker.apikey import HEADER_FILE
 from llama_docker.config import Config
 
 from .common import say_error
@@ -26,16 +27,23 @@ def local_url(cfg: Config) -> str:
 
 
 def wait_script(url: str, timeout: int) -> str:
-    """A bounded poll of /health that names what it waited for, then a short completion."""
+    """A bounded poll of /health that names what it waited for, then a short completion.
+
+    The completion sends the API key header when the device has one (curl reads it from the
+    root-only file: the key never appears on a command line).
+    """
     tries = max(timeout // 2, 1)
     body = shlex.quote(json.dumps(PROMPT))
+    header = HEADER_FILE
     return (
         f"i=0; code=000; while [ $i -lt {tries} ]; do "
         f"code=$(curl -s -o /dev/null --max-time 2 -w '%{{http_code}}' {url}/health); "
         '[ "$code" = 200 ] && break; i=$((i+1)); sleep 2; done; '
         f'if [ "$code" != 200 ]; then echo "{url}/health did not answer 200 within {timeout}s '
         '(last status $code)"; exit 1; fi; '
-        f"curl -fsS --max-time 60 -H 'Content-Type: application/json' -d {body} "
+        f"if sudo -n test -f {header}; then auth='sudo -n curl -H @{header}'; "
+        "else auth=curl; fi; "
+        f"$auth -fsS --max-time 60 -H 'Content-Type: application/json' -d {body} "
         f"{url}/completion | grep -q '\"content\"' || "
         f'{{ echo "{url}/health answers but /completion failed"; exit 1; }}'
     )

@@ -8,6 +8,7 @@ one device.
 from __future__ import annotations
 
 import hashlib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,40 @@ def test_model_change_redeploys_and_keeps_previous(device: lab.Device, inv: Path
     status, body = http_json(f"http://127.0.0.1:{device.http_port}/completion",
                              {"prompt": "Hi", "n_predict": 2})
     assert status == 200 and body["model"].endswith("current.gguf")
+
+
+KEY = "lab-key-" + "k3y" * 8
+
+
+def test_api_key_locks_the_api_but_never_shows(device: lab.Device, inv: Path, models: dict,
+                                               first_run: Run) -> None:
+    write_knobs(inv, model=models["b"], api_key=KEY)
+    run = deploy(inv / "inventory.py")
+    assert run.code == 0, run.output[-3000:]
+    assert KEY not in run.output
+    url = f"http://127.0.0.1:{device.http_port}"
+    assert http_json(f"{url}/completion", {"prompt": "Hi", "n_predict": 2})[0] == 401
+    assert http_json(f"{url}/health")[0] == 200  # health stays open for monitoring
+    req = urllib.request.Request(f"{url}/completion", data=b'{"prompt":"Hi","n_predict":2}',
+                                 headers={"Authorization": f"Bearer {KEY}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200
+    assert KEY not in device.exec("ps", "auxww")
+    assert KEY not in device.exec("docker", "inspect", "llama")
+    assert KEY not in device.exec("cat", "/etc/systemd/system/llama-docker.service")
+    assert device.exec("stat", "-c", "%a %u", "/etc/llama-docker/api-key").split() == [
+        "400", "10001"]
+
+
+def test_api_key_removed_again(device: lab.Device, inv: Path, models: dict,
+                               first_run: Run) -> None:
+    write_knobs(inv, model=models["b"])
+    run = deploy(inv / "inventory.py")
+    assert run.code == 0, run.output[-3000:]
+    assert device.exec("ls", "/etc/llama-docker", check=False).split() == []
+    status, _ = http_json(f"http://127.0.0.1:{device.http_port}/completion",
+                          {"prompt": "Hi", "n_predict": 2})
+    assert status == 200
 
 
 def test_reboot_brings_service_back(device: lab.Device, first_run: Run) -> None:

@@ -57,3 +57,33 @@ def test_missing_knob_points_at_group_data() -> None:
 
 def test_ipv6_bind_normalised() -> None:
     assert config.load({**DEFAULTS, "bind": "::1"}).bind == "::1"
+
+
+def test_unknown_knob_is_refused_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError) as err:
+        config.load({**DEFAULTS, "modle": "x"}, host="raspi")
+    assert str(err.value).startswith("raspi: knob modle='x' is invalid")
+    assert "did you mean 'model'?" in str(err.value)
+
+
+def test_pyinfra_connection_data_is_not_a_knob() -> None:
+    config.load({**DEFAULTS, "ssh_user": "pi", "ssh_port": 2222, "_sudo": True})
+
+
+@pytest.mark.parametrize("key", ["short", "has space in it 1234", "tab\there-0123456789"])
+def test_bad_api_key_is_refused_without_echoing_it(key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.load({**DEFAULTS, "api_key": key})
+    assert key not in str(err.value) and "<hidden>" in str(err.value)
+
+
+def test_generated_api_key_is_kept_private_and_stable(tmp_path: Path) -> None:
+    import stat
+
+    from llama_docker.apikey import resolve
+
+    assert resolve("", tmp_path) is None
+    key = resolve("generate", tmp_path)
+    assert key and len(key) >= 32 and resolve("generate", tmp_path) == key
+    assert stat.S_IMODE((tmp_path / "api-key").stat().st_mode) == 0o600
+    assert resolve("my-own-key-0123456789", tmp_path) == "my-own-key-0123456789"

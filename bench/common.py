@@ -1,0 +1,267 @@
+"""What every benchmark shares: the lab devices, deploy runs, side-by-side timing, results.
+
+Timings on a 2-core machine shared with other work swing by tens of percent from one minute
+to the next, so a figure is only ever a ratio of two things measured in the same run,
+interleaved (A B, B A, A B ...), and the median of several rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import paramiko
+
+import bench  # noqa: F401 - sets LLAMA_LAB_DIR before the lab module reads it
+from tests.lab import images, lab
+from tests.lab.tiny_model import write_tiny_gguf
+
+REPO = lab.REPO
+WORK = lab.STATE / "work"
+RESULTS = lab.STATE / "results.json"
+MIB, GIB = 1 << 20, 1 << 30
+FIRST_INDEX = 40  # bench devices use lab indexes 40-49 (fixed IPs apart from the tests')
+QUICK = os.environ.get("BENCH_QUICK") == "1"  # smaller files and fewer rounds, for trying
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Row:
+    """One line of the table in docs/BENCHMARKS.md."""
+
+    benchmark: str
+    ours: str
+    reference: str
+    ratio: float | None
+    goal: str
+    met: bool | None
+
+
+@dataclass
+class Result:
+    name: str
+    rows: list[Row]
+    details: str = ""
+    seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)  # figures other benchmarks reuse
+    date: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M %Z"))
+
+
+def rounds(default: int) -> int:
+    return 1 if QUICK else default
+
+
+def interleave(variants: dict[str, Callable[[], float]], n: int,
+               between: Callable[[], None] | None = None) -> dict[str, list[float]]:
+    """Run each variant once per round, rotating the order so none always goes first."""
+    names = list(variants)
+    got: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(n):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            got[k].append(variants[k]())
+            if between:
+                between()
+        log(f"round {r + 1}/{n}: " + ", ".join(f"{k} {got[k][-1]:.2f}" for k in names))
+    return got
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def run(cmd: list[str], *, timeout: float = 600, check: bool = True, **kw: object) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... exited {proc.returncode}: "
+                           f"{(proc.stderr or proc.stdout)[-2000:]}")
+    return proc.stdout
+
+
+def mbs(nbytes: float, seconds: float) -> str:
+    return f"{nbytes / seconds / 1e6:.0f} MB/s"
+
+
+# -- results -------------------------------------------------------------------------------
+
+def load_results() -> dict[str, dict]:
+    try:
+        return json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_result(res: Result) -> None:
+    data = load_results()
+    data[res.name] = asdict(res)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(data, indent=1))
+
+
+def push_rate() -> float | None:
+    """Bytes/s of push() measured by the push benchmark (its latest run), if any."""
+    return load_results().get("push", {}).get("extra", {}).get("rate")
+
+
+# -- models --------------------------------------------------------------------------------
+
+def model(name: str, seed: int, **shape: int) -> tuple[Path, str]:
+    """A generated GGUF (deterministic, so kept between runs) and its sha256."""
+    path = WORK / "models" / f"{name}.gguf"
+    sha_file = path.with_suffix(".sha256")
+    key = json.dumps({"seed": seed, **shape}, sort_keys=True)
+    if path.exists() and sha_file.exists() and sha_file.read_text().startswith(key + " "):
+        return path, sha_file.read_text().split()[-1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sha = write_tiny_gguf(path, seed=seed, **shape)
+    sha_file.write_text(f"{key} {sha}")
+    return path, sha
+
+
+# -- the lab -------------------------------------------------------------------------------
+
+class Lab:
+    """Bench devices bench-1..N, started fresh once per process and removed at the end."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.devs: list[lab.Device] = []
+        self.converged: set[str] = set()  # devices a deploy has brought to a serving state
+
+    def devices(self, n: int) -> list[lab.Device]:
+        if not self.up:
+            tags = images.build_all()
+            lab.ensure_network()
+            lab.ensure_keys()
+            lab.ensure_dns(tags["infra"])
+            lab.ensure_registry(tags["infra"], tags["debian-forky"])
+            self.up = True
+        while len(self.devs) < n:
+            i = len(self.devs)
+            log(f"starting device bench-{i + 1}")
+            self.devs.append(lab.start_device(f"bench-{i + 1}", images.DEVICE.tag,
+                                              FIRST_INDEX + i, fresh=True))
+        return self.devs[:n]
+
+    def converge(self, n: int) -> list[lab.Device]:
+        """Devices 1..n with docker, the image and a small model: one parallel first deploy."""
+        devs = self.devices(n)
+        if any(d.name not in self.converged for d in devs):
+            path, sha = model("base", seed=7)
+            folder = WORK / "converge"
+            inv = inventory(folder, devs)
+            write_knobs(folder, model={"name": "base", "path": str(path), "sha256": sha})
+            log(f"first deploy to {n} device(s) (docker, image, model)")
+            deploy(inv).ok()
+            self.converged |= {d.name for d in devs}
+        return devs
+
+    def remove(self) -> None:
+        for d in self.devs:
+            lab.remove_device(d)
+        self.devs.clear()
+        self.converged.clear()
+
+
+def ssh_client(dev: lab.Device) -> paramiko.SSHClient:
+    """A paramiko client set up the way pyinfra's is: key, pinned known_hosts."""
+    c = paramiko.SSHClient()
+    c.load_host_keys(str(lab.STATE / "known_hosts"))
+    c.set_missing_host_key_policy(paramiko.RejectPolicy())
+    c.connect("127.0.0.1", port=dev.ssh_port, username=dev.user,
+              key_filename=str(lab.STATE / "id_ed25519"), look_for_keys=False,
+              allow_agent=False, timeout=30)
+    return c
+
+
+def ssh_argv(dev: lab.Device) -> list[str]:
+    """OpenSSH options for a lab device (scp takes the same ones)."""
+    return ["-i", str(lab.STATE / "id_ed25519"), "-o", "IdentitiesOnly=yes",
+            "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={lab.STATE / 'known_hosts'}",
+            "-o", "StrictHostKeyChecking=yes"]
+
+
+def inventory(folder: Path, devices: list[lab.Device]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "inventory.py"
+    path.write_text(f"lab = {[(d.name, d.host_data()) for d in devices]!r}\n")
+    return path
+
+
+def write_knobs(folder: Path, **knobs: object) -> None:
+    """The lab's knobs for group 'lab' beside the inventory, where pyinfra reads them."""
+    base: dict[str, object] = {"registry_mirror": lab.REGISTRY, "apt_check_valid_until": False,
+                               "cache_dir": str(folder / "cache")}
+    base.update(knobs)
+    (folder / "group_data").mkdir(parents=True, exist_ok=True)
+    (folder / "group_data" / "lab.py").write_text(
+        "".join(f"{k} = {v!r}\n" for k, v in base.items()))
+
+
+@dataclass
+class Deploy:
+    code: int
+    output: str
+    seconds: float
+
+    def ok(self) -> Deploy:
+        if self.code != 0:
+            raise RuntimeError(f"deploy failed (exit {self.code}):\n{self.output[-4000:]}")
+        return self
+
+    def changed(self) -> int:
+        return len(re.findall(r"\] Success", self.output))
+
+
+def deploy(inv: Path, *args: str, entry: str = "deploy.py", counted: Path | None = None,
+           timeout: float = 900) -> Deploy:
+    """`pyinfra -y INV deploy.py` from the checkout; `counted` also counts hashed bytes."""
+    cmd = ["pyinfra", "-y", str(inv), entry, *args]
+    env = {**os.environ, "PYINFRA_PROGRESS": "off"}
+    if counted is not None:
+        cmd = [sys.executable, "-m", "bench.counted", *cmd[1:]]
+        env["BENCH_HASH_COUNT"] = str(counted)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+    return Deploy(proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - t)
+
+
+DEVICE_HASH_LOG = "/var/tmp/bench-sha256.log"
+SHA256SUM_WRAPPER = f"""#!/bin/sh
+# bench: count the bytes sha256sum reads on this device, then hash as usual.
+for f in "$@"; do [ -f "$f" ] && stat -c %s "$f" >> {DEVICE_HASH_LOG}; done
+exec /usr/bin/sha256sum "$@"
+"""
+
+
+def count_device_hashing(dev: lab.Device) -> None:
+    """Put a counting sha256sum first on PATH (/usr/local/bin) and zero its log."""
+    dev.write("/usr/local/bin/sha256sum", SHA256SUM_WRAPPER.encode())
+    dev.exec("sh", "-c", f"chmod 755 /usr/local/bin/sha256sum; : > {DEVICE_HASH_LOG}; "
+             f"chmod 666 {DEVICE_HASH_LOG}")
+
+
+def device_hashed(dev: lab.Device) -> int:
+    text = dev.exec("sh", "-c", f"cat {DEVICE_HASH_LOG} 2>/dev/null || true")
+    return sum(int(x) for x in text.split() if x.isdigit())
+
+
+def reset_device_hashing(dev: lab.Device) -> None:
+    dev.exec("sh", "-c", f": > {DEVICE_HASH_LOG}")

@@ -1,0 +1,279 @@
+"""The fleet status table: what each device serves, and whether it answers.
+
+Pure logic, so it is tested without a network: the one shell script a device runs (every
+command in it bounded), reading its `key=value` answer into a `Row`, and rendering rows as
+an aligned text table or as JSON. Connecting to the devices is status.py's job (repo root).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .config import Config
+from .errors import ConfigError, RefusedError
+from .fit import GIB, MIB
+from .profile import detect
+
+KEY_FILE = "/etc/llama-docker/api-key"
+KEY_HEADER = "/etc/llama-docker/api-key.header"
+PROMPT = {"prompt": "Hello", "n_predict": 16, "temperature": 0}
+HEALTH_MAX_TIME = 5
+COMPLETION_MAX_TIME = 30
+# Bounds the whole script: each curl is bounded, the other commands are local and quick.
+SCRIPT_TIMEOUT = HEALTH_MAX_TIME + COMPLETION_MAX_TIME + 25
+SHORT = 12
+_SHA_LINK = re.compile(r"^([0-9a-f]{64})\.gguf$")
+
+
+@dataclass
+class Row:
+    """One host's line of the table (and one object of the JSON list)."""
+
+    host: str
+    reachable: bool | None  # None: not tried (its knobs do not load)
+    error: str | None = None  # one short phrase when the host could not be asked
+    profile: str | None = None
+    runtime: str | None = None
+    service: str | None = None  # `systemctl is-active` of the unit
+    model: str | None = None  # the model knob's name
+    model_sha256: str | None = None  # the knob's pinned sha256 (None for unpinned presets)
+    sha256: str | None = None  # what current.gguf links to on the device
+    previous_sha256: str | None = None
+    health: int | None = None  # HTTP status of /health on the device; 0 when none
+    port: int | None = None
+    bind: str | None = None
+    api_key: bool | None = None  # None when sudo could not look
+    tokens_per_s: float | None = None
+    disk_free_bytes: int | None = None
+    ram_bytes: int | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """Serving: the unit runs, /health says 200 and a short generation produced tokens."""
+        return bool(self.reachable and self.error is None and self.service == "active"
+                and self.health == 200 and bool(self.tokens_per_s))
+
+    @property
+    def drift(self) -> bool:
+        """The device serves a file other than the one the model knob pins."""
+        return bool(self.model_sha256 and self.sha256 and self.model_sha256 != self.sha256)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "healthy": self.healthy}
+
+
+def device_url(bind: str, port: int) -> str:
+    """Where the server answers on the device itself (the wildcard binds answer on loopback)."""
+    addr = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+    return f"http://[{addr}]:{port}" if ":" in addr else f"http://{addr}:{port}"
+
+
+def _shell_path(path: str) -> str:
+    """A quoted path for sh; a leading ~ still means the SSH user's home."""
+    if path == "~" or path.startswith("~/"):
+        return '"$HOME"' + shlex.quote(path[1:]) if path != "~" else '"$HOME"'
+    return shlex.quote(path)
+
+
+def script(cfg: Config) -> str:
+    """The device's side of a status row: prints key=value lines, always exits 0.
+
+    sudo is asked with -n only (never a prompt); the completion goes last because its JSON is
+    the one value that is not a short token.
+    """
+    url = device_url(cfg.bind, cfg.port)
+    body = shlex.quote(json.dumps(PROMPT))
+    curl = (f"curl -s --max-time {COMPLETION_MAX_TIME} -H 'Content-Type: application/json' "
+            f"-d {body}")
+    unit = shlex.quote(f"{cfg.service_name}.service")
+    return "; ".join([
+        f"d={_shell_path(cfg.models_dir)}",
+        'echo "kernel=$(uname -s)"',
+        "grep -E '^(ID|ID_LIKE|PRETTY_NAME)=' /etc/os-release 2>/dev/null | sed 's/^/os_/'",
+        "for r in docker podman; do command -v $r >/dev/null 2>&1 && echo \"has_$r=yes\"; done",
+        f'echo "service=$(systemctl is-active {unit} 2>/dev/null)"',
+        'echo "current=$(readlink "$d/current.gguf" 2>/dev/null)"',
+        'echo "previous=$(readlink "$d/previous.gguf" 2>/dev/null)"',
+        'p="$d"; while [ ! -e "$p" ]; do p=$(dirname "$p"); done',
+        "echo \"disk_free_kib=$(df -Pk \"$p\" 2>/dev/null | awk 'NR==2 {print $4}')\"",
+        "echo \"ram_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)\"",
+        "if sudo -n true 2>/dev/null; then s=yes; else s=no; fi",
+        f"k=unknown; [ $s = yes ] && {{ sudo -n test -f {KEY_FILE} && k=on || k=off; }}",
+        'echo "api_key=$k"',
+        f"h=$(curl -s -o /dev/null --max-time {HEALTH_MAX_TIME} -w '%{{http_code}}' "
+        f"{url}/health 2>/dev/null)",
+        'echo "health=$h"',
+        f'if [ "$h" = 200 ]; then if [ $s = yes ] && sudo -n test -f {KEY_HEADER}; then '
+        f"c=$(sudo -n {curl} -H @{KEY_HEADER} {url}/completion 2>/dev/null); "
+        f"else c=$({curl} {url}/completion 2>/dev/null); fi; "
+        "printf 'completion=%s\\n' \"$c\" | tr -d '\\r'; fi",
+        "exit 0",
+    ])
+
+
+def parse(lines: Iterable[str]) -> dict[str, str]:
+    """The script's output as a dict; the completion keeps every line after its key."""
+    out: dict[str, str] = {}
+    lines = list(lines)
+    for i, line in enumerate(lines):
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key == "completion":
+            out[key] = "\n".join([value, *lines[i + 1:]])
+            break
+        out[key] = value.strip().strip('"') if key.startswith("os_") else value.strip()
+    return out
+
+
+def tokens_per_second(completion: str | None) -> float | None:
+    """timings.predicted_per_second of a /completion answer; None when there is none."""
+    if not completion:
+        return None
+    try:
+        tps = json.loads(completion)["timings"]["predicted_per_second"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if isinstance(tps, bool) or not isinstance(tps, (int, float)) or not math.isfinite(tps):
+        return None
+    return float(tps) if tps > 0 else None
+
+
+def _sha(link: str | None) -> str | None:
+    m = _SHA_LINK.match(link or "")
+    return m.group(1) if m else None
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def _profile(facts: Mapping[str, str]) -> str | None:
+    meta = {k[3:]: v for k, v in facts.items() if k.startswith("os_")}
+    try:
+        return detect(facts.get("kernel", ""), meta)
+    except RefusedError:
+        return meta.get("ID") or facts.get("kernel") or None
+
+
+def row_from(host: str, cfg: Config, facts: Mapping[str, str]) -> Row:
+    """A reachable host's row from its knobs and what its script printed."""
+    runtime = cfg.runtime
+    if runtime == "auto":
+        runtime = next((r for r in ("docker", "podman") if facts.get(f"has_{r}") == "yes"),
+                       "none")
+    free, ram = _int(facts.get("disk_free_kib")), _int(facts.get("ram_kib"))
+    return Row(
+        host=host, reachable=True, profile=_profile(facts), runtime=runtime,
+        service=facts.get("service") or "unknown", model=cfg.model.name,
+        model_sha256=cfg.model.file.sha256, sha256=_sha(facts.get("current")),
+        previous_sha256=_sha(facts.get("previous")), health=_int(facts.get("health")) or 0,
+        port=cfg.port, bind=cfg.bind,
+        api_key={"on": True, "off": False}.get(facts.get("api_key", "")),
+        tokens_per_s=tokens_per_second(facts.get("completion")),
+        disk_free_bytes=free * 1024 if free is not None else None,
+        ram_bytes=ram * 1024 if ram is not None else None,
+    )
+
+
+def config_row(host: str, exc: ConfigError) -> Row:
+    """A host whose knobs do not load: not asked, the knob named."""
+    return Row(host=host, reachable=None, error=f"knob {exc.knob}={exc.value!r} is invalid")
+
+
+def connect_reason(message: str) -> str:
+    """pyinfra's connect error (several lines of paramiko detail) as one short phrase."""
+    text = message.lower()
+    for needle, phrase in (
+        ("does not match", "host key changed"),
+        ("no host key", "host key not in known_hosts"),
+        ("authentication", "ssh login refused (key or user)"),
+        ("refused", "connection refused"),
+        ("timed out", "connection timed out"),
+        ("no route", "no route to host"),
+        ("unreachable", "network unreachable"),
+        ("resolve", "name does not resolve"),
+        ("private key", "ssh key unreadable"),
+        ("eof", "connection closed during login"),
+    ):
+        if needle in text:
+            return phrase
+    first = message.strip().splitlines()[0] if message.strip() else "could not connect"
+    return first[:60]
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / GIB:.1f}G" if n >= GIB else f"{n / MIB:.0f}M"
+
+
+def _listen(row: Row) -> str:
+    """bind:port as ss(8) shows it: `*:8080` for every interface (the default)."""
+    if row.port is None:
+        return "-"
+    if row.bind in ("0.0.0.0", "::"):
+        return f"*:{row.port}"
+    return f"[{row.bind}]:{row.port}" if row.bind and ":" in row.bind else f"{row.bind}:{row.port}"
+
+
+def _cells(row: Row) -> list[str]:
+    sha = (row.sha256 or "-")[:SHORT] + ("*" if row.drift else "")
+    return [
+        row.host, row.profile or "-", row.runtime or "-", row.service or "-", row.model or "-",
+        sha, (row.previous_sha256 or "-")[:SHORT], str(row.health) if row.health else "down",
+        _listen(row), "?" if row.api_key is None else "on" if row.api_key else "off",
+        f"{row.tokens_per_s:.1f}" if row.tokens_per_s else "-",
+        size(row.disk_free_bytes), size(row.ram_bytes),
+    ]
+
+
+HEADER = ["HOST", "PROFILE", "RUNTIME", "SERVICE", "MODEL", "SHA", "PREVIOUS", "HEALTH",
+          "LISTEN", "KEY", "TOK/S", "FREE", "RAM"]
+RIGHT = {"TOK/S", "FREE", "RAM"}
+
+
+def table(rows: list[Row]) -> str:
+    """Aligned plain text: a header, one line per host, a one-line summary.
+
+    A host that could not be asked gets its reason after its name instead of empty cells.
+    """
+    body = [_cells(r) if r.error is None else None for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in body if c]) for i, h in enumerate(HEADER)]
+    # Hosts that could not be asked still set the width of the first column.
+    widths[0] = max([widths[0]] + [len(r.host) for r in rows])
+
+    def line(cells: list[str]) -> str:
+        out = [c.rjust(w) if h in RIGHT else c.ljust(w)
+               for h, c, w in zip(HEADER, cells, widths, strict=True)]
+        return "  ".join(out).rstrip()
+
+    lines = [line(HEADER)]
+    for row, cells in zip(rows, body, strict=True):
+        if cells is None:
+            what = {None: "not asked", False: "unreachable", True: "failed"}[row.reachable]
+            lines.append(f"{row.host.ljust(widths[0])}  {what}: {row.error}")
+        else:
+            lines.append(line(cells))
+    healthy = sum(r.healthy for r in rows)
+    lines.append(f"{healthy} of {len(rows)} hosts healthy")
+    if any(r.drift for r in rows):
+        lines.append("* serves a model other than the model knob's: run pyinfra inventory.py "
+                     "deploy.py")
+    return "\n".join(lines)
+
+
+def to_json(rows: list[Row]) -> str:
+    return json.dumps([r.to_json() for r in rows], indent=2)
+
+
+def from_json(items: list[dict[str, Any]]) -> list[Row]:
+    """Rows back from `--json` output (for scripts and tests that read it)."""
+    names = {f.name for f in fields(Row)}
+    return [Row(**{k: v for k, v in item.items() if k in names}) for item in items]

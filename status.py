@@ -1,0 +1,114 @@
+"""One status table for every device: python3 status.py inventory.py [--json]
+
+Not a pyinfra deploy file: pyinfra runs a deploy file once per host, and one table needs every
+host's row at once. So this loads the inventory and group_data exactly as the pyinfra CLI does
+(pyinfra_cli's make_inventory, this folder's group_data/all.py first), connects to all hosts
+in parallel with pyinfra's API and runs one bounded script on each. Exit code 0 when every
+host is healthy, 1 otherwise, 2 when the inventory cannot be read.
+"""
+
+# ruff: noqa: E402 - gevent must patch sockets before paramiko and pyinfra import them.
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import gevent
+import pyinfra
+from pyinfra.api import Config, Host, Inventory, State
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.context import ctx_config, ctx_inventory, ctx_state
+from pyinfra_cli.inventory import make_inventory
+
+from llama_docker import config, status
+from llama_docker.errors import ConfigError
+
+HERE = Path(__file__).resolve().parent
+# Connect (10 s) + login, then the script's own bound: a hung host cannot hold the table.
+HOST_TIMEOUT = 30 + status.SCRIPT_TIMEOUT
+
+
+def load(inventory_file: str) -> State:
+    """The inventory with its group data, as `pyinfra inventory_file deploy.py` sees it."""
+    if not Path(inventory_file).is_file():
+        raise PyinfraError(f"no inventory file {inventory_file}")
+    state = State()  # group_data files run with a state in context, as in the CLI
+    ctx_state.set(state)
+    cfg = Config()
+    ctx_config.set(cfg)
+    inventory: Inventory = make_inventory(inventory_file, cwd=str(HERE))
+    ctx_inventory.set(inventory)
+    state.init(inventory, cfg)
+    return state
+
+
+def ask(host: Host) -> status.Row:
+    """One host's row; every failure becomes the row's reason, never an exception."""
+    try:
+        cfg = config.load(host.data, host.name)
+    except ConfigError as exc:
+        return status.config_row(host.name, exc)
+    try:
+        with gevent.Timeout(HOST_TIMEOUT, TimeoutError):
+            host.connect(show_errors=False, raise_exceptions=True)
+            ok, out = host.run_shell_command(command=status.script(cfg),
+                                             _timeout=status.SCRIPT_TIMEOUT)
+    except TimeoutError:
+        reached = host.connected
+        what = "status commands" if reached else "login"
+        return status.Row(host=host.name, reachable=reached,
+                          error=f"{what} timed out after {HOST_TIMEOUT}s")
+    except PyinfraError as exc:  # ConnectError and bad key files alike
+        return status.Row(host=host.name, reachable=False,
+                          error=status.connect_reason(str(exc)))
+    except Exception as exc:  # noqa: BLE001 - one odd host must not cost the others' rows
+        return status.Row(host=host.name, reachable=host.connected,
+                          error=f"{type(exc).__name__}: {exc}"[:60])
+    finally:
+        if host.connected:
+            host.disconnect()
+    if not ok:
+        return status.Row(host=host.name, reachable=True, error="status script failed")
+    return status.row_from(host.name, cfg, status.parse(out.stdout_lines))
+
+
+def rows(state: State) -> list[status.Row]:
+    """All hosts asked at once (pyinfra's pool), rows in inventory order."""
+    hosts = list(state.inventory)
+    jobs = [state.pool.spawn(ask, h) for h in hosts]
+    gevent.joinall(jobs)
+    return [job.get() for job in jobs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python3 status.py",
+        description="One line per device: model, sha, health, tokens/s, disk, RAM.")
+    parser.add_argument("inventory", help="the pyinfra inventory file, e.g. inventory.py")
+    parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    args = parser.parse_args(argv)
+    # pyinfra logs connect errors and host key warnings itself; each row carries its reason.
+    logging.getLogger("pyinfra").addHandler(logging.NullHandler())
+    logging.getLogger("pyinfra").propagate = False
+    try:
+        state = load(args.inventory)
+    except Exception as exc:  # noqa: BLE001 - an inventory file's own error, shown in one line
+        print(f"status: cannot load {args.inventory}: {exc}", file=sys.stderr)
+        return 2
+    found = rows(state)
+    if not found:
+        print(f"status: no hosts in {args.inventory}", file=sys.stderr)
+        return 2
+    print(status.to_json(found) if args.json else status.table(found))
+    return 0 if all(r.healthy for r in found) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+elif pyinfra.is_cli:
+    raise PyinfraError("status.py prints one table for all hosts, which a deploy file cannot: "
+                       "run python3 status.py inventory.py")

@@ -1,0 +1,263 @@
+"""Status rows: the device script (run here against stub commands), parsing, table, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from llama_docker import config, status
+from llama_docker.errors import ConfigError
+
+DEFAULTS = {k: v for k, v in runpy.run_path(
+    str(Path(__file__).resolve().parents[2] / "group_data" / "all.py")).items()
+    if not k.startswith("__")}
+SHA_A, SHA_B = "a" * 64, "b" * 64
+COMPLETION = {"content": " world", "tokens_predicted": 16,
+              "timings": {"predicted_n": 16, "predicted_per_second": 123.456}}
+
+
+def cfg(**knobs: object) -> config.Config:
+    model = {"name": "tiny-a", "path": "/m/tiny-a.gguf", "sha256": SHA_A}
+    return config.load({**DEFAULTS, "model": model, **knobs}, "h")
+
+
+def healthy_facts(**over: str) -> dict[str, str]:
+    facts = {
+        "kernel": "Linux", "os_ID": "debian", "os_PRETTY_NAME": "Debian GNU/Linux 12",
+        "has_docker": "yes", "service": "active", "current": f"{SHA_A}.gguf",
+        "previous": f"{SHA_B}.gguf", "disk_free_kib": str(40 * 1024 * 1024),
+        "ram_kib": str(16 * 1024 * 1024), "api_key": "off", "health": "200",
+        "completion": json.dumps(COMPLETION),
+    }
+    facts.update(over)
+    return facts
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def test_parse_keeps_completion_json_whole() -> None:
+    lines = ["kernel=Linux", 'os_PRETTY_NAME="Debian GNU/Linux 12"', "health=200",
+             'completion={"content":"a=b', 'c","timings":{}}']
+    facts = status.parse(lines)
+    assert facts["os_PRETTY_NAME"] == "Debian GNU/Linux 12"
+    assert facts["completion"] == '{"content":"a=b\nc","timings":{}}'
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (json.dumps(COMPLETION), 123.456),
+    ('{"timings": {"predicted_per_second": 0}}', None),
+    ('{"error": {"code": 401, "message": "Invalid API Key"}}', None),
+    ("not json", None),
+    ("", None),
+    (None, None),
+])
+def test_tokens_per_second(text: str | None, expected: float | None) -> None:
+    assert status.tokens_per_second(text) == expected
+
+
+def test_healthy_row() -> None:
+    row = status.row_from("raspi", cfg(), healthy_facts())
+    assert (row.profile, row.runtime, row.service, row.health) == ("debian", "docker",
+                                                                  "active", 200)
+    assert (row.sha256, row.previous_sha256, row.model) == (SHA_A, SHA_B, "tiny-a")
+    assert row.tokens_per_s == pytest.approx(123.456)
+    assert row.disk_free_bytes == 40 << 30 and row.ram_bytes == 16 << 30
+    assert row.api_key is False and not row.drift
+    assert row.healthy
+
+
+@pytest.mark.parametrize("over", [
+    {"service": "failed"},
+    {"health": "000", "completion": ""},
+    {"health": "503"},
+    {"completion": '{"error": {"code": 401}}'},
+])
+def test_not_healthy(over: dict[str, str]) -> None:
+    assert not status.row_from("raspi", cfg(), healthy_facts(**over)).healthy
+
+
+def test_missing_links_and_unknown_values() -> None:
+    row = status.row_from("raspi", cfg(), healthy_facts(
+        current="", previous="elsewhere.gguf", api_key="unknown", disk_free_kib="",
+        has_docker="", health=""))
+    assert row.sha256 is None and row.previous_sha256 is None
+    assert row.api_key is None and row.disk_free_bytes is None
+    assert row.runtime == "none" and row.health == 0
+
+
+def test_runtime_knob_wins_over_detection() -> None:
+    assert status.row_from("h", cfg(runtime="podman"), healthy_facts()).runtime == "podman"
+
+
+def test_unsupported_os_shows_its_id() -> None:
+    row = status.row_from("h", cfg(), healthy_facts(os_ID="fedora", os_ID_LIKE=""))
+    assert row.profile == "fedora"
+
+
+def test_drift_when_device_serves_another_file() -> None:
+    row = status.row_from("h", cfg(), healthy_facts(current=f"{SHA_B}.gguf"))
+    assert row.drift and row.healthy  # serving, but not what the knob says
+    assert "b" * 12 + "*" in status.table([row])
+
+
+@pytest.mark.parametrize(("message", "phrase"), [
+    ("Could not connect ([Errno 111] Connection refused)", "connection refused"),
+    ("Could not connect (timed out)", "connection timed out"),
+    ("SSH host key error (Host key for 127.0.0.1 does not match.)", "host key changed"),
+    ("SSH error (StrictPolicy: No host key for [127.0.0.1]:2222 found in known_hosts)",
+     "host key not in known_hosts"),
+    ("Authentication error (username=pi, key=/k) (Authentication failed.)",
+     "ssh login refused (key or user)"),
+    ("Could not resolve hostname ([Errno -2] Name or service not known)",
+     "name does not resolve"),
+    ("Something new\nwith detail", "Something new"),
+])
+def test_connect_reason(message: str, phrase: str) -> None:
+    assert status.connect_reason(message) == phrase
+
+
+def test_config_row_names_the_knob() -> None:
+    with pytest.raises(ConfigError) as err:
+        config.load({**DEFAULTS, "port": 70000}, "h")
+    row = status.config_row("h", err.value)
+    assert row.reachable is None and row.error == "knob port=70000 is invalid"
+    assert not row.healthy
+
+
+# --- table and JSON ---------------------------------------------------------------------------
+
+
+def fleet() -> list[status.Row]:
+    return [
+        status.row_from("raspi.local", cfg(), healthy_facts()),
+        status.row_from("nas.lan", cfg(bind="127.0.0.1", port=8081),
+                        healthy_facts(service="inactive", health="000", completion="")),
+        status.Row(host="pinebook.local", reachable=False, error="connection refused"),
+        status.config_row("deck", ConfigError("port", 0, "x")),
+    ]
+
+
+def test_table_columns_align() -> None:
+    lines = status.table(fleet()).splitlines()
+    header, ok, down = lines[0], lines[1], lines[2]
+    for name in ("SHA", "HEALTH", "LISTEN", "KEY"):
+        col = header.index(name)
+        assert ok[col - 1] == " " and down[col - 1] == " ", name
+    assert ok[header.index("SHA"):].startswith("a" * 12 + " ")
+    assert ok[header.index("PREVIOUS"):].startswith("b" * 12 + " ")
+    assert down[header.index("LISTEN"):].startswith("127.0.0.1:8081")
+    assert down[header.index("HEALTH"):].startswith("down")
+    # right-aligned numbers end where their header ends
+    assert ok[:header.index("TOK/S") + 5].endswith("123.5")
+    assert ok.endswith("16.0G")
+
+
+def test_table_unreachable_rows_carry_reason() -> None:
+    lines = status.table(fleet()).splitlines()
+    assert lines[3].split() == ["pinebook.local", "unreachable:", "connection", "refused"]
+    assert lines[4].startswith("deck ") and "not asked: knob port=0 is invalid" in lines[4]
+    assert lines[-1] == "1 of 4 hosts healthy"
+
+
+def test_table_fits_100_columns_for_typical_names() -> None:
+    width = max(len(line) for line in status.table(fleet()).splitlines())
+    assert width <= 120, width  # 13 columns incl. two 12-hex shas: 100 is not reachable
+
+
+def test_json_round_trip() -> None:
+    rows = fleet()
+    data = json.loads(status.to_json(rows))
+    assert [d["healthy"] for d in data] == [True, False, False, False]
+    assert data[0]["sha256"] == SHA_A and data[0]["tokens_per_s"] == pytest.approx(123.456)
+    assert data[2] == {**data[2], "reachable": False, "error": "connection refused"}
+    assert status.from_json(data) == rows
+
+
+def test_device_url() -> None:
+    assert status.device_url("0.0.0.0", 8080) == "http://127.0.0.1:8080"
+    assert status.device_url("::", 80) == "http://127.0.0.1:80"
+    assert status.device_url("::1", 80) == "http://[::1]:80"
+    assert status.device_url("192.168.1.5", 8080) == "http://192.168.1.5:8080"
+
+
+# --- the device script, run here against stub commands ----------------------------------------
+
+STUBS = {
+    "systemctl": 'echo "${FAKE_ACTIVE:-active}"',
+    # sudo -n: "test -f <key files>" answers from FAKE_KEY; anything else runs as is.
+    "sudo": ('[ "$1" = -n ] && shift; [ -n "$FAKE_NOSUDO" ] && exit 1\n'
+             'if [ "$1" = test ]; then [ -n "$FAKE_KEY" ]; exit; fi\nexec "$@"'),
+    # curl: records its arguments; /health answers FAKE_HEALTH, /completion a JSON body.
+    "curl": ('echo "$*" >> "$FAKE_LOG"\ncase "$*" in\n'
+             '  */health*) printf "%s" "${FAKE_HEALTH:-200}";;\n'
+             f"  */completion*) printf '%s' '{json.dumps(COMPLETION)}';;\nesac"),
+}
+
+
+@pytest.fixture()
+def device(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in STUBS.items():
+        stub = bin_dir / name
+        stub.write_text(f"#!/bin/sh\n{body}\n")
+        stub.chmod(0o755)
+    store = tmp_path / "models"
+    store.mkdir()
+    (store / f"{SHA_A}.gguf").write_bytes(b"x")
+    (store / "current.gguf").symlink_to(f"{SHA_A}.gguf")
+    (store / "previous.gguf").symlink_to(f"{SHA_B}.gguf")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "FAKE_LOG": str(tmp_path / "curl.log")}
+    return tmp_path, env
+
+
+def run_script(c: config.Config, env: dict[str, str], **fake: str) -> list[str]:
+    full = {**env, **{f"FAKE_{k.upper()}": v for k, v in fake.items()}}
+    proc = subprocess.run(["sh", "-c", status.script(c)], env=full, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_script_healthy_device(device: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = device
+    c = cfg(models_dir=str(tmp / "models"))
+    row = status.row_from("h", c, status.parse(run_script(c, env)))
+    assert row.healthy and row.sha256 == SHA_A and row.previous_sha256 == SHA_B
+    assert row.api_key is False and row.ram_bytes and row.disk_free_bytes
+    calls = (tmp / "curl.log").read_text().splitlines()
+    assert "--max-time 5" in calls[0] and calls[0].endswith("http://127.0.0.1:8080/health")
+    assert "--max-time 30" in calls[1] and '"n_predict": 16' in calls[1]
+    assert '"temperature": 0' in calls[1] and "-H @" not in calls[1]
+
+
+def test_script_sends_api_key_header_under_sudo(device: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = device
+    c = cfg(models_dir=str(tmp / "models"))
+    row = status.row_from("h", c, status.parse(run_script(c, env, key="1")))
+    assert row.api_key is True and row.healthy
+    assert f"-H @{status.KEY_HEADER}" in (tmp / "curl.log").read_text().splitlines()[1]
+
+
+def test_script_down_server_skips_generation(device: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = device
+    c = cfg(models_dir=str(tmp / "models"))
+    row = status.row_from("h", c, status.parse(
+        run_script(c, env, health="000", active="failed", nosudo="1")))
+    assert (row.service, row.health, row.tokens_per_s, row.api_key) == ("failed", 0, None, None)
+    assert len((tmp / "curl.log").read_text().splitlines()) == 1
+
+
+def test_script_missing_store_and_home_path(device: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = device
+    c = cfg(models_dir="~/not/there yet")
+    row = status.row_from("h", c, status.parse(run_script(c, env)))
+    assert row.sha256 is None and row.disk_free_bytes  # df of the nearest existing parent
+    assert os.path.isdir(tmp)
