@@ -13,5 +13,6 @@ if plan is not None:
     tag, built = image(plan)
     switch = model(plan)
     restarted = service(plan, tag, changed=built or switch.changed)
-    health(plan.cfg, restarted=restarted or runtime_changed, switch=switch)
+    health(plan.cfg, plan.target, plan.target.unit_env(plan.uid),
+           restarted=restarted or runtime_changed, switch=switch)
     prune_store(plan)

@@ -10,19 +10,23 @@ knob, the value and what is accepted.
 #    "sha256": "<64 hex>", "mmproj": {"url": ..., "sha256": ...}, "args": ["--temp", "0.7"]}
 model = "qwen2.5-0.5b-instruct"
 # Where models live on the device: <models_dir>/<sha256>.gguf, `current.gguf` links to one.
-models_dir = "/var/lib/llama-docker/models"
+# "auto": /var/lib/llama-docker/models (Debian, Arch), ~/.local/share/llama-docker/models
+# (SteamOS: the root filesystem is read-only), ~/.llama-docker/models (macOS).
+models_dir = "auto"
 # How many models to keep on a device (the serving one and the previous, for rollback).
 models_keep = 2
 # Where the controller (this laptop) keeps downloaded models and hash markers.
 cache_dir = "~/.cache/llama-docker"
 
 # --- Container runtime ----------------------------------------------------------------------
-# "auto" picks what fits the device (docker on Debian); "docker" or "podman" to choose.
+# "auto" picks what fits the device: docker on Debian and Arch, rootless podman on SteamOS,
+# docker in colima on macOS. Or "docker", "podman", or "native" (macOS: Homebrew's
+# llama-server with Metal, no container).
 runtime = "auto"
 # A LAN registry mirror (host:port, plain HTTP) for the base image; "" for Docker Hub.
 registry_mirror = ""
 # Base image of the server image (Debian forky ships llama.cpp-tools).
-image_base = "debian:forky-slim"
+image_base = "docker.io/library/debian:forky-slim"
 # False only for a package mirror that serves an expired snapshot.
 apt_check_valid_until = True
 

@@ -6,9 +6,12 @@ import os
 import secrets
 from pathlib import Path
 
-DEVICE_DIR = "/etc/llama-docker"
-KEY_FILE = f"{DEVICE_DIR}/api-key"           # read by llama-server (--api-key-file)
-HEADER_FILE = f"{DEVICE_DIR}/api-key.header"  # read by curl on the device (-H @file)
+DEVICE_DIR = "/etc/llama-docker"  # rootful devices; rootless ones use ~/.config/llama-docker
+
+
+def paths(config_dir: str) -> tuple[str, str]:
+    """The key file (read by llama-server) and the header file (read by curl -H @file)."""
+    return f"{config_dir}/api-key", f"{config_dir}/api-key.header"
 
 
 def resolve(value: str, cache_dir: Path) -> str | None:

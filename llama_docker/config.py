@@ -16,7 +16,7 @@ from typing import Any
 from .errors import ConfigError
 from .spec import ModelSpec, resolve_model
 
-RUNTIMES = ("auto", "docker", "podman")
+RUNTIMES = ("auto", "docker", "podman", "native")
 _HOSTPORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -69,6 +69,10 @@ def _choice(*options: str) -> Callable[[str, Any], str]:
     return check
 
 
+def _models_dir(knob: str, value: Any) -> str:
+    return "auto" if value == "auto" else _abs_path(knob, value)
+
+
 def _abs_path(knob: str, value: Any) -> str:
     if not isinstance(value, str) or not value.startswith(("/", "~")) or "\n" in value:
         raise ConfigError(knob, value, "an absolute path (starting with / or ~)")
@@ -119,7 +123,7 @@ def _api_key(knob: str, value: Any) -> str:
 
 
 RULES: dict[str, Callable[[str, Any], Any]] = {
-    "models_dir": _abs_path,
+    "models_dir": _models_dir,
     "models_keep": _int(1, 100),
     "runtime": _choice(*RUNTIMES),
     "registry_mirror": _hostport,

@@ -209,8 +209,11 @@ def connect_reason(message: str) -> str:
 
 
 def size(n: int | None) -> str:
+    """Compact binary sizes, as df -h prints them: 512M, 7.6G, 40G."""
     if n is None:
         return "-"
+    if n >= 10 * GIB:
+        return f"{n / GIB:.0f}G"
     return f"{n / GIB:.1f}G" if n >= GIB else f"{n / MIB:.0f}M"
 
 

@@ -92,3 +92,13 @@ class StoreFiles(FactBase):
 
     def process(self, output: list[str]) -> list[str]:
         return [line for line in output if line]
+
+
+class UserId(FactBase):
+    """The SSH user's numeric uid (its user manager lives at /run/user/<uid>)."""
+
+    def command(self) -> str:
+        return "id -u"
+
+    def process(self, output: list[str]) -> int:
+        return int(output[0])

@@ -9,8 +9,9 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from llama_docker.apikey import HEADER_FILE
+from llama_docker.apikey import paths
 from llama_docker.config import Config
+from llama_docker.target import Target
 
 from .common import say_error
 from .facts import HttpStatus
@@ -26,7 +27,7 @@ def local_url(cfg: Config) -> str:
     return f"http://{addr}:{cfg.port}"
 
 
-def wait_script(url: str, timeout: int) -> str:
+def wait_script(url: str, timeout: int, header: str, sudo: bool) -> str:
     """A bounded poll of /health that names what it waited for, then a short completion.
 
     The completion sends the API key header when the device has one (curl reads it from the
@@ -34,14 +35,14 @@ def wait_script(url: str, timeout: int) -> str:
     """
     tries = max(timeout // 2, 1)
     body = shlex.quote(json.dumps(PROMPT))
-    header = HEADER_FILE
+    sudo_ = "sudo -n " if sudo else ""
     return (
         f"i=0; code=000; while [ $i -lt {tries} ]; do "
         f"code=$(curl -s -o /dev/null --max-time 2 -w '%{{http_code}}' {url}/health); "
         '[ "$code" = 200 ] && break; i=$((i+1)); sleep 2; done; '
         f'if [ "$code" != 200 ]; then echo "{url}/health did not answer 200 within {timeout}s '
         '(last status $code)"; exit 1; fi; '
-        f"if sudo -n test -f {header}; then auth='sudo -n curl -H @{header}'; "
+        f"if {sudo_}test -f {header}; then auth='{sudo_}curl -H @{header}'; "
         "else auth=curl; fi; "
         f"$auth -fsS --max-time 60 -H 'Content-Type: application/json' -d {body} "
         f"{url}/completion | grep -q '\"content\"' || "
@@ -49,32 +50,33 @@ def wait_script(url: str, timeout: int) -> str:
     )
 
 
-def _healthy(h, url: str, timeout: int) -> tuple[bool, str]:  # noqa: ANN001
-    ok, out = h.run_shell_command(command=wait_script(url, timeout))
+def _healthy(h, script: str) -> tuple[bool, str]:  # noqa: ANN001
+    ok, out = h.run_shell_command(command=script)
     return ok, " ".join(out.stdout_lines + out.stderr_lines).strip()
 
 
-def _wait(state, host, url: str, timeout: int, service: str, root: str,  # noqa: ANN001
-          rollback: dict[str, str]) -> bool:
-    ok, why = _healthy(host, url, timeout)
+def _wait(state, host, url: str, script: str, service: str, root: str,  # noqa: ANN001
+          rollback: dict[str, str], restart: str, env: dict[str, str], logs: str) -> bool:
+    ok, why = _healthy(host, script)
     if ok:
         return True
     if not rollback:
-        say_error(host, f"{why}; see: journalctl -u {service}")
+        say_error(host, f"{why}; see: {logs}")
         return False
     cmds = [link_commands(root, link, target) for link, target in rollback.items()]
     host.run_shell_command(command=" && ".join(cmds))
-    host.run_shell_command(command=f"systemctl restart {shlex.quote(service)}", _sudo=True)
-    back, _ = _healthy(host, url, timeout)
+    host.run_shell_command(command=restart, _env=env)
+    back, _ = _healthy(host, script)
     old = rollback["current.gguf"]
     state_now = "it answers again" if back else "it does not answer either"
     say_error(host, f"the new model failed its health check ({why}); rolled back to {old}, "
-                    f"{state_now}; see: journalctl -u {service}")
+                    f"{state_now}; see: {logs}")
     return False
 
 
 @deploy("Health")
-def health(cfg: Config, restarted: bool, switch: Switch | None = None) -> None:
+def health(cfg: Config, t: Target, env: dict[str, str], restarted: bool,
+           switch: Switch | None = None) -> None:
     """Skip when nothing was restarted and the server already answers 200."""
     url = local_url(cfg)
     if not restarted and host.get_fact(HttpStatus, url=f"{url}/health") == 200:
@@ -82,7 +84,11 @@ def health(cfg: Config, restarted: bool, switch: Switch | None = None) -> None:
     rollback: dict[str, str] = {}
     if switch and switch.changed and switch.before.get("current.gguf"):
         rollback = {link: target for link, target in switch.before.items() if target}
+    service = f"{cfg.service_name}.service"
+    user = "--user " if t.manager == "systemd-user" else ""
+    restart = f"{'' if user else 'sudo -n '}systemctl {user}restart {shlex.quote(service)}"
+    script = wait_script(url, cfg.health_timeout, paths(t.config_dir)[1], t.sudo)
     python.call(name=f"Wait for {url}/health and a first completion", function=_wait,
-                url=url, timeout=cfg.health_timeout,
-                service=f"{cfg.service_name}.service", root=cfg.models_dir,
-                rollback=rollback)
+                url=url, script=script, service=service, root=t.models_dir,
+                rollback=rollback, restart=restart, env=env,
+                logs=f"journalctl {user}-u {service}")

@@ -14,7 +14,13 @@ from llama_docker.units import FILES
 from .facts import ImageId
 from .preflight import Plan
 
-CONTEXT = "/opt/llama-docker/build"
+
+def build_command(runtime: str, args: dict[str, str], tag: str, context: str) -> str:
+    flags = " ".join(f"--build-arg {k}={shlex.quote(v)}" for k, v in sorted(args.items()))
+    # docker 20.10's legacy builder is what Debian ships; BuildKit is not assumed.
+    env = "DOCKER_BUILDKIT=0 " if runtime == "docker" else ""
+    return (f"{env}{runtime} build {flags} -t {tag} -f {context}/Containerfile "
+            f"{shlex.quote(context)}")
 
 
 @deploy("Server image")
@@ -22,19 +28,14 @@ def image(plan: Plan) -> tuple[str, bool]:
     """Return the image tag and whether it is built in this run."""
     args = build_args(plan.cfg.image_base, plan.cfg.apt_check_valid_until)
     tag = image_tag(args)
-    runtime = "docker"
-    if host.get_fact(ImageId, runtime=runtime, tag=tag, _sudo=True):
+    t = plan.target
+    if host.get_fact(ImageId, runtime=t.runtime, tag=tag, _sudo=t.sudo):
         return tag, False
-    files.directory(name="Build context folder", path=CONTEXT, mode="755", _sudo=True)
+    files.directory(name="Build context folder", path=t.build_dir, mode="755", _sudo=t.sudo)
     for name in BUILD_FILES:
         files.put(name=f"Build context: {name}", src=str(FILES / name),
-                  dest=f"{CONTEXT}/{name}", mode="755" if name.endswith(".sh") else "644",
-                  _sudo=True)
-    flags = " ".join(f"--build-arg {k}={shlex.quote(v)}" for k, v in sorted(args.items()))
-    server.shell(
-        name=f"Build {tag} (llama-server from Debian's llama.cpp)",
-        commands=[f"DOCKER_BUILDKIT=0 {runtime} build --pull=false {flags} -t {tag} "
-                  f"-f {CONTEXT}/Containerfile {CONTEXT}"],
-        _sudo=True,
-    )
+                  dest=f"{t.build_dir}/{name}", mode="755" if name.endswith(".sh") else "644",
+                  _sudo=t.sudo)
+    server.shell(name=f"Build {tag} (llama-server from Debian's llama.cpp)",
+                 commands=[build_command(t.runtime, args, tag, t.build_dir)], _sudo=t.sudo)
     return tag, True

@@ -91,8 +91,8 @@ def model(plan: Plan) -> Switch:
     """Put the model (and projector) on the device and switch `current` to it."""
     root = plan.store.root
     before = {link: host.get_fact(LinkTarget, path=f"{root}/{link}") for link in LINKS}
-    files.directory(name="Model store", path=root, user=plan.user, group=plan.user,
-                    mode="755", _sudo=True)
+    files.directory(name="Model store", path=root, user=plan.user, mode="755",
+                    _sudo=plan.target.sudo)
     _place(plan, plan.model)
     changed = switch_link(name=f"Serve {plan.cfg.model.name}", store=plan.store,
                           link="current.gguf", sha=plan.model.sha256,

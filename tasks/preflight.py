@@ -8,15 +8,17 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.hardware import Memory
-from pyinfra.facts.server import Arch, Kernel, LinuxDistribution
+from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
-from llama_docker import config, fit, profile
+from llama_docker import config, fit, profile, target
 from llama_docker.controller import LocalFile, local_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
 
 from .common import fail_host
-from .facts import FreeBytes, PhysicalCores, SudoWorks
+from .facts import FreeBytes, PhysicalCores, SudoWorks, UserId
+
+SUPPORTED = ("debian", "steamos")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,13 @@ class Plan:
     model: LocalFile
     mmproj: LocalFile | None
     store: Store
+    target: target.Target
+
+    uid: int
+
+    @property
+    def runtime(self) -> str:
+        return self.target.runtime
 
 
 def _present(store: Store, sha: str) -> bool:
@@ -39,13 +48,26 @@ def _present(store: Store, sha: str) -> bool:
     return bool(host.get_fact(File, path=store.marker(sha)))
 
 
-def _check() -> Plan:
+def device_target() -> tuple[config.Config, target.Target, int]:
+    """Knobs checked, family detected, target chosen: facts only, nothing changes."""
     cfg = config.load(host.data, host.name)
-    kind = profile.detect(host.get_fact(Kernel), host.get_fact(LinuxDistribution)["release_meta"])
-    if kind != "debian":
+    kernel = host.get_fact(Kernel)
+    meta = host.get_fact(LinuxDistribution)["release_meta"] if kernel == "Linux" else {}
+    kind = profile.detect(kernel, meta)
+    if kind not in SUPPORTED:
         raise RefusedError(f"{kind} devices are not supported by this version")
+    user = host.data.get("ssh_user") or "root"
+    tgt = target.choose(kind, cfg.runtime, cfg.models_dir,
+                        host.get_fact(Home) or f"/home/{user}", cfg.service_name)
+    return cfg, tgt, host.get_fact(UserId)
+
+
+def _check() -> Plan:
+    cfg, tgt, uid = device_target()
+    kind = tgt.profile
     arch = profile.image_arch(host.get_fact(Arch))
-    if not host.get_fact(SudoWorks):
+    user = host.data.get("ssh_user") or "root"
+    if tgt.sudo and not host.get_fact(SudoWorks):
         raise RefusedError("sudo asks for a password: allow NOPASSWD for this user "
                            "(echo 'USER ALL=(ALL) NOPASSWD:ALL' | sudo tee "
                            "/etc/sudoers.d/llama-docker) or run pyinfra with --sudo-password")
@@ -60,16 +82,15 @@ def _check() -> Plan:
                           ram_mb * fit.MIB if ram_mb else None, cfg.model.name)
     if why:
         raise RefusedError(why)
-    store = Store(cfg.models_dir)
+    store = Store(tgt.models_dir, "shasum -a 256" if kind == "macos" else "sha256sum")
     missing = sum(f.size for f in files if not _present(store, f.sha256))
     why = fit.disk_refusal(missing, cfg.disk_margin_mib,
-                           host.get_fact(FreeBytes, path=cfg.models_dir), cfg.models_dir)
+                           host.get_fact(FreeBytes, path=tgt.models_dir), tgt.models_dir)
     if why:
         raise RefusedError(why)
     threads = cfg.threads or host.get_fact(PhysicalCores)
-    user = host.data.get("ssh_user") or "root"
     return Plan(cfg=cfg, profile=kind, arch=arch, threads=threads, user=user, model=model,
-                mmproj=mmproj, store=store)
+                mmproj=mmproj, store=store, target=tgt, uid=uid)
 
 
 @deploy("Preflight")

@@ -6,24 +6,24 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
 
-from llama_docker import config
 from llama_docker.errors import LlamaDockerError
 
 from .common import fail_host
 from .facts import LinkTarget
 from .health import health
 from .model import link_commands
+from .preflight import device_target
 
 
 @deploy("Rollback")
 def rollback() -> bool:
     """Serve the previous model again (and keep the current one as the new previous)."""
     try:
-        cfg = config.load(host.data, host.name)
+        cfg, t, uid = device_target()
     except LlamaDockerError as exc:
         fail_host(str(exc))
         return False
-    root = cfg.models_dir
+    root = t.models_dir
     cmds = []
     for kind in ("", "-mmproj"):
         cur = host.get_fact(LinkTarget, path=f"{root}/current{kind}.gguf")
@@ -36,8 +36,9 @@ def rollback() -> bool:
                      link_commands(root, f"previous{kind}.gguf", cur)]
     if not cmds:
         return False
+    env = t.unit_env(uid)
     server.shell(name="Swap current and previous model", commands=cmds)
     systemd.service(name=f"Restart {cfg.service_name}", service=f"{cfg.service_name}.service",
-                    running=True, restarted=True, _sudo=True)
-    health(cfg, restarted=True)
+                    running=True, restarted=True, user_mode=t.rootless, _sudo=t.sudo, _env=env)
+    health(cfg, t, env, restarted=True)
     return True

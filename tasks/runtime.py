@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
-from . import runtime_debian
+from . import runtime_debian, runtime_steamos
 from .preflight import Plan
 
-INSTALLERS = {"debian": runtime_debian.install}
+INSTALLERS = {"debian": runtime_debian.install, "steamos": runtime_steamos.install}
 
 
 @deploy("Container runtime")

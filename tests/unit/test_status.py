@@ -155,7 +155,7 @@ def test_table_columns_align() -> None:
     assert down[header.index("HEALTH"):].startswith("down")
     # right-aligned numbers end where their header ends
     assert ok[:header.index("TOK/S") + 5].endswith("123.5")
-    assert ok.endswith("16.0G")
+    assert ok.endswith("  40G  16G")
 
 
 def test_table_unreachable_rows_carry_reason() -> None:
@@ -165,9 +165,18 @@ def test_table_unreachable_rows_carry_reason() -> None:
     assert lines[-1] == "1 of 4 hosts healthy"
 
 
-def test_table_fits_100_columns_for_typical_names() -> None:
-    width = max(len(line) for line in status.table(fleet()).splitlines())
-    assert width <= 120, width  # 13 columns incl. two 12-hex shas: 100 is not reachable
+def test_table_width_for_a_typical_home() -> None:
+    """13 columns with two 12-hex shas cannot fit 100; a home with a preset fits 135."""
+    home = [status.row_from("pinebook.local", config.load(DEFAULTS, "p"), healthy_facts()),
+            status.row_from("raspi.local", cfg(), healthy_facts(service="inactive"))]
+    width = max(len(line) for line in status.table(home).splitlines())
+    assert width <= 135, width
+
+
+@pytest.mark.parametrize(("n", "text"), [
+    (None, "-"), (512 << 20, "512M"), (int(7.6 * (1 << 30)), "7.6G"), (40 << 30, "40G")])
+def test_size(n: int | None, text: str) -> None:
+    assert status.size(n) == text
 
 
 def test_json_round_trip() -> None:

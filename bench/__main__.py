@@ -1,0 +1,74 @@
+"""python3 -m bench [NAME ...]: run benchmarks (all by default), then write docs/BENCHMARKS.md.
+
+Each benchmark prints its rows, and its headline ratio on its last line. Lab devices are
+started fresh (bench-1..4) and removed at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+
+from . import download, fleet, hashcost, noop, push, report, resume, serve, upstream
+from .common import Lab, Result, log, save_result
+
+BENCHES: dict[str, Callable[[Lab], Result]] = {
+    "download": download.bench,
+    "push": push.bench,
+    "resume": resume.bench,
+    "upstream": upstream.bench,
+    "hash": hashcost.bench,
+    "noop": noop.bench,
+    "fleet": fleet.bench,
+    "serve": serve.bench,
+}
+
+
+def headline(res: Result) -> str:
+    r = res.rows[0]
+    met = "met" if r.met else "missed" if r.met is False else "info"
+    ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}"
+    return f"{res.name}: {r.benchmark}: ratio {ratio} (goal {r.goal}: {met})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", metavar="NAME", help="any of: " + ", ".join(BENCHES))
+    args = p.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHES]
+    if unknown:
+        p.error(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHES)}")
+    names = args.names or list(BENCHES)
+    L = Lab()
+    began, failed = time.perf_counter(), []
+    try:
+        for name in names:
+            t = time.perf_counter()
+            log(f"--- {name}")
+            try:
+                res = BENCHES[name](L)
+            except Exception as exc:  # noqa: BLE001 - one failed benchmark must not stop the rest
+                log(f"{name} FAILED: {type(exc).__name__}: {exc}")
+                failed.append(name)
+                continue
+            res.seconds = time.perf_counter() - t
+            save_result(res)
+            for r in res.rows:
+                ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}"
+                print(f"  {r.benchmark}: {r.ours} vs {r.reference}: {ratio} (goal {r.goal})")
+            print(headline(res), flush=True)
+    finally:
+        L.remove()
+    total = time.perf_counter() - began
+    report.write(total, full=not args.names)
+    log(f"total {total / 60:.1f} min; wrote {report.DOC}")
+    if failed:
+        log("failed: " + ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
