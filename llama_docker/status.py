@@ -15,13 +15,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .apikey import HEADER_FILE as KEY_HEADER
+from .apikey import KEY_FILE
 from .config import Config
 from .errors import ConfigError, RefusedError
 from .fit import GIB, MIB
 from .profile import detect
 
-KEY_FILE = "/etc/llama-docker/api-key"
-KEY_HEADER = "/etc/llama-docker/api-key.header"
 PROMPT = {"prompt": "Hello", "n_predict": 16, "temperature": 0}
 HEALTH_MAX_TIME = 5
 COMPLETION_MAX_TIME = 30

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Run, deploy, make_model, write_knobs
+from tests.conftest import REPO, Run, deploy, http_json, make_model, write_knobs
 from tests.lab import lab
 
 pytestmark = pytest.mark.lab
@@ -208,3 +208,22 @@ def test_webui_screenshot(device: lab.Device, deployed: Run, tmp_path: Path) -> 
     assert colours > 16, f"the screenshot looks blank ({colours} colours)"
     SCREENSHOT.parent.mkdir(exist_ok=True)
     shutil.copyfile(shot, SCREENSHOT)
+
+
+# --- last: an API key on the same device ---------------------------------------------------------
+
+
+def test_api_key_row_still_measures(device: lab.Device, inv: Path, model: dict,
+                                    deployed: Run) -> None:
+    """With a key the server refuses bare requests; status sends the device's header file."""
+    write_knobs(inv, model=model, api_key="status-test-key")
+    run = deploy(inv / "inventory.py")
+    assert run.code == 0, run.output[-4000:]
+    code, _ = http_json(f"http://127.0.0.1:{device.http_port}/completion",
+                        {"prompt": "Hi", "n_predict": 2})
+    assert code == 401
+    proc = subprocess.run([sys.executable, "status.py", str(inv / "inventory.py"), "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (row,) = json.loads(proc.stdout)
+    assert row["api_key"] is True and row["tokens_per_s"] > 0

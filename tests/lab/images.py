@@ -140,6 +140,111 @@ DEVICE = Recipe(
     ),
 )
 
+STEAMOS_RELEASE = """\
+NAME="SteamOS"
+PRETTY_NAME="SteamOS"
+VERSION_CODENAME=holo
+ID=steamos
+ID_LIKE=arch
+VARIANT_ID=steamdeck
+VERSION_ID=3.6.19
+BUILD_ID=lab
+HOME_URL="https://www.steampowered.com/"
+"""
+
+# SteamOS has no apt and must never be given packages: these stubs log and fail, so a deploy
+# that takes a wrong branch fails loudly. Queries (podman info runs `dpkg -S`) still work.
+FORBIDDEN_STUB = """\
+#!/bin/sh
+echo "$(date -Is) $0 $*" >> /var/log/lab-forbidden.log
+echo "lab: $0 is not available on SteamOS" >&2
+exit 100
+"""
+
+DPKG_STUB = """\
+#!/bin/sh
+case "$1" in
+  -S|--search|-s|--status|-l|--list|-L|--listfiles|--print-architecture|-W|--show)
+    exec /usr/lib/lab/dpkg.real "$@" ;;
+esac
+echo "$(date -Is) dpkg $*" >> /var/log/lab-forbidden.log
+echo "lab: dpkg is not available on SteamOS" >&2
+exit 100
+"""
+
+PACMAN_STUB = """\
+#!/bin/sh
+case "$1" in -Q*) exit 1 ;; esac
+echo "$(date -Is) pacman $*" >> /var/log/lab-forbidden.log
+echo "lab: pacman must not be used on SteamOS (read-only root)" >&2
+exit 100
+"""
+
+# /dev is fresh at every container start; rootless podman needs these two.
+DEVICE_NODES_UNIT = """\
+[Unit]
+Description=Lab: let users open /dev/net/tun and /dev/fuse (rootless podman)
+DefaultDependencies=no
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/chmod 666 /dev/net/tun /dev/fuse
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# Overlay on the host's overlay fails; vfs always works (and the lab's images are small).
+VFS_STORAGE = '[storage]\ndriver = "vfs"\n'
+
+STEAMOS_USER = "deck"
+
+STEAMOS = Recipe(
+    name="device-steamos",
+    suite="trixie",
+    packages=(
+        "systemd", "systemd-sysv", "openssh-server", "sudo", "curl", "ca-certificates",
+        "iproute2", "dbus", "dbus-user-session", "libpam-systemd", "iptables", "procps",
+        "podman", "uidmap", "passt", "catatonit",
+    ),
+    files={
+        "/etc/ssh/sshd_config.d/lab.conf": DEVICE_SSHD,
+        "/etc/systemd/system/lab-network-online.service": NETWORK_ONLINE_UNIT,
+        "/etc/systemd/system/lab-dns-guard.service": DNS_GUARD_UNIT,
+        "/etc/systemd/system/lab-device-nodes.service": DEVICE_NODES_UNIT,
+        "/usr/local/sbin/lab-dns-guard": DNS_GUARD_SCRIPT,
+        f"/etc/sudoers.d/{STEAMOS_USER}": f"{STEAMOS_USER} ALL=(ALL) NOPASSWD:ALL\n",
+        "/usr/lib/os-release": STEAMOS_RELEASE,
+        f"/home/{STEAMOS_USER}/.config/containers/storage.conf": VFS_STORAGE,
+        "/usr/lib/lab/forbidden": FORBIDDEN_STUB,
+        "/usr/lib/lab/dpkg": DPKG_STUB,
+        "/usr/lib/lab/pacman": PACMAN_STUB,
+    },
+    hooks=(
+        'chmod 755 "$1/usr/local/sbin/lab-dns-guard" "$1"/usr/lib/lab/*',
+        f'chmod 440 "$1/etc/sudoers.d/{STEAMOS_USER}"',
+        'rm -f "$1"/etc/ssh/ssh_host_*',
+        'rm -f "$1/etc/os-release" && ln -s ../usr/lib/os-release "$1/etc/os-release"',
+        f'chroot "$1" useradd -m -u 1000 -s /bin/bash -G sudo {STEAMOS_USER}',
+        f'grep -q {STEAMOS_USER} "$1/etc/subuid" || echo "{STEAMOS_USER}:100000:65536" '
+        '>> "$1/etc/subuid"',
+        f'grep -q {STEAMOS_USER} "$1/etc/subgid" || echo "{STEAMOS_USER}:100000:65536" '
+        '>> "$1/etc/subgid"',
+        f'install -d -m 700 -o 1000 -g 1000 "$1/home/{STEAMOS_USER}/.ssh"',
+        f'chown -R 1000:1000 "$1/home/{STEAMOS_USER}/.config"',
+        'chroot "$1" systemctl enable lab-network-online.service lab-dns-guard.service'
+        " lab-device-nodes.service",
+        'chroot "$1" systemctl mask systemd-modules-load.service getty@tty1.service',
+        'echo "steamdeck" > "$1/etc/hostname"',
+        # Last: no package manager from here on.
+        'mv "$1/usr/bin/dpkg" "$1/usr/lib/lab/dpkg.real" && cp "$1/usr/lib/lab/dpkg" '
+        '"$1/usr/bin/dpkg"',
+        'for t in apt apt-get; do cp "$1/usr/lib/lab/forbidden" "$1/usr/bin/$t"; done',
+        'cp "$1/usr/lib/lab/pacman" "$1/usr/bin/pacman"',
+    ),
+)
+
 INFRA = Recipe(
     name="infra",
     suite="bookworm",
@@ -189,6 +294,10 @@ def build(recipe: Recipe) -> str:
 
 def build_all() -> dict[str, str]:
     return {r.name: build(r) for r in (DEVICE, INFRA, FORKY)}
+
+
+def build_steamos() -> str:
+    return build(STEAMOS)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use

@@ -156,14 +156,27 @@ def _save_devices(devices: dict[str, Device]) -> None:
     (STATE / "devices.json").write_text(json.dumps([asdict(d) for d in devices.values()]))
 
 
-def start_device(name: str, image: str, index: int, fresh: bool = False) -> Device:
+# SteamOS: `/` read-only, /etc, /var and /home writable (as on a Deck, where /etc is an
+# overlay and updates replace the rest). Named volumes start as copies of the image's folders.
+STEAMOS_FLAGS = ["--read-only", "--tmpfs", "/tmp"]
+STEAMOS_VOLUMES = ("etc", "var", "home")
+
+
+def start_device(name: str, image: str, index: int, fresh: bool = False,
+                 profile: str = "debian") -> Device:
     """Start (or reuse, unless `fresh`) a device container and wait until sshd answers."""
     known = _load_devices()
     dev = known.get(name)
     if dev and _running(dev.container) and not fresh:
         return dev
+    user = images.STEAMOS_USER if profile == "steamos" else images.DEVICE_USER
     dev = Device(name=name, ip=f"198.18.0.{10 + index}", ssh_port=_free_port(),
-                 http_port=_free_port())
+                 http_port=_free_port(), user=user)
+    extra: list[str] = []
+    if profile == "steamos":
+        extra = [*STEAMOS_FLAGS]
+        for vol in STEAMOS_VOLUMES:
+            extra += ["-v", f"{dev.container}-{vol}:/{vol}"]
     hostkey = STATE / name / "ssh_host_ed25519_key"
     hostkey.parent.mkdir(parents=True, exist_ok=True)
     if not hostkey.exists():
@@ -173,7 +186,7 @@ def start_device(name: str, image: str, index: int, fresh: bool = False) -> Devi
         "run", "-d", "--name", dev.container, "--hostname", name,
         "--network", NET, "--ip", dev.ip, *DEVICE_RUN_FLAGS,
         "-v", f"{dev.container}-docker:/var/lib/docker",
-        "-v", f"{dev.container}-containers:/var/lib/containers",
+        "-v", f"{dev.container}-containers:/var/lib/containers", *extra,
         "-v", f"{hostkey}:/etc/ssh/ssh_host_ed25519_key:ro",
         "-v", f"{STATE / 'id_ed25519.pub'}:/home/{dev.user}/.ssh/authorized_keys:ro",
         "-v", f"{STATE / 'resolv.conf'}:/etc/resolv.conf:ro",
@@ -203,7 +216,7 @@ def restart_device(dev: Device) -> None:
 
 def remove_device(dev: Device) -> None:
     docker("rm", "-f", "-v", dev.container, check=False, capture=True)
-    for vol in ("docker", "containers"):
+    for vol in ("docker", "containers", *STEAMOS_VOLUMES):
         docker("volume", "rm", f"{dev.container}-{vol}", check=False, capture=True)
     known = _load_devices()
     known.pop(dev.name, None)

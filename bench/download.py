@@ -1,0 +1,145 @@
+"""Controller download: fetch() (sha256 while streaming, resumable) against plain `curl -o`.
+
+The server is the lab's fault server in its own process (so it does not share a GIL with
+fetch()), on 127.0.0.1, once unlimited and once held to 125 MB/s (a 1 Gbit/s link, the
+fastest a home controller is likely to see). Both clients write to the same disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import llama_docker.fetch as fetch_mod
+from llama_docker.fetch import fetch
+
+from .common import (
+    MIB,
+    QUICK,
+    REPO,
+    WORK,
+    Lab,
+    Result,
+    Row,
+    interleave,
+    mbs,
+    med,
+    rounds,
+    run,
+    timed,
+)
+from .push import random_file, ratio_rounds
+
+LINK_RATE = 125_000_000  # bytes/s: 1 Gbit/s
+
+
+@contextmanager
+def file_server(root: Path) -> Iterator[str]:
+    """`python3 -m tests.lab.fault_server` on a free local port; yields its base URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.lab.fault_server", "--root",
+                             str(root), "--port", "0"], cwd=REPO, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stderr.readline() if proc.stderr else ""
+        m = re.search(r"on (http://127\.0\.0\.1:\d+)/", line)
+        if not m:
+            raise RuntimeError(f"fault server did not start: {line!r}")
+        yield m.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def set_faults(base: str, **faults: object) -> None:
+    req = urllib.request.Request(f"{base}/_fault", data=json.dumps(faults).encode(),
+                                 method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        resp.read()
+
+
+def bench(L: Lab) -> Result:
+    del L  # no device: this is the controller alone
+    size = (256 if QUICK else 1024) * MIB
+    src, sha = random_file(f"push-{size // MIB}m.bin", size)
+    serve, out = WORK / "serve", WORK / "dl"
+    for d in (serve, out):
+        d.mkdir(parents=True, exist_ok=True)
+    served = serve / "model.gguf"
+    served.unlink(missing_ok=True)
+    os.link(src, served)  # the server refuses symlinks out of its root; a hard link is in
+    dest = out / "fetch.gguf"
+
+    def clean() -> None:
+        for p in out.iterdir():
+            p.unlink()
+        os.sync()
+
+    finish: list[float] = []  # fetch()'s last step: wait for the hash, fsync, rename
+    orig_finish = fetch_mod._Download._finish
+
+    def timed_finish(self: fetch_mod._Download, *a: int) -> fetch_mod.FetchResult:
+        t = time.perf_counter()
+        try:
+            return orig_finish(self, *a)
+        finally:
+            finish.append(time.perf_counter() - t)
+
+    def ours(url: str) -> float:
+        return timed(lambda: fetch(url, dest, sha, size=size, progress=False))
+
+    def curl(url: str, sync: bool) -> float:
+        f = str(out / "curl.gguf")
+        return timed(lambda: (run(["curl", "-sf", "-o", f, url]), sync and run(["sync", f])))
+
+    t: dict[str, dict[str, list[float]]] = {}
+    fin: dict[str, list[float]] = {}
+    fetch_mod._Download._finish = timed_finish  # type: ignore[method-assign]
+    try:
+        with file_server(serve) as base:
+            url = f"{base}/model.gguf"
+            for mode, rate in (("loopback", None), ("125 MB/s", LINK_RATE)):
+                set_faults(base, rate=rate)
+                clean()
+                finish.clear()
+                t[mode] = interleave({"fetch": lambda: ours(url),
+                                      "curl": lambda: curl(url, False),
+                                      "curl+sync": lambda: curl(url, True)},
+                                     rounds(3), between=clean)
+                fin[mode] = list(finish)
+    finally:
+        fetch_mod._Download._finish = orig_finish  # type: ignore[method-assign]
+        clean()
+        served.unlink()
+    rows = []
+    for mode, ref, goal in (("125 MB/s", "curl", ">= 0.95"), ("125 MB/s", "curl+sync", ">= 0.95"),
+                            ("loopback", "curl", "report")):
+        r = ratio_rounds(t[mode][ref], t[mode]["fetch"])
+        rows.append(Row(f"download {size // MIB} MiB, server at {mode}",
+                        f"fetch() {mbs(size, med(t[mode]['fetch']))}",
+                        f"{'curl -o' if ref == 'curl' else 'curl -o; sync FILE'} "
+                        f"{mbs(size, med(t[mode][ref]))}", r, goal,
+                        r >= 0.95 if goal != "report" else None))
+    stream = {m: [a - b for a, b in zip(t[m]["fetch"], fin[m], strict=True)] for m in t}
+    details = (
+        f"{size // MIB} MiB from the fault server (its own process) on 127.0.0.1 to this "
+        "machine's disk, interleaved rounds. fetch() hashes while it streams (a second "
+        "thread), then waits for the hash, fsyncs the file and renames it; plain curl does "
+        "neither, `curl+sync` is curl followed by `sync FILE` (the same durability as "
+        "fetch()). Seconds per round:\n\n"
+        + "\n".join(f"- {mode}: " + "; ".join(f"{k} {', '.join(f'{x:.2f}' for x in v)}"
+                                               for k, v in vs.items())
+                    for mode, vs in t.items())
+        + "\n\nWhere fetch()'s time goes (median s): "
+        + "; ".join(f"{m}: streaming+hashing {med(stream[m]):.2f}, final hash wait + fsync + "
+                    f"rename {med(fin[m]):.2f}" for m in t)
+        + ". The gap to plain curl is the final step: most of it is the fsync writing back "
+        "what is still dirty in the page cache.")
+    return Result("download", rows, details)
