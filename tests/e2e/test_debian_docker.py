@@ -111,6 +111,8 @@ def test_second_run_changes_nothing(device: lab.Device, inv: Path, first_run: Ru
 
 def test_wrong_sha_refused_before_any_byte(device: lab.Device, inv: Path, models: dict,
                                            first_run: Run) -> None:
+    """Fault: the model file does not match its pinned sha256 | Seen: `<file> hashes X,
+    expected Y` on the controller | Left: nothing sent; the old model serving"""
     bad = dict(models["b"], sha256="0" * 64)
     write_knobs(inv, model=bad)
     run = deploy(inv / "inventory.py")
@@ -125,7 +127,9 @@ def test_wrong_sha_refused_before_any_byte(device: lab.Device, inv: Path, models
 
 def test_corrupted_transfer_never_served(device: lab.Device, inv: Path, models: dict,
                                          first_run: Run) -> None:
-    """A device-side file with a flipped byte is caught on the device and deleted."""
+    """Fault: one byte corrupted in the device's copy | Seen: `<file> on the device hashes X,
+    expected Y: the partial file was deleted` | Left: never linked, never served; the next
+    run sends it again"""
     b = models["b"]
     data = bytearray(Path(b["path"]).read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -195,6 +199,8 @@ def test_api_key_removed_again(device: lab.Device, inv: Path, models: dict,
 
 
 def test_reboot_brings_service_back(device: lab.Device, first_run: Run) -> None:
+    """Fault: the device reboots (power cut) | Seen: nothing | Left: docker and the unit start
+    at boot; the same model serving again"""
     lab.restart_device(device)
     wait_healthy(device.http_port, seconds=180)
     assert device.exec("systemctl", "is-active", "llama-docker").strip() == "active"

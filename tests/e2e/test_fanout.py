@@ -46,6 +46,8 @@ def hub(model: tuple[bytes, str]) -> FaultServer:
 def test_two_devices_one_download_through_a_dropped_connection(
         devices: list[lab.Device], hub: FaultServer, model: tuple[bytes, str],
         tmp_path: Path) -> None:
+    """Fault: the model server drops the connection half-way | Seen: the download resumes from
+    the exact byte | Left: one model's bytes fetched for two devices (at most 1 MiB again)"""
     data, sha = model
     inv = inventory(tmp_path, devices)
     hub.set(drop_after=len(data) // 2)

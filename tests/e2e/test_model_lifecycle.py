@@ -72,6 +72,9 @@ def test_first_model(device: lab.Device, inv: Path, models: dict) -> None:
 
 def test_interrupted_push_resumes_from_the_device_part(device: lab.Device, inv: Path,
                                                        models: dict) -> None:
+    """Fault: the link drops mid-push (controller killed at a quarter of the file) | Seen:
+    the next run says `resumed from byte N` | Left: old model serving meanwhile; the `.part`
+    kept and completed, verified, then switched"""
     big = models["big"]
     size = Path(big["path"]).stat().st_size
     write_knobs(inv, model=big)
@@ -104,6 +107,9 @@ def test_interrupted_push_resumes_from_the_device_part(device: lab.Device, inv: 
 
 def test_model_that_fails_health_is_rolled_back(device: lab.Device, inv: Path,
                                                 models: dict) -> None:
+    """Fault: a new model that llama-server cannot load | Seen: `the new model failed its
+    health check (...); rolled back to <sha>.gguf, it answers again` | Left: the previous
+    model serving; the run fails that host"""
     write_knobs(inv, model=models["bad"], health_timeout=20)
     run = deploy(inv / "inventory.py")
     assert run.code != 0
@@ -137,6 +143,8 @@ def test_prune_keeps_current_and_previous(device: lab.Device, inv: Path, models:
 
 
 def test_full_disk_refused_before_transfer(device: lab.Device, inv: Path, models: dict) -> None:
+    """Fault: models_dir on a disk too small for the model | Seen: `not enough disk at <dir>:
+    needs N, has M free` | Left: not a byte written; the old model still serving"""
     device.exec("sh", "-c", "mkdir -p /mnt/small && mount -t tmpfs -o size=4m tmpfs /mnt/small")
     new = make_model(inv, "tiny-new", seed=13)
     write_knobs(inv, model=dict(new, path=models["big"]["path"],

@@ -1,0 +1,169 @@
+"""Resume waste: cut a download or a push at 10/50/90 %, run it again, count bytes sent twice.
+
+fetch(): the fault server drops the connection after exactly that many body bytes; a first
+call with one attempt fails and keeps its .part, a second call resumes. The server counts
+every body byte it sent: waste = sent - size.
+
+push(): the link into the device is shaped (a Wi-Fi), the OpenSSH client is killed once it
+has read that share of the file, and push() is called again. ssh shares the file offset with
+push(), so bytes read by ssh in the first try + bytes sent by the second - size = bytes read
+(and so sent) twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import types
+from pathlib import Path
+
+from tqdm import tqdm
+
+import llama_docker.push as push_mod
+from llama_docker.errors import LlamaDockerError
+from llama_docker.fetch import FetchError, fetch
+from llama_docker.push import Store, push
+from tests.lab.fault_server import FaultServer
+
+from .common import MIB, QUICK, WORK, Lab, Result, Row, log, ssh_client
+from .push import device_has_aes, random_file, target_for
+
+FRACTIONS = (0.1, 0.5, 0.9)
+GOAL = MIB
+ROOT = "/var/tmp/bench-resume"
+LINK_MBIT = 400  # a good Wi-Fi: slow enough to stop the push at a chosen byte
+
+
+def fetch_waste(size: int) -> list[tuple[float, int, int]]:
+    """(fraction, bytes the server sent beyond the file's size, resumed from) per cut."""
+    src, sha = random_file(f"push-{size // MIB}m.bin", size)
+    dest = WORK / "resume" / "model.gguf"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    with FaultServer(root=src.parent) as srv:
+        url = srv.url("/" + src.name)
+        for frac in FRACTIONS:
+            for p in dest.parent.iterdir():
+                p.unlink()
+            srv.reset_counters()
+            srv.set(drop_after=int(size * frac))
+            try:
+                fetch(url, dest, sha, size=size, retries=1, progress=False)
+                raise RuntimeError("the cut download did not fail")
+            except FetchError:
+                pass
+            res = fetch(url, dest, sha, size=size, progress=False)
+            out.append((frac, srv.stats("/" + src.name).bytes - size, res.resumed_from))
+    for p in dest.parent.iterdir():
+        p.unlink()
+    return out
+
+
+class _Spy:
+    """Stands in for push's `subprocess` and `tqdm` to see the ssh process and its offset."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        self.proc: subprocess.Popen | None = None
+        self.read_to = 0  # the file offset ssh had reached when its process ended
+        spy = self
+
+        def popen(*a: object, **kw: object) -> subprocess.Popen:
+            spy.proc = subprocess.Popen(*a, **kw)  # type: ignore[call-overload]
+            return spy.proc
+
+        class Bar(tqdm):
+            def __init__(self, *a: object, **kw: object) -> None:
+                super().__init__(*a, **kw)  # type: ignore[arg-type]
+                spy.read_to = int(kw.get("initial", 0))  # type: ignore[call-overload]
+
+            def update(self, n: float | None = 1) -> bool | None:
+                spy.read_to += int(n or 0)
+                return super().update(n)
+
+        self.subprocess = types.SimpleNamespace(Popen=popen, DEVNULL=subprocess.DEVNULL,
+                                                PIPE=subprocess.PIPE)
+        self.tqdm = Bar
+
+    def __enter__(self) -> _Spy:
+        self._saved = push_mod.subprocess, push_mod.tqdm
+        push_mod.subprocess, push_mod.tqdm = self.subprocess, self.tqdm  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        push_mod.subprocess, push_mod.tqdm = self._saved  # type: ignore[assignment]
+
+
+def _kill_at(spy: _Spy, limit: int, deadline: float) -> None:
+    """Kill ssh once its read offset in the file passes `limit` (polled every 5 ms)."""
+    while time.monotonic() < deadline:
+        proc = spy.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                text = Path(f"/proc/{proc.pid}/fdinfo/0").read_text()
+            except OSError:
+                text = ""
+            pos = int(text.split()[1]) if text.startswith("pos:") else 0
+            if pos >= limit:
+                proc.kill()
+                return
+        time.sleep(0.005)
+
+
+def push_waste(L: Lab, size: int) -> list[tuple[float, int, int]]:
+    (dev,) = L.devices(1)
+    local, sha = random_file(f"push-{size // MIB}m.bin", size)
+    client, target, aes = ssh_client(dev), target_for(dev), device_has_aes(dev)
+    store = Store(ROOT)
+    dev.exec("sh", "-c", f"mkdir -p {ROOT} && chown {dev.user} {ROOT}")
+    out = []
+    dev.limit_rate(LINK_MBIT)
+    try:
+        for frac in FRACTIONS:
+            dev.exec("sh", "-c", f"rm -f {ROOT}/*")
+            with _Spy() as spy:
+                killer = threading.Thread(target=_kill_at, daemon=True,
+                                          args=(spy, int(size * frac), time.monotonic() + 120))
+                killer.start()
+                try:
+                    push(client, local, sha, store, "bench", target, aes)
+                    raise RuntimeError("the cut push did not fail")
+                except LlamaDockerError:
+                    pass
+                killer.join(5)
+                first = spy.read_to
+            sent, offset = push(client, local, sha, store, "bench", target, aes)
+            out.append((frac, first + sent - size, offset))
+            log(f"push cut at {frac:.0%}: ssh had read {first}, landed {offset}, "
+                f"resent {first - offset}")
+    finally:
+        dev.limit_rate(None)
+        dev.exec("rm", "-rf", ROOT)
+        client.close()
+    return out
+
+
+def bench(L: Lab) -> Result:
+    size = (64 if QUICK else 256) * MIB
+    f = fetch_waste(size)
+    p = push_waste(L, size // 2)
+    rows = []
+    for kind, got, total in (("fetch()", f, size), ("push()", p, size // 2)):
+        worst = max(w for _, w, _ in got)
+        rows.append(Row(f"resume waste, {kind} cut at 10/50/90 %",
+                        " / ".join(f"{w / MIB:.2f}" for _, w, _ in got) + " MiB re-sent",
+                        f"{total // MIB} MiB file", worst / total, "<= 1 MiB each",
+                        worst <= GOAL))
+    details = (
+        "Ratio = worst bytes sent twice / file size. "
+        f"fetch(): {size // MIB} MiB from the fault server on 127.0.0.1, the connection "
+        "dropped after exactly 10/50/90 % of the body, one failed call, then a second call; "
+        "bytes counted by the server. push(): "
+        f"{size // 2 // MIB} MiB over OpenSSH to a lab device whose link is shaped to "
+        f"{LINK_MBIT} Mbit/s (tc tbf), ssh killed once it has read 10/50/90 % of the file, "
+        "then push() again; bytes read by ssh twice. Resumed from (bytes): fetch "
+        + ", ".join(str(o) for _, _, o in f) + "; push " + ", ".join(str(o) for _, _, o in p)
+        + ". A killed ssh loses what it had read but not yet delivered (its buffers, the "
+        "socket, the shaped queue): that is the push's waste.")
+    return Result("resume", rows, details)
