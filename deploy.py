@@ -6,7 +6,9 @@ from tasks.model import model, prune_store
 from tasks.preflight import preflight
 from tasks.runtime import runtime
 from tasks.service import service
+from tasks.summary import print_summary_at_exit
 
+print_summary_at_exit()
 plan = preflight()
 if plan is not None:
     runtime_changed = runtime(plan)

@@ -5,7 +5,9 @@ from tasks.image import image
 from tasks.model import model, prune_store
 from tasks.preflight import preflight
 from tasks.service import service
+from tasks.summary import print_summary_at_exit
 
+print_summary_at_exit()
 plan = preflight()
 if plan is not None:
     tag, built = image(plan)

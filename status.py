@@ -25,11 +25,11 @@ from pyinfra.context import ctx_config, ctx_inventory, ctx_state
 from pyinfra_cli.inventory import make_inventory
 
 from llama_docker import config, status
-from llama_docker.errors import ConfigError
+from llama_docker.errors import ConfigError, LlamaDockerError, RefusedError
 
 HERE = Path(__file__).resolve().parent
-# Connect (10 s) + login, then the script's own bound: a hung host cannot hold the table.
-HOST_TIMEOUT = 30 + status.SCRIPT_TIMEOUT
+# Connect (10 s) + login, then the scripts' own bounds: a hung host cannot hold the table.
+HOST_TIMEOUT = 30 + 2 * status.SCRIPT_TIMEOUT
 
 
 def load(inventory_file: str) -> State:
@@ -46,6 +46,25 @@ def load(inventory_file: str) -> State:
     return state
 
 
+def _run(host: Host, command: str) -> dict[str, str]:
+    ok, out = host.run_shell_command(command=command, _timeout=status.SCRIPT_TIMEOUT)
+    if not ok:
+        raise LlamaDockerError("status commands failed: " + " ".join(out.stderr_lines)[:40])
+    return status.parse(out.stdout_lines)
+
+
+def _ask(host: Host, cfg: config.Config) -> status.Row:
+    """Two round trips: facts to pick the device's target, then the bounded status script."""
+    host.connect(show_errors=False, raise_exceptions=True)
+    facts = _run(host, status.FACTS_SCRIPT)
+    try:
+        t = status.target_of(cfg, facts, host.data.get("ssh_user") or "root")
+    except RefusedError as exc:
+        return status.refused_row(host.name, facts, exc)
+    uid = int(facts["uid"]) if facts.get("uid", "").isdigit() else 0
+    return status.row_from(host.name, cfg, t, {**facts, **_run(host, status.script(cfg, t, uid))})
+
+
 def ask(host: Host) -> status.Row:
     """One host's row; every failure becomes the row's reason, never an exception."""
     try:
@@ -54,15 +73,14 @@ def ask(host: Host) -> status.Row:
         return status.config_row(host.name, exc)
     try:
         with gevent.Timeout(HOST_TIMEOUT, TimeoutError):
-            host.connect(show_errors=False, raise_exceptions=True)
-            ok, out = host.run_shell_command(command=status.script(cfg),
-                                             _timeout=status.SCRIPT_TIMEOUT)
+            return _ask(host, cfg)
     except TimeoutError:
-        reached = host.connected
-        what = "status commands" if reached else "login"
-        return status.Row(host=host.name, reachable=reached,
+        what = "status commands" if host.connected else "login"
+        return status.Row(host=host.name, reachable=host.connected,
                           error=f"{what} timed out after {HOST_TIMEOUT}s")
-    except PyinfraError as exc:  # ConnectError and bad key files alike
+    except LlamaDockerError as exc:
+        return status.Row(host=host.name, reachable=True, error=str(exc))
+    except PyinfraError as exc:  # ConnectError and unreadable key files alike
         return status.Row(host=host.name, reachable=False,
                           error=status.connect_reason(str(exc)))
     except Exception as exc:  # noqa: BLE001 - one odd host must not cost the others' rows
@@ -71,9 +89,6 @@ def ask(host: Host) -> status.Row:
     finally:
         if host.connected:
             host.disconnect()
-    if not ok:
-        return status.Row(host=host.name, reachable=True, error="status script failed")
-    return status.row_from(host.name, cfg, status.parse(out.stdout_lines))
 
 
 def rows(state: State) -> list[status.Row]:

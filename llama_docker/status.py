@@ -15,12 +15,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from .apikey import HEADER_FILE as KEY_HEADER
-from .apikey import KEY_FILE
+from .apikey import paths
 from .config import Config
 from .errors import ConfigError, RefusedError
 from .fit import GIB, MIB
 from .profile import detect
+from .target import Target, choose
 
 PROMPT = {"prompt": "Hello", "n_predict": 16, "temperature": 0}
 HEALTH_MAX_TIME = 5
@@ -81,36 +81,64 @@ def _shell_path(path: str) -> str:
     return shlex.quote(path)
 
 
-def script(cfg: Config) -> str:
+# First round trip: enough to pick the device's target exactly as the deploy does.
+FACTS_SCRIPT = "; ".join([
+    'echo "kernel=$(uname -s)"',
+    "grep -E '^(ID|ID_LIKE|PRETTY_NAME)=' /etc/os-release 2>/dev/null | sed 's/^/os_/'",
+    'echo "home=$HOME"',
+    'echo "uid=$(id -u)"',
+    "exit 0",
+])
+
+
+def target_of(cfg: Config, facts: Mapping[str, str], user: str) -> Target:
+    """The deploy's own choice of runtime, unit manager and paths for this device."""
+    meta = {k[3:]: v for k, v in facts.items() if k.startswith("os_")}
+    kind = detect(facts.get("kernel", ""), meta)
+    home = facts.get("home") or f"/home/{user}"
+    return choose(kind, cfg.runtime, cfg.models_dir, home, cfg.service_name)
+
+
+def _service_state(t: Target, unit: str, uid: int) -> str:
+    """A command printing active/inactive/failed/... for the unit, whatever manages it."""
+    if t.manager == "launchd":
+        label = shlex.quote(t.unit_path.rsplit("/", 1)[-1].removesuffix(".plist"))
+        return (f"if launchctl list {label} 2>/dev/null | grep -q '\"PID\"'; then "
+                "echo service=active; else echo service=inactive; fi")
+    user = f"XDG_RUNTIME_DIR=/run/user/{uid} systemctl --user" if t.manager == "systemd-user" \
+        else "systemctl"
+    return f'echo "service=$({user} is-active {shlex.quote(unit)} 2>/dev/null)"'
+
+
+def script(cfg: Config, t: Target, uid: int) -> str:
     """The device's side of a status row: prints key=value lines, always exits 0.
 
-    sudo is asked with -n only (never a prompt); the completion goes last because its JSON is
-    the one value that is not a short token.
+    A rootful device's key files are root's: sudo is asked with -n only (never a prompt).
+    The completion goes last because its JSON is the one value that is not a short token.
     """
     url = device_url(cfg.bind, cfg.port)
+    key_file, header = (shlex.quote(f) for f in paths(t.config_dir))
     body = shlex.quote(json.dumps(PROMPT))
     curl = (f"curl -s --max-time {COMPLETION_MAX_TIME} -H 'Content-Type: application/json' "
             f"-d {body}")
-    unit = shlex.quote(f"{cfg.service_name}.service")
+    as_root = "sudo -n " if t.sudo else ""
     return "; ".join([
-        f"d={_shell_path(cfg.models_dir)}",
-        'echo "kernel=$(uname -s)"',
-        "grep -E '^(ID|ID_LIKE|PRETTY_NAME)=' /etc/os-release 2>/dev/null | sed 's/^/os_/'",
-        "for r in docker podman; do command -v $r >/dev/null 2>&1 && echo \"has_$r=yes\"; done",
-        f'echo "service=$(systemctl is-active {unit} 2>/dev/null)"',
+        f"d={_shell_path(t.models_dir)}",
+        _service_state(t, f"{cfg.service_name}.service", uid),
         'echo "current=$(readlink "$d/current.gguf" 2>/dev/null)"',
         'echo "previous=$(readlink "$d/previous.gguf" 2>/dev/null)"',
         'p="$d"; while [ ! -e "$p" ]; do p=$(dirname "$p"); done',
         "echo \"disk_free_kib=$(df -Pk \"$p\" 2>/dev/null | awk 'NR==2 {print $4}')\"",
         "echo \"ram_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)\"",
-        "if sudo -n true 2>/dev/null; then s=yes; else s=no; fi",
-        f"k=unknown; [ $s = yes ] && {{ sudo -n test -f {KEY_FILE} && k=on || k=off; }}",
+        'echo "ram_bytes=$(sysctl -n hw.memsize 2>/dev/null)"',
+        f"if {'sudo -n true 2>/dev/null' if t.sudo else 'true'}; then s=yes; else s=no; fi",
+        f"k=unknown; [ $s = yes ] && {{ {as_root}test -f {key_file} && k=on || k=off; }}",
         'echo "api_key=$k"',
         f"h=$(curl -s -o /dev/null --max-time {HEALTH_MAX_TIME} -w '%{{http_code}}' "
         f"{url}/health 2>/dev/null)",
         'echo "health=$h"',
-        f'if [ "$h" = 200 ]; then if [ $s = yes ] && sudo -n test -f {KEY_HEADER}; then '
-        f"c=$(sudo -n {curl} -H @{KEY_HEADER} {url}/completion 2>/dev/null); "
+        f'if [ "$h" = 200 ]; then if [ $s = yes ] && {as_root}test -f {header}; then '
+        f"c=$({as_root}{curl} -H @{header} {url}/completion 2>/dev/null); "
         f"else c=$({curl} {url}/completion 2>/dev/null); fi; "
         "printf 'completion=%s\\n' \"$c\" | tr -d '\\r'; fi",
         "exit 0",
@@ -154,32 +182,27 @@ def _int(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def _profile(facts: Mapping[str, str]) -> str | None:
-    meta = {k[3:]: v for k, v in facts.items() if k.startswith("os_")}
-    try:
-        return detect(facts.get("kernel", ""), meta)
-    except RefusedError:
-        return meta.get("ID") or facts.get("kernel") or None
-
-
-def row_from(host: str, cfg: Config, facts: Mapping[str, str]) -> Row:
-    """A reachable host's row from its knobs and what its script printed."""
-    runtime = cfg.runtime
-    if runtime == "auto":
-        runtime = next((r for r in ("docker", "podman") if facts.get(f"has_{r}") == "yes"),
-                       "none")
-    free, ram = _int(facts.get("disk_free_kib")), _int(facts.get("ram_kib"))
+def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row:
+    """A reachable host's row from its knobs, its target and what its script printed."""
+    free, ram_kib = _int(facts.get("disk_free_kib")), _int(facts.get("ram_kib"))
+    ram = ram_kib * 1024 if ram_kib is not None else _int(facts.get("ram_bytes"))
     return Row(
-        host=host, reachable=True, profile=_profile(facts), runtime=runtime,
+        host=host, reachable=True, profile=t.profile, runtime=t.runtime,
         service=facts.get("service") or "unknown", model=cfg.model.name,
         model_sha256=cfg.model.file.sha256, sha256=_sha(facts.get("current")),
         previous_sha256=_sha(facts.get("previous")), health=_int(facts.get("health")) or 0,
         port=cfg.port, bind=cfg.bind,
         api_key={"on": True, "off": False}.get(facts.get("api_key", "")),
         tokens_per_s=tokens_per_second(facts.get("completion")),
-        disk_free_bytes=free * 1024 if free is not None else None,
-        ram_bytes=ram * 1024 if ram is not None else None,
+        disk_free_bytes=free * 1024 if free is not None else None, ram_bytes=ram,
     )
+
+
+def refused_row(host: str, facts: Mapping[str, str], exc: RefusedError) -> Row:
+    """A device the deploy would refuse (an unsupported OS): reached, named, not asked more."""
+    meta = {k[3:]: v for k, v in facts.items() if k.startswith("os_")}
+    return Row(host=host, reachable=True, profile=meta.get("ID") or facts.get("kernel"),
+               error=str(exc).split(" (", 1)[0].split(";", 1)[0][:60])
 
 
 def config_row(host: str, exc: ConfigError) -> Row:
@@ -195,6 +218,8 @@ def connect_reason(message: str) -> str:
         ("no host key", "host key not in known_hosts"),
         ("authentication", "ssh login refused (key or user)"),
         ("refused", "connection refused"),
+        # paramiko's NoValidConnectionsError: every address refused or unreachable
+        ("unable to connect to port", "connection refused or host down"),
         ("timed out", "connection timed out"),
         ("no route", "no route to host"),
         ("unreachable", "network unreachable"),
@@ -260,8 +285,8 @@ def table(rows: list[Row]) -> str:
     lines = [line(HEADER)]
     for row, cells in zip(rows, body, strict=True):
         if cells is None:
-            what = {None: "not asked", False: "unreachable", True: "failed"}[row.reachable]
-            lines.append(f"{row.host.ljust(widths[0])}  {what}: {row.error}")
+            what = {None: "not asked: ", False: "unreachable: ", True: ""}[row.reachable]
+            lines.append(f"{row.host.ljust(widths[0])}  {what}{row.error}")
         else:
             lines.append(line(cells))
     healthy = sum(r.healthy for r in rows)

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pyinfra import logger
 from pyinfra.operations import python
 
+# The first error line of each host, for the summary at the end of the run.
+errors: dict[str, str] = {}
+
 
 def say_error(h, message: str) -> None:  # noqa: ANN001 - a pyinfra Host
+    errors.setdefault(h.name, message)
     h.log_styled(f"llama-docker: {message}", fg="red", log_func=logger.error)
 
 

@@ -102,3 +102,74 @@ class UserId(FactBase):
 
     def process(self, output: list[str]) -> int:
         return int(output[0])
+
+
+class MemoryBytes(FactBase):
+    """RAM in bytes on macOS, where pyinfra's Memory fact (from /proc) is None."""
+
+    def command(self) -> str:
+        return "sysctl -n hw.memsize 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> int | None:
+        return int(output[0]) if output and output[0].isdigit() else None
+
+
+class MacPhysicalCores(FactBase):
+    """Performance cores of a Mac (all physical cores on Intel): llama.cpp's own choice."""
+
+    def command(self) -> str:
+        return ("sysctl -n hw.perflevel0.physicalcpu 2>/dev/null || "
+                "sysctl -n hw.physicalcpu 2>/dev/null || echo 1")
+
+    def process(self, output: list[str]) -> int:
+        return int(output[0]) if output and output[0].isdigit() else 1
+
+
+class HomebrewPrefix(FactBase):
+    """Where Homebrew lives (/opt/homebrew on Apple Silicon, /usr/local on Intel), or None.
+
+    SSH sessions do not read the shell profile that puts brew on PATH: look, do not ask PATH.
+    """
+
+    def command(self) -> str:
+        return ("if [ -x /opt/homebrew/bin/brew ]; then echo /opt/homebrew; "
+                "elif [ -x /usr/local/bin/brew ]; then echo /usr/local; fi")
+
+    def process(self, output: list[str]) -> str | None:
+        return output[0] if output and output[0] else None
+
+
+class LaunchdDomain(FactBase):
+    """`gui/<uid>` when the SSH user is the one logged in at the screen, else `user/<uid>`.
+
+    Homebrew decides the same way: an SSH session cannot bootstrap into the gui/ domain of a
+    login session it does not own (or that does not exist).
+    """
+
+    def command(self) -> str:
+        return ('u=$(id -u); if [ "$(stat -f %u /dev/console 2>/dev/null)" = "$u" ]; '
+                'then echo "gui/$u"; else echo "user/$u"; fi')
+
+    def process(self, output: list[str]) -> str:
+        return output[0]
+
+
+class LaunchAgentLoaded(FactBase):
+    """Whether launchd has the agent `<domain>/<label>` loaded."""
+
+    def command(self, target: str) -> str:
+        return f"launchctl print {shlex.quote(target)} >/dev/null 2>&1 && echo yes || echo no"
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[0] == "yes"
+
+
+class ColimaRunning(FactBase):
+    """Whether colima's VM for `profile` runs (`colima status` exits 0); needs brew's PATH."""
+
+    def command(self, profile: str) -> str:
+        return (f"colima status {shlex.quote(profile)} >/dev/null 2>&1 "
+                "&& echo yes || echo no")
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[0] == "yes"

@@ -16,6 +16,7 @@ from llama_docker.target import Target
 from .common import say_error
 from .facts import HttpStatus
 from .model import Switch, link_commands
+from .service_launchd import restart_and_logs
 
 PROMPT = {"prompt": "Hello", "n_predict": 4}
 
@@ -87,8 +88,10 @@ def health(cfg: Config, t: Target, env: dict[str, str], restarted: bool,
     service = f"{cfg.service_name}.service"
     user = "--user " if t.manager == "systemd-user" else ""
     restart = f"{'' if user else 'sudo -n '}systemctl {user}restart {shlex.quote(service)}"
+    logs = f"journalctl {user}-u {service}"
+    if t.manager == "launchd":
+        restart, logs = restart_and_logs(t, cfg.service_name)
     script = wait_script(url, cfg.health_timeout, paths(t.config_dir)[1], t.sudo)
     python.call(name=f"Wait for {url}/health and a first completion", function=_wait,
                 url=url, script=script, service=service, root=t.models_dir,
-                rollback=rollback, restart=restart, env=env,
-                logs=f"journalctl {user}-u {service}")
+                rollback=rollback, restart=restart, env=env, logs=logs)

@@ -26,10 +26,13 @@ def build_command(runtime: str, args: dict[str, str], tag: str, context: str) ->
 @deploy("Server image")
 def image(plan: Plan) -> tuple[str, bool]:
     """Return the image tag and whether it is built in this run."""
+    t = plan.target
+    if t.runtime == "native":
+        return "", False  # Homebrew's llama-server runs on the Mac itself: no image
     args = build_args(plan.cfg.image_base, plan.cfg.apt_check_valid_until)
     tag = image_tag(args)
-    t = plan.target
-    if host.get_fact(ImageId, runtime=t.runtime, tag=tag, _sudo=t.sudo):
+    env = plan.env  # macOS: Homebrew's docker and colima's context; {} elsewhere
+    if host.get_fact(ImageId, runtime=t.runtime, tag=tag, _sudo=t.sudo, _env=env):
         return tag, False
     files.directory(name="Build context folder", path=t.build_dir, mode="755", _sudo=t.sudo)
     for name in BUILD_FILES:
@@ -37,5 +40,6 @@ def image(plan: Plan) -> tuple[str, bool]:
                   dest=f"{t.build_dir}/{name}", mode="755" if name.endswith(".sh") else "644",
                   _sudo=t.sudo)
     server.shell(name=f"Build {tag} (llama-server from Debian's llama.cpp)",
-                 commands=[build_command(t.runtime, args, tag, t.build_dir)], _sudo=t.sudo)
+                 commands=[build_command(t.runtime, args, tag, t.build_dir)], _sudo=t.sudo,
+                 _env=env)
     return tag, True

@@ -44,9 +44,12 @@ def _push(state, host, local: LocalFile, store: Store, aes: bool) -> bool:  # no
 
 
 def link_commands(root: str, link: str, target: str) -> str:
-    """Make `root/link` point at `target` atomically: a new link renamed over the old one."""
+    """Make `root/link` point at `target` atomically: a new link renamed over the old one.
+
+    Plain `mv -f` (GNU and BSD alike; macOS has no `-T`) renames over a link to a file.
+    """
     tmp = shlex.quote(f"{root}/.{link}.tmp")
-    return f"ln -sfn {shlex.quote(target)} {tmp} && mv -Tf {tmp} {shlex.quote(root + '/' + link)}"
+    return f"ln -sfn {shlex.quote(target)} {tmp} && mv -f {tmp} {shlex.quote(root + '/' + link)}"
 
 
 @operation()

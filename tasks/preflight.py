@@ -15,10 +15,11 @@ from llama_docker.controller import LocalFile, local_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
 
+from . import runtime_macos
 from .common import fail_host
-from .facts import FreeBytes, PhysicalCores, SudoWorks, UserId
+from .facts import FreeBytes, MacPhysicalCores, MemoryBytes, PhysicalCores, SudoWorks, UserId
 
-SUPPORTED = ("debian", "steamos")
+SUPPORTED = ("debian", "steamos", "arch", "macos")
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,16 @@ class Plan:
     target: target.Target
 
     uid: int
+    brew: str | None = None  # macOS: Homebrew's prefix
 
     @property
     def runtime(self) -> str:
         return self.target.runtime
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What device commands need beyond SSH's bare environment (macOS: brew's PATH)."""
+        return runtime_macos.device_env(self.brew, self.runtime) if self.brew else {}
 
 
 def _present(store: Store, sha: str) -> bool:
@@ -65,6 +72,7 @@ def device_target() -> tuple[config.Config, target.Target, int]:
 def _check() -> Plan:
     cfg, tgt, uid = device_target()
     kind = tgt.profile
+    brew = runtime_macos.homebrew() if kind == "macos" else None
     arch = profile.image_arch(host.get_fact(Arch))
     user = host.data.get("ssh_user") or "root"
     if tgt.sudo and not host.get_fact(SudoWorks):
@@ -77,9 +85,12 @@ def _check() -> Plan:
     files = [model] + ([mmproj] if mmproj else [])
     weights = sum(f.size for f in files)
     kv = fit.kv_cache_bytes(model.shape, cfg.ctx_size)
-    ram_mb = host.get_fact(Memory)
-    why = fit.ram_refusal(weights, kv, cfg.ram_margin_mib,
-                          ram_mb * fit.MIB if ram_mb else None, cfg.model.name)
+    if kind == "macos":  # pyinfra's Memory fact reads /proc: None on a Mac
+        ram = host.get_fact(MemoryBytes)
+    else:
+        ram_mb = host.get_fact(Memory)
+        ram = ram_mb * fit.MIB if ram_mb else None
+    why = fit.ram_refusal(weights, kv, cfg.ram_margin_mib, ram, cfg.model.name)
     if why:
         raise RefusedError(why)
     store = Store(tgt.models_dir, "shasum -a 256" if kind == "macos" else "sha256sum")
@@ -88,9 +99,10 @@ def _check() -> Plan:
                            host.get_fact(FreeBytes, path=tgt.models_dir), tgt.models_dir)
     if why:
         raise RefusedError(why)
-    threads = cfg.threads or host.get_fact(PhysicalCores)
+    threads = cfg.threads or host.get_fact(MacPhysicalCores if kind == "macos"
+                                           else PhysicalCores)
     return Plan(cfg=cfg, profile=kind, arch=arch, threads=threads, user=user, model=model,
-                mmproj=mmproj, store=store, target=tgt, uid=uid)
+                mmproj=mmproj, store=store, target=tgt, uid=uid, brew=brew)
 
 
 @deploy("Preflight")

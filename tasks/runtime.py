@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
-from . import runtime_debian, runtime_steamos
+from . import runtime_arch, runtime_debian, runtime_macos, runtime_steamos
 from .preflight import Plan
 
-INSTALLERS = {"debian": runtime_debian.install, "steamos": runtime_steamos.install}
+INSTALLERS = {"debian": runtime_debian.install, "steamos": runtime_steamos.install,
+              "arch": runtime_arch.install, "macos": runtime_macos.install}
 
 
 @deploy("Container runtime")

@@ -12,6 +12,7 @@ from llama_docker import apikey
 from llama_docker.units import systemd_unit
 
 from .preflight import Plan
+from .service_launchd import serve
 
 SERVER_UID = "10001"  # the Containerfile's non-root user
 
@@ -45,6 +46,8 @@ def service(plan: Plan, image: str, changed: bool) -> bool:
     """Return True when the server is (re)started in this run."""
     cfg, t = plan.cfg, plan.target
     key_file, key_changed = _api_key(plan)
+    if t.manager == "launchd":
+        return serve(plan, image, changed or key_changed, key_file)
     unit = systemd_unit(
         runtime=t.runtime, image=image, model_name=cfg.model.name, models_dir=t.models_dir,
         port=cfg.port, bind=cfg.bind, ctx_size=cfg.ctx_size, threads=plan.threads,

@@ -232,7 +232,7 @@ STEAMOS = Recipe(
         f'grep -q {STEAMOS_USER} "$1/etc/subgid" || echo "{STEAMOS_USER}:100000:65536" '
         '>> "$1/etc/subgid"',
         f'install -d -m 700 -o 1000 -g 1000 "$1/home/{STEAMOS_USER}/.ssh"',
-        f'chown -R 1000:1000 "$1/home/{STEAMOS_USER}/.config"',
+        f'chown -R 1000:1000 "$1/home/{STEAMOS_USER}"',
         'chroot "$1" systemctl enable lab-network-online.service lab-dns-guard.service'
         " lab-device-nodes.service",
         'chroot "$1" systemctl mask systemd-modules-load.service getty@tty1.service',

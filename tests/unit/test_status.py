@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from llama_docker import config, status
-from llama_docker.errors import ConfigError
+from llama_docker.errors import ConfigError, RefusedError
+from llama_docker.target import Target, choose
 
 DEFAULTS = {k: v for k, v in runpy.run_path(
     str(Path(__file__).resolve().parents[2] / "group_data" / "all.py")).items()
@@ -26,10 +27,19 @@ def cfg(**knobs: object) -> config.Config:
     return config.load({**DEFAULTS, "model": model, **knobs}, "h")
 
 
+def debian(c: config.Config | None = None) -> Target:
+    c = c or cfg()
+    return choose("debian", c.runtime, c.models_dir, "/home/pi", c.service_name)
+
+
+def make_row(host: str, c: config.Config, facts: dict[str, str]) -> status.Row:
+    return status.row_from(host, c, debian(c), facts)
+
+
 def healthy_facts(**over: str) -> dict[str, str]:
     facts = {
         "kernel": "Linux", "os_ID": "debian", "os_PRETTY_NAME": "Debian GNU/Linux 12",
-        "has_docker": "yes", "service": "active", "current": f"{SHA_A}.gguf",
+        "service": "active", "current": f"{SHA_A}.gguf",
         "previous": f"{SHA_B}.gguf", "disk_free_kib": str(40 * 1024 * 1024),
         "ram_kib": str(16 * 1024 * 1024), "api_key": "off", "health": "200",
         "completion": json.dumps(COMPLETION),
@@ -62,7 +72,7 @@ def test_tokens_per_second(text: str | None, expected: float | None) -> None:
 
 
 def test_healthy_row() -> None:
-    row = status.row_from("raspi", cfg(), healthy_facts())
+    row = make_row("raspi", cfg(), healthy_facts())
     assert (row.profile, row.runtime, row.service, row.health) == ("debian", "docker",
                                                                   "active", 200)
     assert (row.sha256, row.previous_sha256, row.model) == (SHA_A, SHA_B, "tiny-a")
@@ -79,11 +89,11 @@ def test_healthy_row() -> None:
     {"completion": '{"error": {"code": 401}}'},
 ])
 def test_not_healthy(over: dict[str, str]) -> None:
-    assert not status.row_from("raspi", cfg(), healthy_facts(**over)).healthy
+    assert not make_row("raspi", cfg(), healthy_facts(**over)).healthy
 
 
 def test_missing_links_and_unknown_values() -> None:
-    row = status.row_from("raspi", cfg(), healthy_facts(
+    row = make_row("raspi", cfg(), healthy_facts(
         current="", previous="elsewhere.gguf", api_key="unknown", disk_free_kib="",
         has_docker="", health=""))
     assert row.sha256 is None and row.previous_sha256 is None
@@ -92,22 +102,24 @@ def test_missing_links_and_unknown_values() -> None:
 
 
 def test_runtime_knob_wins_over_detection() -> None:
-    assert status.row_from("h", cfg(runtime="podman"), healthy_facts()).runtime == "podman"
+    assert make_row("h", cfg(runtime="podman"), healthy_facts()).runtime == "podman"
 
 
 def test_unsupported_os_shows_its_id() -> None:
-    row = status.row_from("h", cfg(), healthy_facts(os_ID="fedora", os_ID_LIKE=""))
+    row = make_row("h", cfg(), healthy_facts(os_ID="fedora", os_ID_LIKE=""))
     assert row.profile == "fedora"
 
 
 def test_drift_when_device_serves_another_file() -> None:
-    row = status.row_from("h", cfg(), healthy_facts(current=f"{SHA_B}.gguf"))
+    row = make_row("h", cfg(), healthy_facts(current=f"{SHA_B}.gguf"))
     assert row.drift and row.healthy  # serving, but not what the knob says
     assert "b" * 12 + "*" in status.table([row])
 
 
 @pytest.mark.parametrize(("message", "phrase"), [
     ("Could not connect ([Errno 111] Connection refused)", "connection refused"),
+    ("Could not connect ([Errno None] Unable to connect to port 2222 on 127.0.0.1)",
+     "connection refused or host down"),
     ("Could not connect (timed out)", "connection timed out"),
     ("SSH host key error (Host key for 127.0.0.1 does not match.)", "host key changed"),
     ("SSH error (StrictPolicy: No host key for [127.0.0.1]:2222 found in known_hosts)",
@@ -135,8 +147,8 @@ def test_config_row_names_the_knob() -> None:
 
 def fleet() -> list[status.Row]:
     return [
-        status.row_from("raspi.local", cfg(), healthy_facts()),
-        status.row_from("nas.lan", cfg(bind="127.0.0.1", port=8081),
+        make_row("raspi.local", cfg(), healthy_facts()),
+        make_row("nas.lan", cfg(bind="127.0.0.1", port=8081),
                         healthy_facts(service="inactive", health="000", completion="")),
         status.Row(host="pinebook.local", reachable=False, error="connection refused"),
         status.config_row("deck", ConfigError("port", 0, "x")),
@@ -167,8 +179,8 @@ def test_table_unreachable_rows_carry_reason() -> None:
 
 def test_table_width_for_a_typical_home() -> None:
     """13 columns with two 12-hex shas cannot fit 100; a home with a preset fits 135."""
-    home = [status.row_from("pinebook.local", config.load(DEFAULTS, "p"), healthy_facts()),
-            status.row_from("raspi.local", cfg(), healthy_facts(service="inactive"))]
+    home = [make_row("pinebook.local", config.load(DEFAULTS, "p"), healthy_facts()),
+            make_row("raspi.local", cfg(), healthy_facts(service="inactive"))]
     width = max(len(line) for line in status.table(home).splitlines())
     assert width <= 135, width
 
@@ -238,7 +250,7 @@ def run_script(c: config.Config, env: dict[str, str], **fake: str) -> list[str]:
 def test_script_healthy_device(device: tuple[Path, dict[str, str]]) -> None:
     tmp, env = device
     c = cfg(models_dir=str(tmp / "models"))
-    row = status.row_from("h", c, status.parse(run_script(c, env)))
+    row = make_row("h", c, status.parse(run_script(c, env)))
     assert row.healthy and row.sha256 == SHA_A and row.previous_sha256 == SHA_B
     assert row.api_key is False and row.ram_bytes and row.disk_free_bytes
     calls = (tmp / "curl.log").read_text().splitlines()
@@ -250,7 +262,7 @@ def test_script_healthy_device(device: tuple[Path, dict[str, str]]) -> None:
 def test_script_sends_api_key_header_under_sudo(device: tuple[Path, dict[str, str]]) -> None:
     tmp, env = device
     c = cfg(models_dir=str(tmp / "models"))
-    row = status.row_from("h", c, status.parse(run_script(c, env, key="1")))
+    row = make_row("h", c, status.parse(run_script(c, env, key="1")))
     assert row.api_key is True and row.healthy
     assert f"-H @{status.KEY_HEADER}" in (tmp / "curl.log").read_text().splitlines()[1]
 
@@ -258,7 +270,7 @@ def test_script_sends_api_key_header_under_sudo(device: tuple[Path, dict[str, st
 def test_script_down_server_skips_generation(device: tuple[Path, dict[str, str]]) -> None:
     tmp, env = device
     c = cfg(models_dir=str(tmp / "models"))
-    row = status.row_from("h", c, status.parse(
+    row = make_row("h", c, status.parse(
         run_script(c, env, health="000", active="failed", nosudo="1")))
     assert (row.service, row.health, row.tokens_per_s, row.api_key) == ("failed", 0, None, None)
     assert len((tmp / "curl.log").read_text().splitlines()) == 1
@@ -267,6 +279,6 @@ def test_script_down_server_skips_generation(device: tuple[Path, dict[str, str]]
 def test_script_missing_store_and_home_path(device: tuple[Path, dict[str, str]]) -> None:
     tmp, env = device
     c = cfg(models_dir="~/not/there yet")
-    row = status.row_from("h", c, status.parse(run_script(c, env)))
+    row = make_row("h", c, status.parse(run_script(c, env)))
     assert row.sha256 is None and row.disk_free_bytes  # df of the nearest existing parent
     assert os.path.isdir(tmp)
