@@ -95,19 +95,37 @@ def test_not_healthy(over: dict[str, str]) -> None:
 def test_missing_links_and_unknown_values() -> None:
     row = make_row("raspi", cfg(), healthy_facts(
         current="", previous="elsewhere.gguf", api_key="unknown", disk_free_kib="",
-        has_docker="", health=""))
+        ram_kib="", health=""))
     assert row.sha256 is None and row.previous_sha256 is None
-    assert row.api_key is None and row.disk_free_bytes is None
-    assert row.runtime == "none" and row.health == 0
+    assert row.api_key is None and row.disk_free_bytes is None and row.ram_bytes is None
+    assert row.health == 0
 
 
-def test_runtime_knob_wins_over_detection() -> None:
-    assert make_row("h", cfg(runtime="podman"), healthy_facts()).runtime == "podman"
+def test_ram_from_sysctl_on_macos() -> None:
+    assert make_row("mac", cfg(), healthy_facts(ram_kib="", ram_bytes=str(8 << 30))
+                    ).ram_bytes == 8 << 30
 
 
-def test_unsupported_os_shows_its_id() -> None:
-    row = make_row("h", cfg(), healthy_facts(os_ID="fedora", os_ID_LIKE=""))
-    assert row.profile == "fedora"
+@pytest.mark.parametrize(("profile", "runtime", "expected"), [
+    ("debian", "auto", "docker"), ("debian", "podman", "podman"), ("steamos", "auto", "podman"),
+])
+def test_target_picks_runtime_as_the_deploy_does(profile: str, runtime: str, expected: str
+                                                  ) -> None:
+    c = cfg(runtime=runtime)
+    facts = {"kernel": "Linux", "os_ID": profile, "home": "/home/deck", "uid": "1000"}
+    t = status.target_of(c, facts, "deck")
+    assert (t.profile, t.runtime) == (profile, expected)
+    assert status.row_from("h", c, t, healthy_facts()).runtime == expected
+
+
+def test_unsupported_os_is_a_reached_row_with_a_reason() -> None:
+    facts = {"kernel": "Linux", "os_ID": "fedora", "os_PRETTY_NAME": "Fedora Linux 40"}
+    with pytest.raises(RefusedError) as err:
+        status.target_of(cfg(), facts, "me")
+    row = status.refused_row("box", facts, err.value)
+    assert (row.reachable, row.profile, row.error) == (True, "fedora",
+                                                       "unsupported OS: Fedora Linux 40")
+    assert "\nbox   unsupported OS: Fedora Linux 40\n" in status.table([row])
 
 
 def test_drift_when_device_serves_another_file() -> None:
@@ -210,7 +228,9 @@ def test_device_url() -> None:
 # --- the device script, run here against stub commands ----------------------------------------
 
 STUBS = {
-    "systemctl": 'echo "${FAKE_ACTIVE:-active}"',
+    # systemctl: records how it was asked (env included), answers FAKE_ACTIVE.
+    "systemctl": ('echo "${XDG_RUNTIME_DIR:+XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR }$*" '
+                  '> "${FAKE_LOG%/*}/systemctl.log"; echo "${FAKE_ACTIVE:-active}"'),
     # sudo -n: "test -f <key files>" answers from FAKE_KEY; anything else runs as is.
     "sudo": ('[ "$1" = -n ] && shift; [ -n "$FAKE_NOSUDO" ] && exit 1\n'
              'if [ "$1" = test ]; then [ -n "$FAKE_KEY" ]; exit; fi\nexec "$@"'),
@@ -239,12 +259,19 @@ def device(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return tmp_path, env
 
 
-def run_script(c: config.Config, env: dict[str, str], **fake: str) -> list[str]:
+def run_script(c: config.Config, env: dict[str, str], t: Target | None = None,
+               **fake: str) -> list[str]:
     full = {**env, **{f"FAKE_{k.upper()}": v for k, v in fake.items()}}
-    proc = subprocess.run(["sh", "-c", status.script(c)], env=full, capture_output=True,
-                          text=True, timeout=30)
+    proc = subprocess.run(["sh", "-c", status.script(c, t or debian(c), 1000)], env=full,
+                          capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
+
+
+def test_facts_script_runs_here() -> None:
+    facts = status.parse(subprocess.run(["sh", "-c", status.FACTS_SCRIPT], capture_output=True,
+                                        text=True, timeout=30).stdout.splitlines())
+    assert facts["kernel"] == os.uname().sysname and facts["uid"] == str(os.getuid())
 
 
 def test_script_healthy_device(device: tuple[Path, dict[str, str]]) -> None:
@@ -257,6 +284,7 @@ def test_script_healthy_device(device: tuple[Path, dict[str, str]]) -> None:
     assert "--max-time 5" in calls[0] and calls[0].endswith("http://127.0.0.1:8080/health")
     assert "--max-time 30" in calls[1] and '"n_predict": 16' in calls[1]
     assert '"temperature": 0' in calls[1] and "-H @" not in calls[1]
+    assert (tmp / "systemctl.log").read_text().split() == ["is-active", "llama-docker.service"]
 
 
 def test_script_sends_api_key_header_under_sudo(device: tuple[Path, dict[str, str]]) -> None:
@@ -264,7 +292,25 @@ def test_script_sends_api_key_header_under_sudo(device: tuple[Path, dict[str, st
     c = cfg(models_dir=str(tmp / "models"))
     row = make_row("h", c, status.parse(run_script(c, env, key="1")))
     assert row.api_key is True and row.healthy
-    assert f"-H @{status.KEY_HEADER}" in (tmp / "curl.log").read_text().splitlines()[1]
+    completion = (tmp / "curl.log").read_text().splitlines()[1]
+    assert "-H @/etc/llama-docker/api-key.header" in completion
+
+
+def test_script_rootless_user_unit_and_own_key_files(device: tuple[Path, dict[str, str]]
+                                                     ) -> None:
+    """SteamOS: systemctl --user, key files in ~/.config, and no sudo anywhere."""
+    tmp, env = device
+    c = cfg(models_dir=str(tmp / "models"))
+    t = choose("steamos", "auto", c.models_dir, str(tmp), c.service_name)
+    (tmp / ".config" / "llama-docker").mkdir(parents=True)
+    (tmp / ".config" / "llama-docker" / "api-key").write_text("k\n")
+    (tmp / ".config" / "llama-docker" / "api-key.header").write_text("Authorization: k\n")
+    row = status.row_from("deck", c, t, status.parse(run_script(c, env, t, nosudo="1")))
+    assert row.healthy and row.api_key is True and row.runtime == "podman"
+    assert (tmp / "systemctl.log").read_text().split() == [
+        "XDG_RUNTIME_DIR=/run/user/1000", "--user", "is-active", "llama-docker.service"]
+    completion = (tmp / "curl.log").read_text().splitlines()[1]
+    assert f"-H @{tmp}/.config/llama-docker/api-key.header" in completion
 
 
 def test_script_down_server_skips_generation(device: tuple[Path, dict[str, str]]) -> None:
@@ -281,4 +327,3 @@ def test_script_missing_store_and_home_path(device: tuple[Path, dict[str, str]])
     c = cfg(models_dir="~/not/there yet")
     row = make_row("h", c, status.parse(run_script(c, env)))
     assert row.sha256 is None and row.disk_free_bytes  # df of the nearest existing parent
-    assert os.path.isdir(tmp)
