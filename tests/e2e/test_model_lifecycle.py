@@ -158,3 +158,32 @@ def test_full_disk_refused_before_transfer(device: lab.Device, inv: Path, models
     assert current(device) == f"{models['a']['sha256']}.gguf"
     status, _ = http_json(f"http://127.0.0.1:{device.http_port}/health")
     assert status == 200
+
+
+def test_two_deploys_at_once_do_not_corrupt_the_store(device: lab.Device, inv: Path) -> None:
+    """Fault: two deploys to the same device at once | Seen: the second says `another deploy
+    (<controller> <pid>) is writing this model on the device` | Left: the first completes;
+    the stored file verifies"""
+    path = inv / "tiny-conc.gguf"
+    sha = write_tiny_gguf(path, seed=14, n_embd=1024, n_ff=4096, n_head=16)
+    write_knobs(inv, model={"name": "tiny-conc", "path": str(path), "sha256": sha})
+    device.limit_rate(200)
+    first = subprocess.Popen(["pyinfra", "-y", str(inv / "inventory.py"), "deploy.py"],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and part_size(device, sha) == 0:
+            assert first.poll() is None, "the first deploy ended before it pushed"
+            time.sleep(0.1)
+        second = deploy(inv / "inventory.py")
+        assert second.code != 0
+        assert "is writing this model on the device" in second.output, second.output[-2000:]
+        out, _ = first.communicate(timeout=600)
+    finally:
+        device.limit_rate(None)
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, out[-3000:]
+    assert current(device) == f"{sha}.gguf"
+    assert device.exec("sha256sum", f"{STORE}/{sha}.gguf").split()[0] == sha
