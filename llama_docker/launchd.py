@@ -163,9 +163,8 @@ def validate(text: str) -> dict[str, Any]:
     if not argv[0].startswith("/"):
         raise PlistError(f"{name}: ProgramArguments must start with an absolute path "
                          "(launchd does not search PATH)")
-    for key in ("RunAtLoad",):
-        if not isinstance(plist.get(key), bool):
-            raise PlistError(f"{name}: {key} must be <true/> or <false/>")
+    if not isinstance(plist.get("RunAtLoad"), bool):
+        raise PlistError(f"{name}: RunAtLoad must be <true/> or <false/>")
     keep = plist.get("KeepAlive")
     if not isinstance(keep, bool) and not (
             isinstance(keep, dict) and isinstance(keep.get("SuccessfulExit"), bool)):

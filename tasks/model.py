@@ -94,8 +94,11 @@ def model(plan: Plan) -> Switch:
     """Put the model (and projector) on the device and switch `current` to it."""
     root = plan.store.root
     before = {link: host.get_fact(LinkTarget, path=f"{root}/{link}") for link in LINKS}
-    files.directory(name="Model store", path=root, user=plan.user, mode="755",
-                    _sudo=plan.target.sudo)
+    # Rootless devices create it as the user already; root ones hand it to the SSH user so
+    # pushes need no sudo.
+    owner = {"user": plan.user} if plan.target.sudo else {}
+    files.directory(name="Model store", path=root, mode="755", _sudo=plan.target.sudo,
+                    **owner)
     _place(plan, plan.model)
     changed = switch_link(name=f"Serve {plan.cfg.model.name}", store=plan.store,
                           link="current.gguf", sha=plan.model.sha256,

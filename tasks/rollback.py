@@ -13,6 +13,7 @@ from .facts import LinkTarget
 from .health import health
 from .model import link_commands
 from .preflight import device_target
+from .service_launchd import restart_and_logs
 
 
 @deploy("Rollback")
@@ -38,7 +39,12 @@ def rollback() -> bool:
         return False
     env = t.unit_env(uid)
     server.shell(name="Swap current and previous model", commands=cmds)
-    systemd.service(name=f"Restart {cfg.service_name}", service=f"{cfg.service_name}.service",
-                    running=True, restarted=True, user_mode=t.rootless, _sudo=t.sudo, _env=env)
+    if t.manager == "launchd":
+        restart, _ = restart_and_logs(t, cfg.service_name)
+        server.shell(name=f"Restart {cfg.service_name} (launchd)", commands=[restart])
+    else:
+        systemd.service(name=f"Restart {cfg.service_name}",
+                        service=f"{cfg.service_name}.service", running=True, restarted=True,
+                        user_mode=t.rootless, _sudo=t.sudo, _env=env)
     health(cfg, t, env, restarted=True)
     return True

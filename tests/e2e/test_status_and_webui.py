@@ -216,7 +216,7 @@ def test_webui_screenshot(device: lab.Device, deployed: Run, tmp_path: Path) -> 
 def test_api_key_row_still_measures(device: lab.Device, inv: Path, model: dict,
                                     deployed: Run) -> None:
     """With a key the server refuses bare requests; status sends the device's header file."""
-    write_knobs(inv, model=model, api_key="status-test-key")
+    write_knobs(inv, model=model, api_key="status-test-key-0123456789")
     run = deploy(inv / "inventory.py")
     assert run.code == 0, run.output[-4000:]
     code, _ = http_json(f"http://127.0.0.1:{device.http_port}/completion",
