@@ -29,10 +29,10 @@ class Run:
 
     def changed(self, host: str) -> int:
         """Operations pyinfra reports as changed ('Success') on this host."""
-        return len(re.findall(rf"\[{re.escape(host)}\] Success", self.output))
+        return len(re.findall(rf"\[{re.escape(host)}\]\s+Success", self.output))
 
     def no_change(self, host: str) -> int:
-        return len(re.findall(rf"\[{re.escape(host)}\] No changes", self.output))
+        return len(re.findall(rf"\[{re.escape(host)}\]\s+No changes", self.output))
 
 
 def make_model(folder: Path, name: str, seed: int) -> dict:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .sh import docker, log, run
@@ -262,6 +262,15 @@ FORKY = Recipe(
     hooks=('rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',),
     cmd=("bash",),
 )
+
+
+# A Raspberry Pi: the same Debian device, arm64, run on this machine through qemu-user
+# (tests/lab/setup-host.sh registers it). Good for facts and preflight; no container runtime
+# works inside it (dockerd fails on iptables under qemu-user).
+DEVICE_ARM64 = replace(DEVICE, name="device-debian-arm64", arch="arm64")
+
+# debian:forky-slim for arm64: the base of the arm64 server image, built on this machine.
+FORKY_ARM64 = replace(FORKY, name="debian-forky-arm64", arch="arm64")
 
 
 def image_exists(tag: str) -> bool:
