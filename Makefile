@@ -7,11 +7,12 @@ setup:
 demo: setup
 	python3 -m tests.lab demo
 
-test: setup
+test: setup lint
 	python3 -m pytest -v
 
 lint:
 	ruff check .
+	mypy llama_docker
 
 down:
 	python3 -m tests.lab down

@@ -12,7 +12,7 @@ from pyinfra.operations import files, server
 
 from .common import fail_host
 from .preflight import Plan
-from .runtime_debian import registries_conf
+from .runtime_rootful import registries_conf
 
 
 def install(plan: Plan) -> bool:

@@ -20,7 +20,7 @@ fi
 # The project must be installed from *this* checkout: pyinfra puts the current folder last on
 # sys.path, so an install from another folder would shadow this one.
 here=$(pwd -P)
-installed=$(cd / && python3 -c 'import pyinfra, paramiko, gguf, pytest, llama_docker, os; print(os.path.dirname(os.path.dirname(os.path.realpath(llama_docker.__file__))))' 2>/dev/null || true)
+installed=$(cd / && python3 -c 'import pyinfra, paramiko, gguf, pytest, mypy, llama_docker, os; print(os.path.dirname(os.path.dirname(os.path.realpath(llama_docker.__file__))))' 2>/dev/null || true)
 if [ "$installed" != "$here" ]; then
   echo "setup: pip install -e .[test]"
   python3 -m pip install -q -e '.[test]'

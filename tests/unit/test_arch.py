@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from llama_docker.image import build_args, image_tag
-from tasks.runtime_debian import PODMAN_MIRROR, daemon_json, registries_conf
+from tasks.runtime_rootful import PODMAN_MIRROR, daemon_json, registries_conf
 
 from .fixtures.harness import MODEL_SHA, Run, check_golden, converged, deploy_fixture
 
