@@ -54,7 +54,7 @@ class Result:
     rows: list[Row]
     details: str = ""
     seconds: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)  # figures other benchmarks reuse
+    extra: dict[str, float | str] = field(default_factory=dict)  # figures reused elsewhere
     date: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M %Z"))
 
 
@@ -116,7 +116,8 @@ def save_result(res: Result) -> None:
 
 def push_rate() -> float | None:
     """Bytes/s of push() measured by the push benchmark (its latest run), if any."""
-    return load_results().get("push", {}).get("extra", {}).get("rate")
+    rate = load_results().get("push", {}).get("extra", {}).get("rate")
+    return float(rate) if rate else None
 
 
 # -- models --------------------------------------------------------------------------------
@@ -233,7 +234,8 @@ def deploy(inv: Path, *args: str, entry: str = "deploy.py", counted: Path | None
            timeout: float = 900) -> Deploy:
     """`pyinfra -y INV deploy.py` from the checkout; `counted` also counts hashed bytes."""
     cmd = ["pyinfra", "-y", str(inv), entry, *args]
-    env = {**os.environ, "PYINFRA_PROGRESS": "off"}
+    # This checkout's code first, even where another one is installed in editable mode.
+    env = {**os.environ, "PYINFRA_PROGRESS": "off", "PYTHONPATH": str(REPO)}
     if counted is not None:
         cmd = [sys.executable, "-m", "bench.counted", *cmd[1:]]
         env["BENCH_HASH_COUNT"] = str(counted)

@@ -39,7 +39,7 @@ from .common import (
 )
 from .push import ratio_rounds
 
-VENV = REPO / "bench" / ".venv-ansible"
+VENV = lab.STATE / "venv-ansible"  # beside the lab state: kept between runs, not in git
 PLAYBOOK = REPO / "bench" / "ansible" / "site.yml"
 ANSIBLE = "ansible-core>=2.17,<2.20"
 STORE = "/var/lib/llama-docker/models"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 
@@ -44,13 +45,25 @@ def _machine() -> list[str]:
     ]
 
 
+def _commit() -> str:
+    """The code measured: BENCH_COMMIT (a run from an exported snapshot), else git's HEAD."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", ".", ":!bench", ":!docs"],
+                           capture_output=True, text=True).stdout.strip()
+    return f"{head or 'unknown'}{' with uncommitted changes' if dirty else ''}"
+
+
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
 def write(total: float, full: bool) -> None:
     if full:
-        save_result(Result("_run", [], seconds=total))
+        save_result(Result("_run", [], seconds=total, extra={"commit": _commit()}))
     res = load_results()
     run = res.get("_run", {})
     lines = [
@@ -63,7 +76,8 @@ def write(total: float, full: bool) -> None:
         "minute to the next, ratios much less.",
         "",
         f"Latest full run: {run.get('date', 'never')}, "
-        f"{run.get('seconds', 0) / 60:.1f} min in all, command: "
+        f"{run.get('seconds', 0) / 60:.1f} min in all, code at commit "
+        f"{run.get('extra', {}).get('commit') or _commit()}, command: "
         "`python3 -m bench` from the repository root (as root, dockerd running).",
         "",
         "## Machine",

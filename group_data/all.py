@@ -17,6 +17,9 @@ models_dir = "auto"
 models_keep = 2
 # Where the controller (this laptop) keeps downloaded models and hash markers.
 cache_dir = "~/.cache/llama-docker"
+# "controller": download once here, push to every device over SSH (the internet sees one
+# download). "direct": each device downloads the URL itself (devices far from this laptop).
+model_source = "controller"
 
 # --- Container runtime ----------------------------------------------------------------------
 # "auto" picks what fits the device: docker on Debian and Arch, rootless podman on SteamOS,

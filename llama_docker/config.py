@@ -43,6 +43,7 @@ class Config:
     disk_margin_mib: int
     cache_dir: str
     api_key: str
+    model_source: str
 
 
 def _int(lo: int, hi: int) -> Callable[[str, Any], int]:
@@ -140,6 +141,7 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "disk_margin_mib": _int(0, 1 << 24),
     "cache_dir": _abs_path,
     "api_key": _api_key,
+    "model_source": _choice("controller", "direct"),
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")

@@ -28,7 +28,7 @@ _locks: defaultdict[tuple[str, str], Semaphore] = defaultdict(Semaphore)
 class LocalFile:
     """A verified model file on the controller."""
 
-    path: Path
+    path: Path | None  # None: not on the controller (direct mode: the device downloads it)
     sha256: str
     size: int
     shape: Shape | None
@@ -58,6 +58,25 @@ def _local_file(f: ModelFile, cache_dir: Path) -> LocalFile:
     except Exception:  # noqa: BLE001 - an unreadable header only costs the RAM estimate
         shape = None
     return LocalFile(path=path, sha256=sha, size=path.stat().st_size, shape=shape)
+
+
+def remote_file(f: ModelFile) -> LocalFile:
+    """Direct mode: what the devices will download, known without downloading it here."""
+    if not f.is_url:
+        raise RefusedError(f"model_source 'direct' needs a URL, not the path {f.source}")
+    sha, size = f.sha256, f.size
+    if sha is None:
+        sha, hub_size = hub_sha256(f.source)
+        size = size or hub_size
+    if size is None:
+        import requests
+
+        try:
+            resp = requests.head(f.source, allow_redirects=True, timeout=30)
+            size = int(resp.headers.get("Content-Length", 0)) or None
+        except (requests.RequestException, ValueError):
+            size = None
+    return LocalFile(path=None, sha256=sha, size=size or 0, shape=None)
 
 
 def _download(f: ModelFile, cache_dir: Path) -> tuple[Path, str]:

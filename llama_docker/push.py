@@ -7,6 +7,7 @@ it. Nothing unverified ever has the final name, so nothing unverified is ever se
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ class Store:
         return f"{self.root}/.{sha}.lock"
 
 
-def _run(client: paramiko.SSHClient, cmd: str, timeout: float = 3600) -> tuple[int, str, str]:
+def run_remote(client: paramiko.SSHClient, cmd: str, timeout: float = 3600) -> tuple[int, str, str]:
     chan = client.get_transport().open_session()  # type: ignore[union-attr]
     chan.settimeout(timeout)
     chan.exec_command(cmd)
@@ -97,7 +98,7 @@ def _run(client: paramiko.SSHClient, cmd: str, timeout: float = 3600) -> tuple[i
 
 
 def remote_size(client: paramiko.SSHClient, path: str) -> int:
-    code, out, _ = _run(client, f"wc -c < {shlex.quote(path)} 2>/dev/null || echo 0")
+    code, out, _ = run_remote(client, f"wc -c < {shlex.quote(path)} 2>/dev/null || echo 0")
     text = out.strip()
     return int(text) if code == 0 and text.isdigit() else 0
 
@@ -163,14 +164,15 @@ def acquire(client: paramiko.SSHClient, lock: str) -> None:
     me = f"{socket.gethostname()} {os.getpid()}"
     q = shlex.quote(lock)
     for _ in range(2):
-        code, out, _ = _run(client, f"mkdir {q} 2>/dev/null && echo {shlex.quote(me)} > {q}/owner"
-                                    f" && echo acquired || cat {q}/owner 2>/dev/null")
+        code, out, _ = run_remote(client, f"mkdir {q} 2>/dev/null && echo {shlex.quote(me)} "
+                                          f"> {q}/owner && echo acquired || cat {q}/owner "
+                                          "2>/dev/null")
         if out.strip() == "acquired":
             return
         owner = out.strip().split()
         if len(owner) == 2 and owner[0] == socket.gethostname() and owner[1].isdigit() \
                 and not _pid_alive(int(owner[1])):
-            _run(client, f"rm -rf {q}")  # our own earlier deploy died holding it
+            run_remote(client, f"rm -rf {q}")  # our own earlier deploy died holding it
             continue
         who = " ".join(owner) or "an unknown deploy"
         raise LlamaDockerError(f"another deploy ({who}) is writing this model on the device; "
@@ -185,11 +187,8 @@ def push(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label:
     With a `target` the bytes go through the OpenSSH client (faster: 1.2-1.5x scp here, and
     it picks the cipher per CPU); without one, through pyinfra's own paramiko connection.
     """
-    acquire(client, store.lock(sha))
-    try:
+    with locked(client, store, sha):
         return _push_locked(client, local, sha, store, label, target, aes)
-    finally:
-        _run(client, f"rm -rf {shlex.quote(store.lock(sha))}")
 
 
 def _push_locked(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label: str,
@@ -198,7 +197,7 @@ def _push_locked(client: paramiko.SSHClient, local: Path, sha: str, store: Store
     part = store.part(sha)
     offset = remote_size(client, part)
     if offset > size:  # not a prefix of this file: start over
-        _run(client, f"rm -f {shlex.quote(part)}")
+        run_remote(client, f"rm -f {shlex.quote(part)}")
         offset = 0
     with tqdm(total=size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
               desc=f"{label} push", leave=False, disable=None, file=sys.stderr) as bar:
@@ -206,16 +205,32 @@ def _push_locked(client: paramiko.SSHClient, local: Path, sha: str, store: Store
             _stream_openssh(target, aes, local, offset, part, bar)
         elif offset < size:
             _stream(client, local, offset, part, bar)
-    code, out, err = _run(client, f"{store.hash_cmd} {shlex.quote(part)}")
+    verify_and_store(client, sha, store, local.name)
+    return size - offset, offset
+
+
+def verify_and_store(client: paramiko.SSHClient, sha: str, store: Store, name: str) -> None:
+    """Hash the device's `.part`; only a match gets the final name and the `.ok` marker."""
+    part = store.part(sha)
+    code, out, err = run_remote(client, f"{store.hash_cmd} {shlex.quote(part)}")
     got = out.split()[0] if code == 0 and out else ""
     if got != sha:
-        _run(client, f"rm -f {shlex.quote(part)}")
+        run_remote(client, f"rm -f {shlex.quote(part)}")
         why = f"hashes {got}" if got else f"could not be hashed ({err.strip()})"
-        raise VerifyError(f"{local.name} on the device {why}, expected {sha}: the partial "
+        raise VerifyError(f"{name} on the device {why}, expected {sha}: the partial "
                           "file was deleted, re-run to send it again")
     final, marker = shlex.quote(store.final(sha)), shlex.quote(store.marker(sha))
-    code, _, err = _run(client, f"chmod 0644 {shlex.quote(part)} && mv -f {shlex.quote(part)} "
-                                f"{final} && echo {sha} > {marker}")
+    code, _, err = run_remote(client, f"chmod 0644 {shlex.quote(part)} && mv -f "
+                                      f"{shlex.quote(part)} {final} && echo {sha} > {marker}")
     if code != 0:
         raise LlamaDockerError(f"storing {store.final(sha)} failed: {err.strip()}")
-    return size - offset, offset
+
+
+@contextlib.contextmanager
+def locked(client: paramiko.SSHClient, store: Store, sha: str) -> Iterator[None]:
+    """The device-side lock for one file, released whatever happens."""
+    acquire(client, store.lock(sha))
+    try:
+        yield
+    finally:
+        run_remote(client, f"rm -rf {shlex.quote(store.lock(sha))}")

@@ -12,8 +12,10 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, python
 
 from llama_docker.controller import LocalFile
+from llama_docker.direct import fetch_on_device
 from llama_docker.errors import LlamaDockerError
 from llama_docker.push import SshTarget, Store, push
+from llama_docker.spec import ModelFile
 from llama_docker.store import LINKS, to_prune
 
 from .common import say, say_error
@@ -82,9 +84,27 @@ def prune(store: Store, keep: int):
         yield f"rm -f {shlex.quote(store.final(sha))} {shlex.quote(store.marker(sha))}"
 
 
-def _place(plan: Plan, local: LocalFile) -> None:
+def _direct(state, host, url: str, local: LocalFile, store: Store, filename: str  # noqa: ANN001
+            ) -> bool:
+    try:
+        got, offset = fetch_on_device(host.connector.client, url, local.sha256,
+                                      local.size or None, store, filename)
+    except LlamaDockerError as exc:
+        say_error(host, str(exc))
+        return False
+    resumed = f", resumed from byte {offset}" if offset else ""
+    say(host, f"downloaded {got} bytes of {filename} on the device{resumed}; sha256 verified")
+    return True
+
+
+def _place(plan: Plan, local: LocalFile, source: ModelFile) -> None:
     if host.get_fact(File, path=plan.store.marker(local.sha256)):
         return  # verified on an earlier run: nothing moves, nothing is rehashed
+    if local.path is None:  # direct mode
+        python.call(name=f"Download {source.filename} ({local.size} bytes) on the device, "
+                         "verify sha256", function=_direct, url=source.source, local=local,
+                    store=plan.store, filename=source.filename)
+        return
     python.call(name=f"Push {local.path.name} ({local.size} bytes), verify sha256 on device",
                 function=_push, local=local, store=plan.store, aes=host.get_fact(CpuHasAes))
 
@@ -99,12 +119,13 @@ def model(plan: Plan) -> Switch:
     owner = {"user": plan.user} if plan.target.sudo else {}
     files.directory(name="Model store", path=root, mode="755", _sudo=plan.target.sudo,
                     **owner)
-    _place(plan, plan.model)
+    _place(plan, plan.model, plan.cfg.model.file)
     changed = switch_link(name=f"Serve {plan.cfg.model.name}", store=plan.store,
                           link="current.gguf", sha=plan.model.sha256,
                           previous="previous.gguf").will_change
     if plan.mmproj:
-        _place(plan, plan.mmproj)
+        assert plan.cfg.model.mmproj is not None
+        _place(plan, plan.mmproj, plan.cfg.model.mmproj)
         changed |= switch_link(name="Serve its projector", store=plan.store,
                                link="current-mmproj.gguf", sha=plan.mmproj.sha256,
                                previous="previous-mmproj.gguf").will_change

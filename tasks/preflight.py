@@ -11,7 +11,7 @@ from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
 from llama_docker import config, fit, profile, target
-from llama_docker.controller import LocalFile, local_file
+from llama_docker.controller import LocalFile, local_file, remote_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
 
@@ -80,8 +80,9 @@ def _check() -> Plan:
                            "(echo 'USER ALL=(ALL) NOPASSWD:ALL' | sudo tee "
                            "/etc/sudoers.d/llama-docker) or run pyinfra with --sudo-password")
     cache = Path(cfg.cache_dir).expanduser()
-    model = local_file(cfg.model.file, cache)
-    mmproj = local_file(cfg.model.mmproj, cache) if cfg.model.mmproj else None
+    get = local_file if cfg.model_source == "controller" else (lambda f, _: remote_file(f))
+    model = get(cfg.model.file, cache)
+    mmproj = get(cfg.model.mmproj, cache) if cfg.model.mmproj else None
     files = [model] + ([mmproj] if mmproj else [])
     weights = sum(f.size for f in files)
     kv = fit.kv_cache_bytes(model.shape, cfg.ctx_size)

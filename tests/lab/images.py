@@ -248,7 +248,7 @@ STEAMOS = Recipe(
 INFRA = Recipe(
     name="infra",
     suite="bookworm",
-    packages=("docker-registry", "dnsmasq-base", "ca-certificates"),
+    packages=("docker-registry", "dnsmasq-base", "ca-certificates", "python3"),
     files={"/etc/docker/registry/config.yml": REGISTRY_CONFIG},
     cmd=("/bin/sh",),
 )
