@@ -3,7 +3,7 @@
 Not a pyinfra deploy file: pyinfra runs a deploy file once per host, and one table needs every
 host's row at once. So this loads the inventory and group_data exactly as the pyinfra CLI does
 (pyinfra_cli's make_inventory, this folder's group_data/all.py first), connects to all hosts
-in parallel with pyinfra's API and runs one bounded script on each. Exit code 0 when every
+in parallel with pyinfra's API and runs two bounded scripts on each. Exit code 0 when every
 host is healthy, 1 otherwise, 2 when the inventory cannot be read.
 """
 
@@ -68,7 +68,7 @@ def _ask(host: Host, cfg: config.Config) -> status.Row:
 def ask(host: Host) -> status.Row:
     """One host's row; every failure becomes the row's reason, never an exception."""
     try:
-        cfg = config.load(host.data, host.name)
+        cfg = config.load(host.data.dict(), host.name)
     except ConfigError as exc:
         return status.config_row(host.name, exc)
     try:
@@ -76,8 +76,7 @@ def ask(host: Host) -> status.Row:
             return _ask(host, cfg)
     except TimeoutError:
         what = "status commands" if host.connected else "login"
-        return status.Row(host=host.name, reachable=host.connected,
-                          error=f"{what} timed out after {HOST_TIMEOUT}s")
+        return status.Row(host=host.name, reachable=host.connected, error=f"{what} timed out")
     except LlamaDockerError as exc:
         return status.Row(host=host.name, reachable=True, error=str(exc))
     except PyinfraError as exc:  # ConnectError and unreadable key files alike

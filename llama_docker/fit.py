@@ -52,3 +52,10 @@ def disk_refusal(missing_bytes: int, margin_mib: int, free_bytes: int | None, wh
     return (f"not enough disk at {where}: needs {gib(need)} ({gib(missing_bytes)} model + "
             f"{gib(margin_mib * MIB)} margin), has {gib(free_bytes)} free; free some space or "
             "point models_dir at a bigger disk")
+
+
+def memory_limit_mib(model_bytes: int, kv_bytes: int) -> int:
+    """The container's memory cap: the weights, the context cache and room for compute
+    buffers (a quarter of the weights, at least 512 MiB). A runaway server is stopped there
+    instead of pushing the device into swap."""
+    return (model_bytes + kv_bytes + max(512 * MIB, model_bytes // 4)) // MIB + 1

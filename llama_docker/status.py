@@ -1,8 +1,9 @@
 """The fleet status table: what each device serves, and whether it answers.
 
-Pure logic, so it is tested without a network: the one shell script a device runs (every
-command in it bounded), reading its `key=value` answer into a `Row`, and rendering rows as
-an aligned text table or as JSON. Connecting to the devices is status.py's job (repo root).
+Pure logic, so it is tested without a network: the two shell scripts a device runs (facts
+to pick its target as the deploy does, then the status commands, each one bounded), reading
+their `key=value` answers into a `Row`, and rendering rows as an aligned text table or as
+JSON. Connecting to the devices is status.py's job (repo root).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Row:
     error: str | None = None  # one short phrase when the host could not be asked
     profile: str | None = None
     runtime: str | None = None
-    service: str | None = None  # `systemctl is-active` of the unit
+    service: str | None = None  # `systemctl [--user] is-active`; launchd: active/inactive
     model: str | None = None  # the model knob's name
     model_sha256: str | None = None  # the knob's pinned sha256 (None for unpinned presets)
     sha256: str | None = None  # what current.gguf links to on the device
@@ -48,7 +49,7 @@ class Row:
     health: int | None = None  # HTTP status of /health on the device; 0 when none
     port: int | None = None
     bind: str | None = None
-    api_key: bool | None = None  # None when sudo could not look
+    api_key: bool | None = None  # the key file exists; None when sudo could not look
     tokens_per_s: float | None = None
     disk_free_bytes: int | None = None
     ram_bytes: int | None = None
@@ -207,7 +208,9 @@ def refused_row(host: str, facts: Mapping[str, str], exc: RefusedError) -> Row:
 
 def config_row(host: str, exc: ConfigError) -> Row:
     """A host whose knobs do not load: not asked, the knob named."""
-    return Row(host=host, reachable=None, error=f"knob {exc.knob}={exc.value!r} is invalid")
+    value = repr(exc.value)
+    value = value if len(value) <= 30 else value[:27] + "..."
+    return Row(host=host, reachable=None, error=f"knob {exc.knob}={value} is invalid")
 
 
 def connect_reason(message: str) -> str:

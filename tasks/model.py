@@ -31,7 +31,16 @@ class Switch:
     before: dict[str, str | None]
 
 
+def _keepalive(host) -> None:  # noqa: ANN001
+    # A long transfer keeps pyinfra's own connection idle: without keepalives NAT boxes and
+    # Wi-Fi power saving drop it (paramiko then fails with EOFError on the next command).
+    transport = host.connector.client.get_transport()
+    if transport is not None:
+        transport.set_keepalive(15)
+
+
 def _push(state, host, local: LocalFile, store: Store, aes: bool) -> bool:  # noqa: ANN001
+    _keepalive(host)
     target = SshTarget.from_data(host.name, host.data)
     try:
         sent, offset = push(host.connector.client, local.path, local.sha256, store, host.name,
@@ -86,6 +95,7 @@ def prune(store: Store, keep: int):
 
 def _direct(state, host, url: str, local: LocalFile, store: Store, filename: str  # noqa: ANN001
             ) -> bool:
+    _keepalive(host)
     try:
         got, offset = fetch_on_device(host.connector.client, url, local.sha256,
                                       local.size or None, store, filename)

@@ -37,6 +37,7 @@ class Plan:
     target: target.Target
 
     uid: int
+    memory_mib: int
     brew: str | None = None  # macOS: Homebrew's prefix
 
     @property
@@ -103,7 +104,8 @@ def _check() -> Plan:
     threads = cfg.threads or host.get_fact(MacPhysicalCores if kind == "macos"
                                            else PhysicalCores)
     return Plan(cfg=cfg, profile=kind, arch=arch, threads=threads, user=user, model=model,
-                mmproj=mmproj, store=store, target=tgt, uid=uid, brew=brew)
+                mmproj=mmproj, store=store, target=tgt, uid=uid,
+                memory_mib=fit.memory_limit_mib(weights, kv), brew=brew)
 
 
 @deploy("Preflight")

@@ -52,7 +52,7 @@ def service(plan: Plan, image: str, changed: bool) -> bool:
         runtime=t.runtime, image=image, model_name=cfg.model.name, models_dir=t.models_dir,
         port=cfg.port, bind=cfg.bind, ctx_size=cfg.ctx_size, threads=plan.threads,
         args=cfg.model.args + cfg.server_args, mmproj=plan.mmproj is not None,
-        api_key_file=key_file, rootless=t.rootless,
+        api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib,
     )
     name = f"{cfg.service_name}.service"
     unit_op = files.put(name=f"Unit {name}", src=io.StringIO(unit), dest=t.unit_path,

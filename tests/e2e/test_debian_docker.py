@@ -100,6 +100,17 @@ def test_server_runs_as_non_root_read_only(device: lab.Device, first_run: Run) -
         "10001", "true", "[ALL]"]
 
 
+def test_only_ssh_and_the_server_port_listen(device: lab.Device, first_run: Run) -> None:
+    listening = device.exec("ss", "-Hltn").split("\n")
+    ports = {line.split()[3].rsplit(":", 1)[1] for line in listening if line.strip()}
+    assert ports == {"22", "8080"}, listening
+
+
+def test_container_memory_capped_from_model_size(device: lab.Device, first_run: Run) -> None:
+    limit = int(device.exec("docker", "inspect", "-f", "{{.HostConfig.Memory}}", "llama"))
+    assert 512 << 20 < limit < 2 << 30  # a tiny model: weights + context + 512 MiB
+
+
 def test_second_run_changes_nothing(device: lab.Device, inv: Path, first_run: Run) -> None:
     before = unit_invocation(device)
     again = deploy(inv / "inventory.py")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +65,22 @@ def test_unreachable_host(run: Run) -> None:
     assert run.code != 0
     assert "e2e-fault-gone" in run.output
     assert run.changed("e2e-fault-ok") > 5
+
+
+def test_changed_host_key_refused(fleet: dict, tmp_path: Path) -> None:
+    """Fault: a device's host key changed (reinstalled, or someone in the middle) | Seen: the
+    host is refused at connect with pyinfra's host key error | Left: nothing sent to it"""
+    dev = fleet["ok"]
+    wrong = tmp_path / "known_hosts"
+    other = (lab.STATE / "e2e-fault-nodisk" / "ssh_host_ed25519_key.pub").read_text().split()
+    wrong.write_text(f"[127.0.0.1]:{dev.ssh_port} {other[0]} {other[1]}\n")
+    data = dict(dev.host_data(), ssh_known_hosts_file=str(wrong))
+    (tmp_path / "inventory.py").write_text(f"lab = {[(dev.name, data)]!r}\n")
+    write_knobs(tmp_path, model={"name": "x", "path": "/nonexistent", "sha256": "0" * 64})
+    run = deploy(tmp_path / "inventory.py")
+    assert run.code != 0
+    assert re.search(r"\[e2e-fault-ok\]\s+Could not connect", run.output), run.output[-2000:]
+    assert "host key" in run.output.lower()
 
 
 def test_healthy_host_fully_deployed_beside_broken_ones(fleet: dict, run: Run) -> None:

@@ -1,8 +1,9 @@
 """The fleet table against a real deploy, and the web UI as a browser renders it.
 
-One device deployed for real plus one inventory entry whose SSH port is closed: status.py
-must give one table with a healthy row and an unreachable row, and exit 1. Then headless
-Chromium opens the device's web UI and writes docs/webui.png.
+One device deployed for real, one inventory entry whose SSH port is closed and one that pins
+another host key for the same device: status.py must give one table with a healthy row and
+two unreachable rows with their reasons, and exit 1. Then headless Chromium opens the
+device's web UI and writes docs/webui.png.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.lab import lab
 pytestmark = pytest.mark.lab
 HOST = "e2e-status-1"
 GONE = "e2e-status-gone"
+IMPOSTOR = "e2e-status-badkey"
 SCREENSHOT = REPO / "docs" / "webui.png"
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -56,8 +58,17 @@ def inv(device: lab.Device, tmp_path_factory: pytest.TempPathFactory) -> Path:
     known.write_text(f"[127.0.0.1]:{device.ssh_port} {pub[0]} {pub[1]}\n")
     data = {**device.host_data(), "ssh_known_hosts_file": str(known)}
     gone = {**data, "ssh_port": closed_port()}
+    # The same device, but known_hosts pins another key: what a swapped device looks like.
+    other = folder / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
+                   check=True, timeout=30)
+    wrong = folder / "known_hosts_wrong"
+    wrong.write_text(f"[127.0.0.1]:{device.ssh_port} "
+                     + " ".join(Path(f"{other}.pub").read_text().split()[:2]) + "\n")
+    impostor = {**data, "ssh_known_hosts_file": str(wrong)}
     (folder / "inventory.py").write_text(f"lab = {[(HOST, data)]!r}\n")
-    (folder / "fleet.py").write_text(f"lab = {[(HOST, data), (GONE, gone)]!r}\n")
+    (folder / "fleet.py").write_text(
+        f"lab = {[(HOST, data), (GONE, gone), (IMPOSTOR, impostor)]!r}\n")
     return folder
 
 
@@ -117,6 +128,11 @@ def test_unreachable_row_has_a_reason(rows: dict[str, dict]) -> None:
     assert row["error"] == "connection refused or host down"
 
 
+def test_changed_host_key_is_refused_with_a_reason(rows: dict[str, dict]) -> None:
+    row = rows[IMPOSTOR]
+    assert (row["reachable"], row["error"]) == (False, "host key changed")
+
+
 def test_text_table(inv: Path, rows: dict[str, dict], model: dict) -> None:
     proc = status(inv)
     print(proc.stdout)  # the table, for the record (pytest -s)
@@ -128,7 +144,9 @@ def test_text_table(inv: Path, rows: dict[str, dict], model: dict) -> None:
     assert model["sha256"][:12] in ok.split() and "200" in ok.split()
     (gone,) = [line for line in lines if line.startswith(GONE)]
     assert gone.split(None, 1)[1] == "unreachable: connection refused or host down"
-    assert lines[-1] == "1 of 2 hosts healthy"
+    (bad,) = [line for line in lines if line.startswith(IMPOSTOR)]
+    assert bad.split(None, 1)[1] == "unreachable: host key changed"
+    assert lines[-1] == "1 of 3 hosts healthy"
 
 
 def test_exit_code_zero_when_all_healthy(inv: Path, deployed: Run) -> None:

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .sh import docker, log, run
+from .sh import docker, log, out, run
 
 # Forky's Release file on the package mirror may be past its Valid-Until date.
 NO_VALID_UNTIL = 'Acquire::Check-Valid-Until "false"'
@@ -300,6 +300,41 @@ def build(recipe: Recipe) -> str:
         docker("import", "-c", change, str(tar), tag)
     return tag
 
+
+def set_arch(tag: str, arch: str) -> None:
+    """Label an imported image with the CPU its files are for.
+
+    Debian's docker 20.10 imports every rootfs as amd64 (`--platform` included), and
+    `docker build FROM` it inherits that label: an arm64 image would say amd64. The config is
+    rewritten through save/load; the layers stay as they are.
+    """
+    if out("image", "inspect", "-f", "{{.Architecture}}", tag) == arch:
+        return
+    old = out("image", "inspect", "-f", "{{.Id}}", tag)
+    with tempfile.TemporaryDirectory(prefix="lab-arch-") as tmp:
+        root = Path(tmp) / "image"
+        root.mkdir()
+        docker("save", "-o", f"{tmp}/in.tar", tag)
+        run(["tar", "-xf", f"{tmp}/in.tar", "-C", str(root)])
+        manifest = json.loads((root / "manifest.json").read_text())
+        config_file = root / manifest[0]["Config"]
+        config = json.loads(config_file.read_text())
+        config["architecture"] = arch
+        blob = json.dumps(config).encode()
+        config_file.unlink()
+        manifest[0]["Config"] = hashlib.sha256(blob).hexdigest() + ".json"
+        (root / manifest[0]["Config"]).write_bytes(blob)
+        (root / "manifest.json").write_text(json.dumps(manifest))
+        run(["tar", "-cf", f"{tmp}/out.tar", "-C", str(root), "."])
+        docker("load", "-q", "-i", f"{tmp}/out.tar", capture=True)
+    docker("rmi", old, check=False, capture=True)
+
+
+def build_foreign(recipe: Recipe) -> str:
+    """build() for another CPU (qemu-user runs it here), labelled with that CPU."""
+    tag = build(recipe)
+    set_arch(tag, recipe.arch)
+    return tag
 
 def build_all() -> dict[str, str]:
     return {r.name: build(r) for r in (DEVICE, INFRA, FORKY)}

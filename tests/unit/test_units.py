@@ -23,6 +23,15 @@ def test_unit_runs_locked_down_container() -> None:
         assert flag in line
 
 
+def test_memory_cap_from_the_model() -> None:
+    from llama_docker.fit import MIB, memory_limit_mib
+
+    assert "--memory" not in exec_start(systemd_unit(**BASE))
+    mib = memory_limit_mib(400 * MIB, 100 * MIB)
+    assert mib == 400 + 100 + 512 + 1
+    assert f"--pids-limit 256 --memory {mib}m" in exec_start(systemd_unit(**BASE, memory_mib=mib))
+
+
 def test_unit_restarts_always_and_starts_at_boot() -> None:
     unit = systemd_unit(**BASE)
     assert "Restart=always" in unit and "WantedBy=multi-user.target" in unit
