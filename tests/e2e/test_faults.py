@@ -68,8 +68,9 @@ def test_unreachable_host(run: Run) -> None:
 
 
 def test_changed_host_key_refused(fleet: dict, tmp_path: Path) -> None:
-    """Fault: a device's host key changed (reinstalled, or someone in the middle) | Seen: the
-    host is refused at connect with pyinfra's host key error | Left: nothing sent to it"""
+    """Fault: a device's host key changed (reinstalled, or someone in the middle) | Seen:
+    `REMOTE HOST IDENTIFICATION HAS CHANGED!` and `SSH host key error`, the `ssh-keygen -R`
+    line to clear it | Left: nothing sent to it"""
     dev = fleet["ok"]
     wrong = tmp_path / "known_hosts"
     other = (lab.STATE / "e2e-fault-nodisk" / "ssh_host_ed25519_key.pub").read_text().split()
@@ -79,8 +80,8 @@ def test_changed_host_key_refused(fleet: dict, tmp_path: Path) -> None:
     write_knobs(tmp_path, model={"name": "x", "path": "/nonexistent", "sha256": "0" * 64})
     run = deploy(tmp_path / "inventory.py")
     assert run.code != 0
-    assert re.search(r"\[e2e-fault-ok\]\s+Could not connect", run.output), run.output[-2000:]
-    assert "host key" in run.output.lower()
+    assert re.search(r"\[e2e-fault-ok\]\s+SSH host key error", run.output), run.output[-2000:]
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in run.output
 
 
 def test_healthy_host_fully_deployed_beside_broken_ones(fleet: dict, run: Run) -> None:

@@ -7,14 +7,14 @@ cd "$(dirname "$0")/../.."
 need=()
 for pair in docker:docker.io dockerd:docker.io mmdebstrap:mmdebstrap skopeo:skopeo \
             ssh:openssh-client ssh-keygen:openssh-client curl:curl iptables:iptables \
-            tc:iproute2; do
+            tc:iproute2 chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need[*]}"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    "${need[@]}" uidmap ca-certificates
+    "${need[@]}" uidmap ca-certificates fonts-liberation
 fi
 
 # The project must be installed from *this* checkout: pyinfra puts the current folder last on
