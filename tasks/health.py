@@ -11,6 +11,7 @@ from pyinfra.operations import python
 
 from llama_docker.apikey import paths
 from llama_docker.config import Config
+from llama_docker.status import device_url
 from llama_docker.target import Target
 
 from .common import say_error
@@ -19,13 +20,6 @@ from .model import Switch, link_commands
 from .service_launchd import restart_and_logs
 
 PROMPT = {"prompt": "Hello", "n_predict": 4}
-
-
-def local_url(cfg: Config) -> str:
-    addr = "127.0.0.1" if cfg.bind in ("0.0.0.0", "::") else cfg.bind
-    if ":" in addr:
-        addr = f"[{addr}]"
-    return f"http://{addr}:{cfg.port}"
 
 
 def wait_script(url: str, timeout: int, header: str, sudo: bool) -> str:
@@ -79,7 +73,7 @@ def _wait(state, host, url: str, script: str, service: str, root: str,  # noqa: 
 def health(cfg: Config, t: Target, env: dict[str, str], restarted: bool,
            switch: Switch | None = None) -> None:
     """Skip when nothing was restarted and the server already answers 200."""
-    url = local_url(cfg)
+    url = device_url(cfg.bind, cfg.port)
     if not restarted and host.get_fact(HttpStatus, url=f"{url}/health") == 200:
         return
     rollback: dict[str, str] = {}
