@@ -106,6 +106,16 @@ def _ansible(exe: Path, folder: Path, inv: Path) -> tuple[float, int]:
     return t, changed
 
 
+def remote_commands(inv: Path) -> tuple[int, list[tuple[str, int]]]:
+    """Commands a no-op run sends to one host (pyinfra --debug), and the most repeated facts."""
+    out = deploy(inv, "--debug").ok().output
+    host = re.search(r"Running command on ([\w.-]+):", out)
+    n = len(re.findall(rf"Running command on {re.escape(host.group(1))}:", out)) if host else 0
+    facts = re.findall(r"Getting fact: ([\w.]+)", out)
+    top = sorted({f: facts.count(f) for f in facts}.items(), key=lambda kv: -kv[1])[:5]
+    return n, top
+
+
 def bench(L: Lab) -> Result:
     exe = ansible_playbook()
     devs = L.converge(4)
@@ -139,6 +149,8 @@ def bench(L: Lab) -> Result:
             "exec true": lambda inv=inv: deploy(inv, "--", "true", entry="exec").ok().seconds,
             "ansible": ansible,
         }, rounds(3))
+    ncmd, top = remote_commands(WORK / "noop-1" / "inventory.py")
+    per_cmd = (med(t[1]["deploy"]) - med(t[1]["exec true"])) / max(ncmd - 1, 1)
     rows = []
     for n in (1, 4):
         r = ratio_rounds(t[n]["deploy"], t[n]["exec true"])
@@ -159,5 +171,11 @@ def bench(L: Lab) -> Result:
         f"Ansible tasks reported changed over the timed runs: {ansible_changed}. "
         "Seconds per round:\n\n"
         + "\n".join(f"- {n} device(s): " + "; ".join(
-            f"{k} {', '.join(f'{x:.2f}' for x in v)}" for k, v in t[n].items()) for n in t))
+            f"{k} {', '.join(f'{x:.2f}' for x in v)}" for k, v in t[n].items()) for n in t)
+        + f"\n\nWhy the deploy costs more than the floor: a no-op run sends {ncmd} commands to "
+        "each host, one SSH round trip each and one after the other (`exec -- true` sends "
+        "1 after the same connect); the most requested facts: "
+        + ", ".join(f"{f} x{c}" for f, c in top)
+        + f". Per command that is about {per_cmd:.3f} s here ((deploy - exec) / "
+        f"{max(ncmd - 1, 1)}, 1 device).")
     return Result("noop", rows, details)

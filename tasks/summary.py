@@ -24,7 +24,8 @@ def _row(host) -> tuple[str, str, str]:  # noqa: ANN001 - a pyinfra Host
 def _print() -> None:
     rows = [_row(h) for h in state.inventory]
     width = max(len(r[0]) for r in rows)
-    out = ["", "--> llama-docker summary:"]
+    dry = " (--dry: nothing was changed)" if "--dry" in sys.argv else ""
+    out = ["", f"--> llama-docker summary{dry}:"]
     out += [f"    {name:<{width}}  {result:<11}  {detail}".rstrip() for name, result, detail
             in rows]
     print("\n".join(out), file=sys.stderr, flush=True)
