@@ -39,9 +39,10 @@ HUGE_MARGIN_MIB = 1 << 20  # 1 TiB: no lab machine has it, so preflight must ref
 def require_qemu() -> None:
     """Fail with the fix, not with an exec format error deep in mmdebstrap or docker."""
     text = BINFMT.read_text() if BINFMT.exists() else ""
-    if not text.startswith("enabled") or not re.search(r"^flags: \w*F", text, re.M):
-        pytest.fail("qemu-aarch64 is not registered with the F flag: run "
-                    "tests/lab/setup-host.sh")
+    flags = re.search(r"^flags: (\w*)", text, re.M)
+    if not text.startswith("enabled") or not flags or not {"F", "C"} <= set(flags[1]):
+        pytest.fail("qemu-aarch64 is not registered with the F and C flags (F: usable in "
+                    "containers; C: setuid sudo works): run tests/lab/setup-host.sh")
 
 
 # --- the device ----------------------------------------------------------------------------

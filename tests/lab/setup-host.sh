@@ -33,9 +33,10 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start, see /var/log/dockerd.log" >&2; exit 1; }
 fi
 
-# arm64 devices and images (a Raspberry Pi) run here through qemu-user. The F flag makes the
-# kernel open the emulator once, at registration, so it works inside containers and chroots
-# that do not have it. binfmt_misc is the kernel's, shared by the whole machine: register once.
+# arm64 devices and images (a Raspberry Pi) run here through qemu-user, registered with
+# binfmt_misc, which is the kernel's and shared by the whole machine. Flags beyond Debian's
+# OPF: F (the kernel opens the emulator at registration, so containers and chroots without it
+# run arm64 programs) and C (credentials from the program: setuid sudo works, as on a Pi).
 if ! command -v qemu-aarch64-static >/dev/null 2>&1; then
   echo "setup: apt-get install qemu-user-static"
   timeout 300 apt-get update -q
@@ -44,13 +45,18 @@ if ! command -v qemu-aarch64-static >/dev/null 2>&1; then
 fi
 binfmt=/proc/sys/fs/binfmt_misc
 [ -e "$binfmt/register" ] || mount -t binfmt_misc binfmt_misc "$binfmt"
-if [ ! -e "$binfmt/qemu-aarch64" ]; then
-  echo "setup: registering qemu-aarch64 with binfmt_misc (F flag)"
-  conf=/usr/lib/binfmt.d/qemu-aarch64.conf
-  case "$(awk -F: '{print $NF}' "$conf")" in *F*) ;; *)
-    echo "setup: $conf lacks the F flag" >&2; exit 1 ;; esac
-  cat "$conf" > "$binfmt/register"
+entry=$binfmt/qemu-aarch64
+has_flags() { grep -q "^flags: .*$1" "$entry"; }
+if [ -e "$entry" ] && ! { has_flags F && has_flags C; }; then
+  echo "setup: qemu-aarch64 lacks the F or C flag: registering it again"
+  echo -1 > "$entry"
 fi
-grep -q '^flags:.*F' "$binfmt/qemu-aarch64" \
-  || { echo "setup: qemu-aarch64 is registered without the F flag" >&2; exit 1; }
+if [ ! -e "$entry" ]; then
+  echo "setup: registering qemu-aarch64 with binfmt_misc"
+  line=$(cat /usr/lib/binfmt.d/qemu-aarch64.conf)
+  flags=${line##*:}
+  for f in F C; do case "$flags" in *$f*) ;; *) flags=$flags$f ;; esac; done
+  echo "${line%:*}:$flags" > "$binfmt/register"
+fi
+has_flags F && has_flags C || { echo "setup: qemu-aarch64 registration failed" >&2; exit 1; }
 echo "setup: ready"
