@@ -19,13 +19,13 @@ class FreeBytes(FactBase):
 
 
 class SudoWorks(FactBase):
-    """Whether sudo runs without asking for a password."""
+    """"yes" when sudo runs without asking, else sudo's own first line of complaint."""
 
     def command(self) -> str:
-        return "sudo -n true 2>/dev/null && echo yes || echo no"
+        return "out=$(sudo -n true 2>&1) && echo yes || echo \"${out:-sudo failed}\" | head -1"
 
-    def process(self, output: list[str]) -> bool:
-        return bool(output) and output[0] == "yes"
+    def process(self, output: list[str]) -> str:
+        return output[0] if output else "sudo failed"
 
 
 class PhysicalCores(FactBase):

@@ -76,7 +76,10 @@ def _check() -> Plan:
     brew = runtime_macos.homebrew() if kind == "macos" else None
     arch = profile.image_arch(host.get_fact(Arch))
     user = host.data.get("ssh_user") or "root"
-    if tgt.sudo and not host.get_fact(SudoWorks):
+    sudo = host.get_fact(SudoWorks) if tgt.sudo else "yes"
+    if sudo != "yes" and "password" not in sudo:
+        raise RefusedError(f"sudo does not work for {user}: {sudo}")
+    if sudo != "yes":
         raise RefusedError("sudo asks for a password: allow NOPASSWD for this user "
                            "(echo 'USER ALL=(ALL) NOPASSWD:ALL' | sudo tee "
                            "/etc/sudoers.d/llama-docker) or run pyinfra with --sudo-password")
