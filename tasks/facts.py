@@ -6,6 +6,8 @@ import shlex
 
 from pyinfra.api import FactBase
 
+from llama_docker.store import LINKS
+
 
 class FreeBytes(FactBase):
     """Free bytes on the filesystem that holds `path` (or its nearest existing parent)."""
@@ -62,15 +64,6 @@ class HttpStatus(FactBase):
         return int(text) if text.isdigit() else 0
 
 
-class LinkTarget(FactBase):
-    """What a symlink points at, as written (not resolved); None when it is not a link."""
-
-    def command(self, path: str) -> str:
-        return f"readlink {shlex.quote(path)} 2>/dev/null || true"
-
-    def process(self, output: list[str]) -> str | None:
-        return output[0] if output and output[0] else None
-
 
 class CpuHasAes(FactBase):
     """Whether the device's CPU has AES instructions (picks the SSH cipher for pushes)."""
@@ -84,15 +77,6 @@ class CpuHasAes(FactBase):
         return bool(output) and output[0] == "yes"
 
 
-class StoreFiles(FactBase):
-    """Names in the model store, newest first."""
-
-    def command(self, root: str) -> str:
-        return f"cd {shlex.quote(root)} 2>/dev/null && ls -1t 2>/dev/null || true"
-
-    def process(self, output: list[str]) -> list[str]:
-        return [line for line in output if line]
-
 
 class UserId(FactBase):
     """The SSH user's numeric uid (its user manager lives at /run/user/<uid>)."""
@@ -105,13 +89,18 @@ class UserId(FactBase):
 
 
 class MemoryBytes(FactBase):
-    """RAM in bytes on macOS, where pyinfra's Memory fact (from /proc) is None."""
+    """RAM in bytes: /proc/meminfo on Linux, sysctl on macOS. (pyinfra's Memory fact runs
+    `vmstat -s`, a second here, and is None on a Mac.)"""
 
     def command(self) -> str:
-        return "sysctl -n hw.memsize 2>/dev/null || true"
+        return ("awk '/^MemTotal:/ {print \"kB\", $2}' /proc/meminfo 2>/dev/null | grep . || "
+                "echo \"B $(sysctl -n hw.memsize 2>/dev/null)\"")
 
     def process(self, output: list[str]) -> int | None:
-        return int(output[0]) if output and output[0].isdigit() else None
+        unit, _, value = (output[0] if output else "").partition(" ")
+        if not value.isdigit():
+            return None
+        return int(value) * (1024 if unit == "kB" else 1)
 
 
 class MacPhysicalCores(FactBase):
@@ -173,3 +162,23 @@ class ColimaRunning(FactBase):
 
     def process(self, output: list[str]) -> bool:
         return bool(output) and output[0] == "yes"
+
+
+
+class StoreState(FactBase):
+    """The model store in one round trip: its names, newest first, and each link's target
+    (as written, not resolved)."""
+
+    def command(self, root: str) -> str:
+        return (f"cd {shlex.quote(root)} 2>/dev/null || exit 0; ls -1t | sed 's/^/F /'; "
+                f"for l in {' '.join(LINKS)}; do t=$(readlink \"$l\") && echo \"L $l $t\"; "
+                "done; true")
+
+    def process(self, output: list[str]) -> dict:
+        files = [line[2:] for line in output if line.startswith("F ")]
+        links = dict(line[2:].split(" ", 1) for line in output if line.startswith("L "))
+        return {"files": files, "links": links}
+
+    @staticmethod
+    def default() -> dict:
+        return {"files": [], "links": {}}

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import operation
-from pyinfra.facts.files import File
 from pyinfra.operations import files, python
 
 from llama_docker.controller import LocalFile
@@ -19,7 +18,7 @@ from llama_docker.spec import ModelFile
 from llama_docker.store import LINKS, to_prune
 
 from .common import say, say_error
-from .facts import CpuHasAes, LinkTarget, StoreFiles
+from .facts import CpuHasAes, StoreState
 from .preflight import Plan
 
 
@@ -72,7 +71,7 @@ def switch_link(store: Store, link: str, sha: str, previous: str | None = None):
     + sha: the sha256 of the verified model file to point at
     + previous: the link that keeps the old target, e.g. ``previous.gguf``
     """
-    now = host.get_fact(LinkTarget, path=f"{store.root}/{link}")
+    now = host.get_fact(StoreState, root=store.root)["links"].get(link)
     if now == f"{sha}.gguf":
         return
     if now and previous:
@@ -87,8 +86,8 @@ def prune(store: Store, keep: int):
 
     + keep: how many model files to keep (linked ones always stay)
     """
-    linked = {host.get_fact(LinkTarget, path=f"{store.root}/{link}") for link in LINKS}
-    for name in to_prune(host.get_fact(StoreFiles, root=store.root), linked, keep):
+    now = host.get_fact(StoreState, root=store.root)
+    for name in to_prune(now["files"], set(now["links"].values()), keep):
         sha = name.removesuffix(".gguf")
         yield f"rm -f {shlex.quote(store.final(sha))} {shlex.quote(store.marker(sha))}"
 
@@ -107,8 +106,8 @@ def _direct(state, host, url: str, local: LocalFile, store: Store, filename: str
     return True
 
 
-def _place(plan: Plan, local: LocalFile, source: ModelFile) -> None:
-    if host.get_fact(File, path=plan.store.marker(local.sha256)):
+def _place(plan: Plan, local: LocalFile, source: ModelFile, stored: list[str]) -> None:
+    if f"{local.sha256}.ok" in stored:
         return  # verified on an earlier run: nothing moves, nothing is rehashed
     if local.path is None:  # direct mode
         python.call(name=f"Download {source.filename} ({local.size} bytes) on the device, "
@@ -123,19 +122,20 @@ def _place(plan: Plan, local: LocalFile, source: ModelFile) -> None:
 def model(plan: Plan) -> Switch:
     """Put the model (and projector) on the device and switch `current` to it."""
     root = plan.store.root
-    before = {link: host.get_fact(LinkTarget, path=f"{root}/{link}") for link in LINKS}
+    stored = host.get_fact(StoreState, root=root)
+    before = {link: stored["links"].get(link) for link in LINKS}
     # Rootless devices create it as the user already; root ones hand it to the SSH user so
     # pushes need no sudo.
     owner = {"user": plan.user} if plan.target.sudo else {}
     files.directory(name="Model store", path=root, mode="755", _sudo=plan.target.sudo,
                     **owner)
-    _place(plan, plan.model, plan.cfg.model.file)
+    _place(plan, plan.model, plan.cfg.model.file, stored["files"])
     changed = switch_link(name=f"Serve {plan.cfg.model.name}", store=plan.store,
                           link="current.gguf", sha=plan.model.sha256,
                           previous="previous.gguf").will_change
     if plan.mmproj:
         assert plan.cfg.model.mmproj is not None
-        _place(plan, plan.mmproj, plan.cfg.model.mmproj)
+        _place(plan, plan.mmproj, plan.cfg.model.mmproj, stored["files"])
         changed |= switch_link(name="Serve its projector", store=plan.store,
                                link="current-mmproj.gguf", sha=plan.mmproj.sha256,
                                previous="previous-mmproj.gguf").will_change

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
 from llama_docker import config, fit, profile, target
@@ -17,7 +16,15 @@ from llama_docker.push import Store
 
 from . import runtime_macos
 from .common import fail_host
-from .facts import FreeBytes, MacPhysicalCores, MemoryBytes, PhysicalCores, SudoWorks, UserId
+from .facts import (
+    FreeBytes,
+    MacPhysicalCores,
+    MemoryBytes,
+    PhysicalCores,
+    StoreState,
+    SudoWorks,
+    UserId,
+)
 
 SUPPORTED = ("debian", "steamos", "arch", "macos")
 
@@ -48,12 +55,6 @@ class Plan:
     def env(self) -> dict[str, str]:
         """What device commands need beyond SSH's bare environment (macOS: brew's PATH)."""
         return runtime_macos.device_env(self.brew, self.runtime) if self.brew else {}
-
-
-def _present(store: Store, sha: str) -> bool:
-    from pyinfra.facts.files import File
-
-    return bool(host.get_fact(File, path=store.marker(sha)))
 
 
 def device_target() -> tuple[config.Config, target.Target, int]:
@@ -90,16 +91,13 @@ def _check() -> Plan:
     files = [model] + ([mmproj] if mmproj else [])
     weights = sum(f.size for f in files)
     kv = fit.kv_cache_bytes(model.shape, cfg.ctx_size)
-    if kind == "macos":  # pyinfra's Memory fact reads /proc: None on a Mac
-        ram = host.get_fact(MemoryBytes)
-    else:
-        ram_mb = host.get_fact(Memory)
-        ram = ram_mb * fit.MIB if ram_mb else None
+    ram = host.get_fact(MemoryBytes)
     why = fit.ram_refusal(weights, kv, cfg.ram_margin_mib, ram, cfg.model.name)
     if why:
         raise RefusedError(why)
     store = Store(tgt.models_dir, "shasum -a 256" if kind == "macos" else "sha256sum")
-    missing = sum(f.size for f in files if not _present(store, f.sha256))
+    stored = host.get_fact(StoreState, root=store.root)["files"]
+    missing = sum(f.size for f in files if f"{f.sha256}.ok" not in stored)
     why = fit.disk_refusal(missing, cfg.disk_margin_mib,
                            host.get_fact(FreeBytes, path=tgt.models_dir), tgt.models_dir)
     if why:

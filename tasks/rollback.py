@@ -9,7 +9,7 @@ from pyinfra.operations import server, systemd
 from llama_docker.errors import LlamaDockerError
 
 from .common import fail_host
-from .facts import LinkTarget
+from .facts import StoreState
 from .health import health
 from .model import link_commands
 from .preflight import device_target
@@ -26,9 +26,10 @@ def rollback() -> bool:
         return False
     root = t.models_dir
     cmds = []
+    links = host.get_fact(StoreState, root=root)["links"]
     for kind in ("", "-mmproj"):
-        cur = host.get_fact(LinkTarget, path=f"{root}/current{kind}.gguf")
-        prev = host.get_fact(LinkTarget, path=f"{root}/previous{kind}.gguf")
+        cur = links.get(f"current{kind}.gguf")
+        prev = links.get(f"previous{kind}.gguf")
         if kind == "" and not prev:
             fail_host(f"no previous model in {root} to roll back to")
             return False

@@ -114,7 +114,7 @@ def test_second_run_changes_nothing(tmp_path: Path) -> None:
         "SystemdEnabled(*)": {"docker.service": True, "llama-docker.service": True},
         f"ImageId(docker,{TAG})": "sha256:0123",
         f"Directory({models})": {"mode": 755, "user": "me", "group": "me"},
-        f"File({models}/{MODEL_SHA}.ok)": {"mode": 644, "user": "me", "group": "me"},
-        f"LinkTarget({models}/current.gguf)": f"{MODEL_SHA}.gguf",
+        f"StoreState({models})": {"files": [f"{MODEL_SHA}.gguf", f"{MODEL_SHA}.ok"],
+                                   "links": {"current.gguf": f"{MODEL_SHA}.gguf"}},
         "HttpStatus(*)": 200})
     assert again.ops == []

@@ -185,8 +185,8 @@ def _settled(first: Run, runtime: str) -> dict:
               "native": {"llama.cpp": ["8770"]}}[runtime]
     return {**converged(first), "BrewPackages": brewed, "LaunchAgentLoaded(*)": True,
             "ColimaRunning(*)": True, f"ImageId(docker,{TAG})": "sha256:0123",
-            f"File({MODELS}/{MODEL_SHA}.ok)": {"mode": 644, "user": "me", "group": "staff"},
-            f"LinkTarget({MODELS}/current.gguf)": f"{MODEL_SHA}.gguf",
+            f"StoreState({MODELS})": {"files": [f"{MODEL_SHA}.gguf", f"{MODEL_SHA}.ok"],
+                                      "links": {"current.gguf": f"{MODEL_SHA}.gguf"}},
             "HttpStatus(*)": 200}
 
 
@@ -201,7 +201,9 @@ def test_new_model_kickstarts_the_server_without_reloading_agents(tmp_path: Path
     first = deploy_fixture(tmp_path, "macos")
     old = "f" * 64
     again = deploy_fixture(tmp_path, "macos", facts={
-        **_settled(first, "docker"), f"LinkTarget({MODELS}/current.gguf)": f"{old}.gguf"})
+        **_settled(first, "docker"),
+        f"StoreState({MODELS})": {"files": [f"{MODEL_SHA}.gguf", f"{MODEL_SHA}.ok"],
+                                  "links": {"current.gguf": f"{old}.gguf"}}})
     assert not [c for c in again.commands() if "bootout" in c or "bootstrap" in c]
     restart = again.op("Service | Restart com.llama-docker.llama-docker")
     assert restart.commands == ["launchctl kickstart -k gui/501/com.llama-docker.llama-docker"]
