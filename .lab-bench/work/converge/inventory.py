@@ -1,1 +1,0 @@
-lab = [('bench-1', {'ssh_hostname': '127.0.0.1', 'ssh_port': 57717, 'ssh_user': 'pi', 'ssh_key': '/work/main/.lab-bench/id_ed25519', 'ssh_known_hosts_file': '/work/main/.lab-bench/known_hosts', 'ssh_strict_host_key_checking': 'yes'})]
