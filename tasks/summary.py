@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import sys
 
+import pyinfra
 from pyinfra import state
 
 from .common import errors
@@ -34,6 +35,6 @@ def _print() -> None:
 def print_summary_at_exit() -> None:
     """Register (once per run, whatever the host count) the summary printer."""
     global _registered
-    if not _registered:
+    if pyinfra.is_cli and not _registered:  # not when tests run deploy.py through the API
         _registered = True
         atexit.register(_print)
