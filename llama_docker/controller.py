@@ -61,13 +61,24 @@ def _local_file(f: ModelFile, cache_dir: Path) -> LocalFile:
 
 
 def remote_file(f: ModelFile) -> LocalFile:
-    """Direct mode: what the devices will download, known without downloading it here."""
+    """What a URL holds (sha256 and size), known without downloading it: for the fit checks
+    before the first byte moves, and for direct mode, where the devices download it."""
+    key = ("remote", f.source)
+    with _locks[key]:
+        if key not in _seen:
+            _seen[key] = _remote_file(f)
+    return _seen[key]
+
+
+def _remote_file(f: ModelFile) -> LocalFile:
     if not f.is_url:
         raise RefusedError(f"model_source 'direct' needs a URL, not the path {f.source}")
     sha, size = f.sha256, f.size
-    if sha is None:
+    if sha is None:  # only Hugging Face URLs may omit it: the hub publishes the LFS sha256
         sha, hub_size = hub_sha256(f.source)
         size = size or hub_size
+        print(f"llama-docker: {f.filename}: sha256 {sha} as published by Hugging Face; "
+              "pin it with 'sha256' in the model knob", file=sys.stderr)
     if size is None:
         import requests
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyinfra import host
@@ -71,6 +71,22 @@ def device_target() -> tuple[config.Config, target.Target, int]:
     return cfg, tgt, host.get_fact(UserId)
 
 
+def _fits(cfg: config.Config, tgt: target.Target, files: list[LocalFile]) -> None:
+    """Refuse unless the files fit the device's RAM (with context) and free disk."""
+    weights = sum(f.size for f in files)
+    kv = fit.kv_cache_bytes(files[0].shape, cfg.ctx_size, files[0].size)
+    why = fit.ram_refusal(weights, kv, cfg.ram_margin_mib, host.get_fact(MemoryBytes),
+                          cfg.model.name)
+    if why:
+        raise RefusedError(why)
+    stored = host.get_fact(StoreState, root=tgt.models_dir)["files"]
+    missing = sum(f.size for f in files if f"{f.sha256}.ok" not in stored)
+    why = fit.disk_refusal(missing, cfg.disk_margin_mib,
+                           host.get_fact(FreeBytes, path=tgt.models_dir), tgt.models_dir)
+    if why:
+        raise RefusedError(why)
+
+
 def _check() -> Plan:
     cfg, tgt, uid = device_target()
     kind = tgt.profile
@@ -85,23 +101,19 @@ def _check() -> Plan:
                            "(echo 'USER ALL=(ALL) NOPASSWD:ALL' | sudo tee "
                            "/etc/sudoers.d/llama-docker) or run pyinfra with --sudo-password")
     cache = Path(cfg.cache_dir).expanduser()
-    get = local_file if cfg.model_source == "controller" else (lambda f, _: remote_file(f))
-    model = get(cfg.model.file, cache)
-    mmproj = get(cfg.model.mmproj, cache) if cfg.model.mmproj else None
-    files = [model] + ([mmproj] if mmproj else [])
-    weights = sum(f.size for f in files)
-    kv = fit.kv_cache_bytes(model.shape, cfg.ctx_size)
-    ram = host.get_fact(MemoryBytes)
-    why = fit.ram_refusal(weights, kv, cfg.ram_margin_mib, ram, cfg.model.name)
-    if why:
-        raise RefusedError(why)
+    specs = [cfg.model.file] + ([cfg.model.mmproj] if cfg.model.mmproj else [])
+    # Fit first, from what the URL says (sha256, size): nothing is downloaded for a device
+    # that cannot run the model (ollama #10920 downloaded 132 GB, then said no).
+    seen = [remote_file(f) if f.is_url else local_file(f, cache) for f in specs]
+    _fits(cfg, tgt, seen)
+    if cfg.model_source == "controller":
+        seen = [local_file(replace(f, sha256=s.sha256, size=s.size or None), cache)
+                if f.is_url else s for f, s in zip(specs, seen, strict=True)]
+        _fits(cfg, tgt, seen)  # again, with the context cache read from the file itself
+    model, mmproj = seen[0], (seen[1] if len(seen) > 1 else None)
+    weights = sum(f.size for f in seen)
+    kv = fit.kv_cache_bytes(model.shape, cfg.ctx_size, model.size)
     store = Store(tgt.models_dir, "shasum -a 256" if kind == "macos" else "sha256sum")
-    stored = host.get_fact(StoreState, root=store.root)["files"]
-    missing = sum(f.size for f in files if f"{f.sha256}.ok" not in stored)
-    why = fit.disk_refusal(missing, cfg.disk_margin_mib,
-                           host.get_fact(FreeBytes, path=tgt.models_dir), tgt.models_dir)
-    if why:
-        raise RefusedError(why)
     threads = cfg.threads or host.get_fact(MacPhysicalCores if kind == "macos"
                                            else PhysicalCores)
     return Plan(cfg=cfg, profile=kind, arch=arch, threads=threads, user=user, model=model,

@@ -34,3 +34,12 @@ def test_disk() -> None:
     assert disk_refusal(GIB, 1024, 3 * GIB, "/m") is None
     line = disk_refusal(4 * GIB, 1024, 2 * GIB, "/var/lib/llama-docker/models")
     assert line is not None and "needs 5.0 GiB" in line and "has 2.0 GiB free" in line
+
+
+def test_unknown_shape_scales_the_context_cache_with_the_model_size() -> None:
+    # Before a download only the size is known: a 0.4 GB model must not be charged a 7B's
+    # 1 GiB of context, or a 2 GB Pi would be refused a model it can run.
+    small = kv_cache_bytes(None, 2048, 400_000_000)
+    assert 100 * MIB < small < 120 * MIB
+    assert kv_cache_bytes(None, 2048, 3_800_000_000) == 1024 * MIB
+    assert kv_cache_bytes(None, 2048) == 1024 * MIB
