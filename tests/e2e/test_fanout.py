@@ -70,3 +70,22 @@ def test_two_devices_one_download_through_a_dropped_connection(
     assert hub.bytes_sent == sent  # the re-run moves zero model bytes
     for dev in devices:
         assert again.changed(dev.name) == 0, again.output[-3000:]
+
+
+def test_model_too_big_for_ram_refused_before_any_download(
+        devices: list[lab.Device], hub: FaultServer, model: tuple[bytes, str],
+        tmp_path: Path) -> None:
+    """Fault: the model cannot fit the devices' RAM | Seen: `not enough RAM for ...: needs N,
+    has M; choose a smaller model` per device | Left: not a byte downloaded or sent"""
+    data, _ = model
+    before = hub.bytes_sent
+    inv = inventory(tmp_path, devices)
+    env = {"HF_ENDPOINT": hub.url("").rstrip("/")}
+    write_knobs(tmp_path, model={"name": "tiny-fan", "url": env["HF_ENDPOINT"] + PATH},
+                ram_margin_mib=1 << 30)
+    run = deploy(inv, env=env)
+    assert run.code != 0
+    assert run.output.count("llama-docker: not enough RAM for tiny-fan") >= len(devices)
+    assert hub.bytes_sent == before  # HEAD only: the hub's size was enough to say no
+    assert not (tmp_path / "cache" / "models").exists() or \
+        not any((tmp_path / "cache" / "models").iterdir())
