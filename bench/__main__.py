@@ -27,10 +27,12 @@ BENCHES: dict[str, Callable[[Lab], Result]] = {
 
 
 def headline(res: Result) -> str:
+    """The last line a benchmark prints: its first row's ratio, and how many rows missed."""
     r = res.rows[0]
     met = "met" if r.met else "missed" if r.met is False else "info"
-    ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}"
-    return f"{res.name}: {r.benchmark}: ratio {ratio} (goal {r.goal}: {met})"
+    missed = sum(x.met is False for x in res.rows)
+    return (f"{res.name}: ratio {report._fmt(r.ratio)} ({r.benchmark}; goal {r.goal}: {met}; "
+            f"{missed} of {len(res.rows)} rows missed their goal)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             res.seconds = time.perf_counter() - t
             save_result(res)
             for r in res.rows:
-                ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}"
-                print(f"  {r.benchmark}: {r.ours} vs {r.reference}: {ratio} (goal {r.goal})")
+                print(f"  {r.benchmark}: {r.ours} vs {r.reference}: {report._fmt(r.ratio)} "
+                      f"(goal {r.goal})")
             print(headline(res), flush=True)
     finally:
         L.remove()

@@ -80,14 +80,20 @@ def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def ratio_rounds(ref: list[float], ours: list[float]) -> float:
+    """Median over rounds of ref/ours (paired: each round's two ran back to back)."""
+    return med([r / o for r, o in zip(ref, ours, strict=True)])
+
+
 def timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
 
 
-def run(cmd: list[str], *, timeout: float = 600, check: bool = True, **kw: object) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+def run(cmd: list[str], *, timeout: float = 600, check: bool = True, cwd: Path | None = None,
+        env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:6])} ... exited {proc.returncode}: "
                            f"{(proc.stderr or proc.stdout)[-2000:]}")
@@ -180,14 +186,17 @@ class Lab:
         self.converged.clear()
 
 
-def ssh_client(dev: lab.Device) -> paramiko.SSHClient:
-    """A paramiko client set up the way pyinfra's is: key, pinned known_hosts."""
+def ssh_client(dev: lab.Device, gcm: bool = False) -> paramiko.SSHClient:
+    """A paramiko client set up the way pyinfra's is: key, pinned known_hosts; `gcm` leaves
+    it AES-GCM only (paramiko's default order starts with aes128-ctr)."""
     c = paramiko.SSHClient()
     c.load_host_keys(str(lab.STATE / "known_hosts"))
     c.set_missing_host_key_policy(paramiko.RejectPolicy())
+    ciphers = paramiko.Transport._preferred_ciphers  # type: ignore[attr-defined]
+    off = [x for x in ciphers if "gcm" not in x] if gcm else []
     c.connect("127.0.0.1", port=dev.ssh_port, username=dev.user,
               key_filename=str(lab.STATE / "id_ed25519"), look_for_keys=False,
-              allow_agent=False, timeout=30)
+              allow_agent=False, timeout=30, disabled_algorithms={"ciphers": off})
     return c
 
 

@@ -14,6 +14,7 @@ import re
 import sys
 import tempfile
 import threading
+from functools import partial
 from pathlib import Path
 
 from llama_docker.image import build_args, image_tag
@@ -32,12 +33,12 @@ from .common import (
     log,
     med,
     model,
+    ratio_rounds,
     rounds,
     run,
     timed,
     write_knobs,
 )
-from .push import ratio_rounds
 
 VENV = lab.STATE / "venv-ansible"  # beside the lab state: kept between runs, not in git
 PLAYBOOK = REPO / "bench" / "ansible" / "site.yml"
@@ -116,6 +117,11 @@ def remote_commands(inv: Path) -> tuple[int, list[tuple[str, int]]]:
     return n, top
 
 
+def floor(inv: Path) -> float:
+    """`pyinfra -y INV exec -- true`: connect, one command, disconnect."""
+    return deploy(inv, "--", "true", entry="exec").ok().seconds
+
+
 def bench(L: Lab) -> Result:
     exe = ansible_playbook()
     devs = L.converge(4)
@@ -123,14 +129,16 @@ def bench(L: Lab) -> Result:
     path, sha = model("base", seed=7)
     t: dict[int, dict[str, list[float]]] = {}
     ansible_changed = 0
-    for n in (1, 4):
+    for n in (4, 1):  # 4 first: converge every device once, for both tools
         folder = WORK / f"noop-{n}"
         inv = inventory(folder, devs[:n])
         write_knobs(folder, model={"name": "base", "path": str(path), "sha256": sha})
-        deploy(inv).ok()  # converge to this model (the last benchmark may have left another)
-        ainv = _ansible_files(folder, devs[:n], path, sha)
-        _, warm = _ansible(exe, folder, ainv)  # first Ansible run: its own build marker
-        log(f"{n} device(s): Ansible warm-up run changed {warm} task(s)")
+        if n == 4:
+            deploy(inv).ok()  # this model (the last benchmark may have left another)
+        ainv = _ansible_files(folder, devs[:n], path, sha)  # reads the unit pyinfra wrote
+        if n == 4:
+            _, warm = _ansible(exe, folder, ainv)  # Ansible's first run: its build marker
+            log(f"Ansible's converging run changed {warm} task(s)")
 
         def pyinfra_deploy(inv: Path = inv) -> float:
             d = deploy(inv).ok()
@@ -146,7 +154,7 @@ def bench(L: Lab) -> Result:
 
         t[n] = interleave({
             "deploy": pyinfra_deploy,
-            "exec true": lambda inv=inv: deploy(inv, "--", "true", entry="exec").ok().seconds,
+            "exec true": partial(floor, inv),
             "ansible": ansible,
         }, rounds(3))
     ncmd, top = remote_commands(WORK / "noop-1" / "inventory.py")
@@ -171,7 +179,7 @@ def bench(L: Lab) -> Result:
         f"Ansible tasks reported changed over the timed runs: {ansible_changed}. "
         "Seconds per round:\n\n"
         + "\n".join(f"- {n} device(s): " + "; ".join(
-            f"{k} {', '.join(f'{x:.2f}' for x in v)}" for k, v in t[n].items()) for n in t)
+            f"{k} {', '.join(f'{x:.2f}' for x in v)}" for k, v in t[n].items()) for n in sorted(t))
         + f"\n\nWhy the deploy costs more than the floor: a no-op run sends {ncmd} commands to "
         "each host, one SSH round trip each and one after the other (`exec -- true` sends "
         "1 after the same connect); the most requested facts: "

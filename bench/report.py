@@ -58,7 +58,9 @@ def _commit() -> str:
 
 
 def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.2f}"
+    if x is None:
+        return "n/a"
+    return f"{x:.2f}" if x == 0 or abs(x) >= 0.1 else f"{x:.4f}"
 
 
 def write(total: float, full: bool) -> None:
@@ -94,6 +96,11 @@ def write(total: float, full: bool) -> None:
             met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
             lines.append(f"| {r['benchmark']} | {r['ours']} | {r['reference']} | "
                          f"{_fmt(r['ratio'])} | {r['goal']} | {met} |")
+    missed = [(name, r) for name in ORDER for r in res.get(name, {}).get("rows", [])
+              if r["met"] is False]
+    lines += ["", "## Missed goals", ""]
+    lines += [f"- {r['benchmark']}: {_fmt(r['ratio'])} against {r['goal']} (evidence under "
+              f"\"{TITLES[name]}\")" for name, r in missed] or ["None."]
     for name in ORDER:
         if name not in res:
             continue

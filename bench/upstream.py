@@ -41,7 +41,8 @@ def bench(L: Lab) -> Result:
     for n in (1, 2, 4):
         sent, size, _ = got[n]
         rows.append(Row(f"upstream bytes, N={n}", f"{sent / size:.2f} model ({sent / MIB:.1f} MiB)",
-                        f"direct and original: {n} models ({n * size / MIB:.1f} MiB, computed)",
+                        f"direct and original: {n} model{'s' if n > 1 else ''} "
+                        f"({n * size / MIB:.1f} MiB, computed)",
                         sent / (n * size), "exactly 1 model", sent == size))
     details = (
         f"A {got[1][1] / MIB:.1f} MiB generated model, served by the fault server with its "
