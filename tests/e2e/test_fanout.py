@@ -82,7 +82,7 @@ def test_model_too_big_for_ram_refused_before_any_download(
     inv = inventory(tmp_path, devices)
     env = {"HF_ENDPOINT": hub.url("").rstrip("/")}
     write_knobs(tmp_path, model={"name": "tiny-fan", "url": env["HF_ENDPOINT"] + PATH},
-                ram_margin_mib=1 << 30)
+                ram_margin_mib=1 << 20)  # 1 TiB: the largest margin the knob takes
     run = deploy(inv, env=env)
     assert run.code != 0
     assert run.output.count("llama-docker: not enough RAM for tiny-fan") >= len(devices)
