@@ -92,12 +92,8 @@ def _remote_file(f: ModelFile) -> LocalFile:
 
 def _download(f: ModelFile, cache_dir: Path) -> tuple[Path, str]:
     """Download once into the controller cache (resumable, verified); every host reuses it."""
-    sha, size = f.sha256, f.size
-    if sha is None:  # only Hugging Face URLs may omit it: the hub publishes the LFS sha256
-        sha, hub_size = hub_sha256(f.source)
-        size = size or hub_size
-        print(f"llama-docker: {f.filename}: sha256 {sha} as published by Hugging Face; "
-              "pin it with 'sha256' in the model knob", file=sys.stderr)
+    known = remote_file(f)  # sha256 and size, from the knob or the hub (asked once)
+    sha, size = known.sha256, known.size or None
     dest = cache_dir / "models" / f"{sha}.gguf"
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.with_name(dest.name + ".ok").exists():

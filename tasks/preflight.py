@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyinfra import host
@@ -107,8 +107,7 @@ def _check() -> Plan:
     seen = [remote_file(f) if f.is_url else local_file(f, cache) for f in specs]
     _fits(cfg, tgt, seen)
     if cfg.model_source == "controller":
-        seen = [local_file(replace(f, sha256=s.sha256, size=s.size or None), cache)
-                if f.is_url else s for f, s in zip(specs, seen, strict=True)]
+        seen = [local_file(f, cache) for f in specs]  # downloads once; paths are memoized
         _fits(cfg, tgt, seen)  # again, with the context cache read from the file itself
     model, mmproj = seen[0], (seen[1] if len(seen) > 1 else None)
     weights = sum(f.size for f in seen)
