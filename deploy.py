@@ -16,5 +16,5 @@ if plan is not None:
     switch = model(plan)
     restarted = service(plan, tag, changed=built or switch.changed)
     health(plan.cfg, plan.target, plan.target.unit_env(plan.uid),
-           restarted=restarted or runtime_changed, switch=switch)
+           restarted=restarted or runtime_changed, switch=switch, known=plan.known)
     prune_store(plan)

@@ -14,5 +14,5 @@ if plan is not None:
     switch = model(plan)
     restarted = service(plan, tag, changed=built or switch.changed)
     health(plan.cfg, plan.target, plan.target.unit_env(plan.uid),
-           restarted=restarted, switch=switch)
+           restarted=restarted, switch=switch, known=plan.known)
     prune_store(plan)

@@ -78,6 +78,18 @@ class CpuHasAes(FactBase):
 
 
 
+class NumericOwner(FactBase):
+    """`uid:gid` of a path, or None when it is absent. (pyinfra's File fact names the owner,
+    and a uid without a passwd entry, like the container's server user, is `UNKNOWN`.)"""
+
+    def command(self, path: str) -> str:
+        p = shlex.quote(path)
+        return f"stat -c '%u:%g' {p} 2>/dev/null || stat -f '%u:%g' {p} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str | None:
+        return output[0] if output and output[0] else None
+
+
 class UserId(FactBase):
     """The SSH user's numeric uid (its user manager lives at /run/user/<uid>)."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shlex
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
@@ -14,6 +13,7 @@ from llama_docker.config import Config
 from llama_docker.status import device_url
 from llama_docker.target import Target
 
+from .batch import Known, Wanted
 from .common import say_error
 from .facts import HttpStatus
 from .model import Switch, link_commands
@@ -69,12 +69,16 @@ def _wait(state, host, url: str, script: str, service: str, root: str,  # noqa: 
     return False
 
 
+def wants(cfg: Config) -> list[Wanted]:
+    return [(HttpStatus, {"url": f"{device_url(cfg.bind, cfg.port)}/health"})]
+
+
 @deploy("Health")
 def health(cfg: Config, t: Target, env: dict[str, str], restarted: bool,
-           switch: Switch | None = None) -> None:
-    """Skip when nothing was restarted and the server already answers 200."""
+           switch: Switch | None = None, known: Known | None = None) -> None:
+    """Skip when nothing was restarted and the server already answered 200 at preflight."""
     url = device_url(cfg.bind, cfg.port)
-    if not restarted and host.get_fact(HttpStatus, url=f"{url}/health") == 200:
+    if not restarted and known and known.get(HttpStatus, url=f"{url}/health") == 200:
         return
     rollback: dict[str, str] = {}
     if switch and switch.changed and switch.before.get("current.gguf"):

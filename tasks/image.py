@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
@@ -12,7 +12,13 @@ from llama_docker.image import BUILD_FILES, build_args, image_tag
 from llama_docker.units import FILES
 
 from .facts import ImageId
-from .preflight import Plan
+
+if TYPE_CHECKING:
+    from llama_docker.config import Config
+    from llama_docker.target import Target
+
+    from .batch import Wanted
+    from .preflight import Plan
 
 
 def build_command(runtime: str, args: dict[str, str], tag: str, context: str) -> str:
@@ -21,6 +27,15 @@ def build_command(runtime: str, args: dict[str, str], tag: str, context: str) ->
     env = "DOCKER_BUILDKIT=0 " if runtime == "docker" else ""
     return (f"{env}{runtime} build {flags} -t {tag} -f {context}/Containerfile "
             f"{shlex.quote(context)}")
+
+
+def _tag(cfg: Config) -> str:
+    return image_tag(build_args(cfg.image_base, cfg.apt_check_valid_until))
+
+
+def wants(cfg: Config, tgt: Target) -> list[Wanted]:
+    return [] if tgt.runtime == "native" else [(ImageId, {"runtime": tgt.runtime,
+                                                          "tag": _tag(cfg)})]
 
 
 @deploy("Server image")
@@ -32,7 +47,7 @@ def image(plan: Plan) -> tuple[str, bool]:
     args = build_args(plan.cfg.image_base, plan.cfg.apt_check_valid_until)
     tag = image_tag(args)
     env = plan.env  # macOS: Homebrew's docker and colima's context; {} elsewhere
-    if host.get_fact(ImageId, runtime=t.runtime, tag=tag, _sudo=t.sudo, _env=env):
+    if plan.known.get(ImageId, runtime=t.runtime, tag=tag):
         return tag, False
     files.directory(name="Build context folder", path=t.build_dir, mode="755", _sudo=t.sudo)
     for name in BUILD_FILES:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import operation
-from pyinfra.operations import files, python
+from pyinfra.operations import python
 
 from llama_docker.controller import LocalFile
 from llama_docker.direct import fetch_on_device
@@ -17,9 +18,15 @@ from llama_docker.push import SshTarget, Store, push
 from llama_docker.spec import ModelFile
 from llama_docker.store import LINKS, to_prune
 
+from . import converge
 from .common import say, say_error
-from .facts import CpuHasAes, StoreState
-from .preflight import Plan
+from .facts import StoreState
+
+if TYPE_CHECKING:
+    from llama_docker.target import Target
+
+    from .batch import Wanted
+    from .preflight import Plan
 
 
 @dataclass(frozen=True)
@@ -115,34 +122,47 @@ def _place(plan: Plan, local: LocalFile, source: ModelFile, stored: list[str]) -
                     store=plan.store, filename=source.filename)
         return
     python.call(name=f"Push {local.path.name} ({local.size} bytes), verify sha256 on device",
-                function=_push, local=local, store=plan.store, aes=host.get_fact(CpuHasAes))
+                function=_push, local=local, store=plan.store, aes=plan.aes)
+
+
+def wants(tgt: Target) -> list[Wanted]:
+    return converge.dir_facts(tgt.models_dir)  # the store's listing is read by preflight
+
+
+def _serve(plan: Plan, name: str, link: str, sha: str, previous: str,
+           links: dict[str, str]) -> bool:
+    if links.get(link) == f"{sha}.gguf":
+        return False  # already served: no operation, no round trip
+    return switch_link(name=name, store=plan.store, link=link, sha=sha,
+                       previous=previous).will_change
 
 
 @deploy("Model")
 def model(plan: Plan) -> Switch:
     """Put the model (and projector) on the device and switch `current` to it."""
     root = plan.store.root
-    stored = host.get_fact(StoreState, root=root)
+    stored = plan.known.get(StoreState, root=root)
     before = {link: stored["links"].get(link) for link in LINKS}
     # Rootless devices create it as the user already; root ones hand it to the SSH user so
     # pushes need no sudo.
-    owner = {"user": plan.user} if plan.target.sudo else {}
-    files.directory(name="Model store", path=root, mode="755", _sudo=plan.target.sudo,
-                    **owner)
+    converge.directory(plan.known, name="Model store", path=root, mode="755",
+                       user=plan.user if plan.target.sudo else None, _sudo=plan.target.sudo)
     _place(plan, plan.model, plan.cfg.model.file, stored["files"])
-    changed = switch_link(name=f"Serve {plan.cfg.model.name}", store=plan.store,
-                          link="current.gguf", sha=plan.model.sha256,
-                          previous="previous.gguf").will_change
+    changed = _serve(plan, f"Serve {plan.cfg.model.name}", "current.gguf", plan.model.sha256,
+                     "previous.gguf", stored["links"])
     if plan.mmproj:
         assert plan.cfg.model.mmproj is not None
         _place(plan, plan.mmproj, plan.cfg.model.mmproj, stored["files"])
-        changed |= switch_link(name="Serve its projector", store=plan.store,
-                               link="current-mmproj.gguf", sha=plan.mmproj.sha256,
-                               previous="previous-mmproj.gguf").will_change
+        changed |= _serve(plan, "Serve its projector", "current-mmproj.gguf",
+                          plan.mmproj.sha256, "previous-mmproj.gguf", stored["links"])
     return Switch(changed=changed, before=before)
 
 
 @deploy("Prune old models")
 def prune_store(plan: Plan) -> None:
+    # The prune operation reads the store as it was before this run, like this check.
+    stored = plan.known.get(StoreState, root=plan.store.root)
+    if not to_prune(stored["files"], set(stored["links"].values()), plan.cfg.models_keep):
+        return
     prune(name=f"Keep {plan.cfg.models_keep} models", store=plan.store,
           keep=plan.cfg.models_keep)

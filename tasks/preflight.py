@@ -14,9 +14,11 @@ from llama_docker.controller import LocalFile, local_file, remote_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
 
-from . import runtime_macos
+from . import health, image, model, runtime, runtime_macos, service
+from .batch import Known, gather
 from .common import fail_host
 from .facts import (
+    CpuHasAes,
     FreeBytes,
     MacPhysicalCores,
     MemoryBytes,
@@ -45,6 +47,8 @@ class Plan:
 
     uid: int
     memory_mib: int
+    aes: bool  # the CPU has AES instructions (picks the push's cipher)
+    known: Known  # what the device holds, read in one round trip (tasks/batch.py)
     brew: str | None = None  # macOS: Homebrew's prefix
 
     @property
@@ -57,43 +61,62 @@ class Plan:
         return runtime_macos.device_env(self.brew, self.runtime) if self.brew else {}
 
 
-def device_target() -> tuple[config.Config, target.Target, int]:
+# Who the device is, in one round trip: every family's facts (a Mac's answer to a Linux
+# question is empty, and the question is not asked again unless a step needs it).
+IDENTITY = (Kernel, LinuxDistribution, Home, UserId, Arch, SudoWorks, MemoryBytes,
+            PhysicalCores, MacPhysicalCores, CpuHasAes)
+
+
+def device_target() -> tuple[config.Config, target.Target, int, Known]:
     """Knobs checked, family detected, target chosen: facts only, nothing changes."""
     cfg = config.load(host.data, host.name)
-    kernel = host.get_fact(Kernel)
-    meta = host.get_fact(LinuxDistribution)["release_meta"] if kernel == "Linux" else {}
+    ident = gather([(cls, {}) for cls in IDENTITY])
+    kernel = ident.get(Kernel)
+    meta = ident.get(LinuxDistribution)["release_meta"] if kernel == "Linux" else {}
     kind = profile.detect(kernel, meta)
     if kind not in SUPPORTED:
         raise RefusedError(f"{kind} devices are not supported by this version")
     user = host.data.get("ssh_user") or "root"
     tgt = target.choose(kind, cfg.runtime, cfg.models_dir,
-                        host.get_fact(Home) or f"/home/{user}", cfg.service_name)
-    return cfg, tgt, host.get_fact(UserId)
+                        ident.get(Home) or f"/home/{user}", cfg.service_name)
+    return cfg, tgt, ident.get(UserId), ident
 
 
-def _fits(cfg: config.Config, tgt: target.Target, files: list[LocalFile]) -> None:
+def device_state(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str, str]
+                 ) -> Known:
+    """Everything the steps check on a converged device, in one round trip."""
+    root = tgt.models_dir
+    wanted = [(StoreState, {"root": root}), (FreeBytes, {"path": root}),
+              *runtime.wants(cfg, tgt), *image.wants(cfg, tgt), *model.wants(tgt),
+              *service.wants(cfg, tgt), *health.wants(cfg)]
+    return gather(wanted, _sudo=tgt.sudo, _env={**tgt.unit_env(uid), **env})
+
+
+def _fits(cfg: config.Config, tgt: target.Target, files: list[LocalFile], ident: Known,
+          known: Known) -> None:
     """Refuse unless the files fit the device's RAM (with context) and free disk."""
     weights = sum(f.size for f in files)
     kv = fit.kv_cache_bytes(files[0].shape, cfg.ctx_size, files[0].size)
-    why = fit.ram_refusal(weights, kv, cfg.ram_margin_mib, host.get_fact(MemoryBytes),
+    why = fit.ram_refusal(weights, kv, cfg.ram_margin_mib, ident.get(MemoryBytes),
                           cfg.model.name)
     if why:
         raise RefusedError(why)
-    stored = host.get_fact(StoreState, root=tgt.models_dir)["files"]
+    stored = known.get(StoreState, root=tgt.models_dir)["files"]
     missing = sum(f.size for f in files if f"{f.sha256}.ok" not in stored)
     why = fit.disk_refusal(missing, cfg.disk_margin_mib,
-                           host.get_fact(FreeBytes, path=tgt.models_dir), tgt.models_dir)
+                           known.get(FreeBytes, path=tgt.models_dir), tgt.models_dir)
     if why:
         raise RefusedError(why)
 
 
 def _check() -> Plan:
-    cfg, tgt, uid = device_target()
+    cfg, tgt, uid, ident = device_target()
     kind = tgt.profile
     brew = runtime_macos.homebrew() if kind == "macos" else None
-    arch = profile.image_arch(host.get_fact(Arch))
+    env = runtime_macos.device_env(brew, tgt.runtime) if brew else {}
+    arch = profile.image_arch(ident.get(Arch))
     user = host.data.get("ssh_user") or "root"
-    sudo = host.get_fact(SudoWorks) if tgt.sudo else "yes"
+    sudo = ident.get(SudoWorks) if tgt.sudo else "yes"
     if sudo != "yes" and "password" not in sudo:
         raise RefusedError(f"sudo does not work for {user}: {sudo}")
     if sudo != "yes":
@@ -105,19 +128,20 @@ def _check() -> Plan:
     # Fit first, from what the URL says (sha256, size): nothing is downloaded for a device
     # that cannot run the model (ollama #10920 downloaded 132 GB, then said no).
     seen = [remote_file(f) if f.is_url else local_file(f, cache) for f in specs]
-    _fits(cfg, tgt, seen)
+    known = device_state(cfg, tgt, uid, env)
+    _fits(cfg, tgt, seen, ident, known)
     if cfg.model_source == "controller":
         seen = [local_file(f, cache) for f in specs]  # downloads once; paths are memoized
-        _fits(cfg, tgt, seen)  # again, with the context cache read from the file itself
+        _fits(cfg, tgt, seen, ident, known)  # again, with the context cache from the file
     model, mmproj = seen[0], (seen[1] if len(seen) > 1 else None)
     weights = sum(f.size for f in seen)
     kv = fit.kv_cache_bytes(model.shape, cfg.ctx_size, model.size)
     store = Store(tgt.models_dir, "shasum -a 256" if kind == "macos" else "sha256sum")
-    threads = cfg.threads or host.get_fact(MacPhysicalCores if kind == "macos"
-                                           else PhysicalCores)
+    threads = cfg.threads or ident.get(MacPhysicalCores if kind == "macos" else PhysicalCores)
     return Plan(cfg=cfg, profile=kind, arch=arch, threads=threads, user=user, model=model,
                 mmproj=mmproj, store=store, target=tgt, uid=uid,
-                memory_mib=fit.memory_limit_mib(weights, kv), brew=brew)
+                memory_mib=fit.memory_limit_mib(weights, kv), aes=ident.get(CpuHasAes),
+                known=known, brew=brew)
 
 
 @deploy("Preflight")

@@ -20,7 +20,7 @@ from .service_launchd import restart_and_logs
 def rollback() -> bool:
     """Serve the previous model again (and keep the current one as the new previous)."""
     try:
-        cfg, t, uid = device_target()
+        cfg, t, uid, _ = device_target()
     except LlamaDockerError as exc:
         fail_host(str(exc))
         return False

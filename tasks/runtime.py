@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pyinfra.api import deploy
 
 from . import runtime_arch, runtime_debian, runtime_macos, runtime_steamos
-from .preflight import Plan
+
+if TYPE_CHECKING:
+    from llama_docker.config import Config
+    from llama_docker.target import Target
+
+    from .batch import Wanted
+    from .preflight import Plan
 
 INSTALLERS = {"debian": runtime_debian.install, "steamos": runtime_steamos.install,
               "arch": runtime_arch.install, "macos": runtime_macos.install}
+
+
+FACTS = {"debian": runtime_debian.wants, "steamos": runtime_steamos.wants,
+         "arch": runtime_arch.wants}
+
+
+def wants(cfg: Config, tgt: Target) -> list[Wanted]:
+    """What the family's installer checks (read with the other steps' facts at preflight)."""
+    return FACTS[tgt.profile](cfg, tgt) if tgt.profile in FACTS else []
 
 
 @deploy("Container runtime")

@@ -3,17 +3,29 @@ root; the server is the same systemd system unit as on Debian."""
 
 from __future__ import annotations
 
-from pyinfra import host
+from typing import TYPE_CHECKING
+
 from pyinfra.facts.pacman import PacmanPackages
 from pyinfra.operations import pacman
 
-from .preflight import Plan
+from . import runtime_rootful
 from .runtime_rootful import configure
+
+if TYPE_CHECKING:
+    from llama_docker.config import Config
+    from llama_docker.target import Target
+
+    from .batch import Wanted
+    from .preflight import Plan
+
+
+def wants(cfg: Config, tgt: Target) -> list[Wanted]:
+    return [(PacmanPackages, {}), *runtime_rootful.wants(cfg, tgt)]
 
 
 def install(plan: Plan) -> bool:
     runtime = plan.runtime
-    installed = host.get_fact(PacmanPackages)
+    installed = plan.known.get(PacmanPackages)
     missing = [p for p in (runtime, "curl") if p not in installed]
     if missing:
         # No `pacman -Sy`: Arch supports no partial upgrades, so this installs from the

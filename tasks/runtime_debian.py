@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from pyinfra import host
+from typing import TYPE_CHECKING
+
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
 
-from .preflight import Plan
+from . import runtime_rootful
 from .runtime_rootful import configure
+
+if TYPE_CHECKING:
+    from llama_docker.config import Config
+    from llama_docker.target import Target
+
+    from .batch import Wanted
+    from .preflight import Plan
+
+
+def wants(cfg: Config, tgt: Target) -> list[Wanted]:
+    return [(DebPackages, {}), *runtime_rootful.wants(cfg, tgt)]
 
 
 def install(plan: Plan) -> bool:
     runtime = plan.runtime
     packages = ["docker.io" if runtime == "docker" else "podman", "curl"]
-    installed = host.get_fact(DebPackages)
+    installed = plan.known.get(DebPackages)
     missing = [p for p in packages if p not in installed]
     if missing:
         # Refresh the package lists only when something must be installed: a no-op run

@@ -3,14 +3,22 @@ registry mirror and keep docker running (Debian and Arch share this)."""
 
 from __future__ import annotations
 
-import io
 import json
+from typing import TYPE_CHECKING
 
-from pyinfra.operations import files, systemd
+from . import converge
+from .converge import file_facts, unit_facts
 
-from .preflight import Plan
+if TYPE_CHECKING:
+    from llama_docker.config import Config
+    from llama_docker.target import Target
+
+    from .batch import Wanted
+    from .preflight import Plan
+
 
 PODMAN_MIRROR = "/etc/containers/registries.conf.d/50-llama-docker-mirror.conf"
+DOCKER_CONF = "/etc/docker/daemon.json"
 
 
 def daemon_json(mirror: str) -> str:
@@ -25,20 +33,26 @@ def registries_conf(mirror: str) -> str:
             f'[[registry.mirror]]\nlocation = "{mirror}"\ninsecure = true\n')
 
 
+def wants(cfg: Config, tgt: Target) -> list[Wanted]:
+    mirror = file_facts(PODMAN_MIRROR if tgt.runtime == "podman" else DOCKER_CONF)
+    docker = unit_facts("docker.service", user_mode=False) if tgt.runtime == "docker" else []
+    return (mirror if cfg.registry_mirror else []) + docker
+
+
 def configure(plan: Plan) -> bool:
     """Mirror configuration and a running docker; True when docker's configuration changed."""
-    mirror = plan.cfg.registry_mirror
+    mirror, known = plan.cfg.registry_mirror, plan.known
     if plan.runtime == "podman":
         if not mirror:
             return False
-        return files.put(name="Pull docker.io through the registry mirror",
-                         src=io.StringIO(registries_conf(mirror)), dest=PODMAN_MIRROR,
-                         mode="644", _sudo=True).will_change
+        return converge.put_text(known, name="Pull docker.io through the registry mirror",
+                                 text=registries_conf(mirror), dest=PODMAN_MIRROR, mode="644",
+                                 _sudo=True)
     changed = False
     if mirror:
-        changed = files.put(name="Point docker at the registry mirror",
-                            src=io.StringIO(daemon_json(mirror)),
-                            dest="/etc/docker/daemon.json", mode="644", _sudo=True).will_change
-    systemd.service(name="docker runs now and at boot", service="docker.service",
-                    running=True, enabled=True, restarted=changed, _sudo=True)
+        changed = converge.put_text(known, name="Point docker at the registry mirror",
+                                    text=daemon_json(mirror), dest=DOCKER_CONF, mode="644",
+                                    _sudo=True)
+    converge.running(known, name="docker runs now and at boot", service="docker.service",
+                     restarted=changed, _sudo=True)
     return changed

@@ -2,43 +2,60 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyinfra.api import deploy
-from pyinfra.operations import files, systemd
 
 from llama_docker import apikey
 from llama_docker.units import systemd_unit
 
-from .preflight import Plan
+from . import converge
+from .facts import NumericOwner
 from .service_launchd import serve
 
-SERVER_UID = "10001"  # the Containerfile's non-root user
+if TYPE_CHECKING:
+    from llama_docker.config import Config
+    from llama_docker.target import Target
+
+    from .batch import Wanted
+    from .preflight import Plan
+
+SERVER_OWNER = "10001:0"  # the Containerfile's non-root user, group root
+
+
+def wants(cfg: Config, tgt: Target) -> list[Wanted]:
+    keys = [f for path in apikey.paths(tgt.config_dir) for f in converge.file_facts(path)]
+    keys += [*converge.dir_facts(tgt.config_dir),
+             (NumericOwner, {"path": apikey.paths(tgt.config_dir)[0]})]
+    if tgt.manager == "launchd":
+        return keys
+    return [*keys, *converge.file_facts(tgt.unit_path),
+            *converge.unit_facts(f"{cfg.service_name}.service", tgt.rootless)]
 
 
 def _api_key(plan: Plan) -> tuple[str | None, bool]:
     """Install or remove the key files; return (key file on the device, files changed)."""
-    t = plan.target
+    t, known = plan.target, plan.known
     key_file, header_file = apikey.paths(t.config_dir)
     key = apikey.resolve(plan.cfg.api_key, Path(plan.cfg.cache_dir).expanduser())
     if key is None:
-        ops = [files.file(name=f"No API key file {path}", path=path, present=False,
-                          _sudo=t.sudo) for path in (key_file, header_file)]
-        return None, any(op.will_change for op in ops)
-    files.directory(name=t.config_dir, path=t.config_dir, mode="755" if t.sudo else "700",
-                    _sudo=t.sudo)
+        removed = [converge.absent(known, name=f"No API key file {path}", path=path,
+                                   _sudo=t.sudo) for path in (key_file, header_file)]
+        return None, any(removed)
+    converge.directory(known, name=t.config_dir, path=t.config_dir,
+                       mode="755" if t.sudo else "700", _sudo=t.sudo)
     # Files, never arguments: a key on a command line shows in `ps` and in logs.
-    owner = {"user": SERVER_UID, "group": "root"} if t.sudo else {}
-    ops = [
-        files.put(name="API key for llama-server (0400, server user)",
-                  src=io.StringIO(key + "\n"), dest=key_file, mode="400", _sudo=t.sudo,
-                  **owner),
-        files.put(name="API key header for the health check (0600)",
-                  src=io.StringIO(f"Authorization: Bearer {key}\n"), dest=header_file,
-                  mode="600", _sudo=t.sudo),
-    ]
-    return key_file, any(op.will_change for op in ops)
+    key_changed = converge.put_text(known, name="API key for llama-server (0400)",
+                                    text=key + "\n", dest=key_file, mode="400", _sudo=t.sudo)
+    if t.sudo:  # root-run: the key is for the server's uid, which has no name on the device
+        key_changed |= converge.owner(known, name="API key owned by the server user",
+                                      path=key_file, uid_gid=SERVER_OWNER, force=key_changed,
+                                      _sudo=True)
+    header_changed = converge.put_text(known, name="API key header for the health check "
+                                       "(0600)", text=f"Authorization: Bearer {key}\n",
+                                       dest=header_file, mode="600", _sudo=t.sudo)
+    return key_file, key_changed or header_changed
 
 
 @deploy("Service")
@@ -55,11 +72,9 @@ def service(plan: Plan, image: str, changed: bool) -> bool:
         api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib,
     )
     name = f"{cfg.service_name}.service"
-    unit_op = files.put(name=f"Unit {name}", src=io.StringIO(unit), dest=t.unit_path,
-                        mode="644", _sudo=t.sudo)
-    unit_changed = unit_op.will_change
-    svc = systemd.service(name=f"{name} runs now and at boot", service=name, running=True,
-                          enabled=True, restarted=changed or unit_changed or key_changed,
-                          daemon_reload=unit_changed, user_mode=t.rootless,
-                          _sudo=t.sudo, _env=t.unit_env(plan.uid))
-    return svc.will_change
+    unit_changed = converge.put_text(plan.known, name=f"Unit {name}", text=unit,
+                                     dest=t.unit_path, mode="644", _sudo=t.sudo)
+    return converge.running(plan.known, name=f"{name} runs now and at boot", service=name,
+                            restarted=changed or unit_changed or key_changed,
+                            daemon_reload=unit_changed, user_mode=t.rootless, _sudo=t.sudo,
+                            _env=t.unit_env(plan.uid))

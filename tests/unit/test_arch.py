@@ -118,3 +118,4 @@ def test_second_run_changes_nothing(tmp_path: Path) -> None:
                                    "links": {"current.gguf": f"{MODEL_SHA}.gguf"}},
         "HttpStatus(*)": 200})
     assert again.ops == []
+    assert again.trips == 2  # who the device is, what it holds: one command each
