@@ -137,9 +137,28 @@ def _stream_openssh(target: SshTarget, aes: bool, local: Path, offset: int, dest
                                "re-run to resume")
 
 
-def _stream(client: paramiko.SSHClient, local: Path, offset: int, dest: str, bar: tqdm) -> None:
+def prefer_gcm(transport: paramiko.Transport) -> None:
+    """Re-key the connection to AES-GCM (both ends have AES instructions).
+
+    paramiko's default aes128-ctr pays for a separate HMAC on every packet; AES-GCM does
+    the MAC with the cipher (0.67 of scp's rate against 0.87 here). A CPU without AES keeps
+    the default: GCM's GHASH in software is no faster there, and paramiko has no ChaCha20.
+    """
+    opts = transport.get_security_options()
+    gcm = tuple(c for c in opts.ciphers if "gcm" in c)
+    if gcm and transport.local_cipher not in gcm:
+        opts.ciphers = gcm + tuple(c for c in opts.ciphers if c not in gcm)
+        transport.renegotiate_keys()
+
+
+def _stream(client: paramiko.SSHClient, local: Path, offset: int, dest: str, bar: tqdm,
+            aes: bool) -> None:
     """Append local[offset:] to dest through one paramiko exec channel (no OpenSSH client)."""
-    chan = client.get_transport().open_session()  # type: ignore[union-attr]
+    transport = client.get_transport()
+    assert transport is not None
+    if aes:
+        prefer_gcm(transport)
+    chan = transport.open_session()
     chan.settimeout(300)  # a stalled link fails the push; the next run resumes it
     chan.exec_command(f"cat >> {shlex.quote(dest)}")
     with open(local, "rb") as f:
@@ -213,7 +232,7 @@ def _push_locked(client: paramiko.SSHClient, local: Path, sha: str, store: Store
         if offset < size and target is not None:
             _stream_openssh(target, aes, local, offset, part, bar)
         elif offset < size:
-            _stream(client, local, offset, part, bar)
+            _stream(client, local, offset, part, bar, aes)
     verify_and_store(client, sha, store, local.name)
     return size - offset, offset
 

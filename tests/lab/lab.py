@@ -14,6 +14,8 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import paramiko
+
 from . import images
 from .sh import docker, log, out, run, wait_for
 
@@ -69,6 +71,17 @@ class Device:
         if mbit:
             run(["tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate", f"{mbit}mbit",
                  "burst", "256kb", "latency", "100ms"], capture=True)
+
+    def paramiko(self) -> paramiko.SSHClient:
+        """A paramiko client made the way pyinfra makes its own: key, pinned known_hosts,
+        paramiko's default algorithms."""
+        c = paramiko.SSHClient()
+        c.load_host_keys(str(STATE / "known_hosts"))
+        c.set_missing_host_key_policy(paramiko.RejectPolicy())
+        c.connect("127.0.0.1", port=self.ssh_port, username=self.user,
+                  key_filename=str(STATE / "id_ed25519"), look_for_keys=False,
+                  allow_agent=False, timeout=30)
+        return c
 
     def host_data(self) -> dict:
         return {
