@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import paramiko
-
 import bench  # noqa: F401 - sets LLAMA_LAB_DIR before the lab module reads it
 from tests.lab import images, lab
 from tests.lab.tiny_model import write_tiny_gguf
@@ -184,20 +182,6 @@ class Lab:
             lab.remove_device(d)
         self.devs.clear()
         self.converged.clear()
-
-
-def ssh_client(dev: lab.Device, gcm: bool = False) -> paramiko.SSHClient:
-    """A paramiko client set up the way pyinfra's is: key, pinned known_hosts; `gcm` leaves
-    it AES-GCM only (paramiko's default order starts with aes128-ctr)."""
-    c = paramiko.SSHClient()
-    c.load_host_keys(str(lab.STATE / "known_hosts"))
-    c.set_missing_host_key_policy(paramiko.RejectPolicy())
-    ciphers = paramiko.Transport._preferred_ciphers  # type: ignore[attr-defined]
-    off = [x for x in ciphers if "gcm" not in x] if gcm else []
-    c.connect("127.0.0.1", port=dev.ssh_port, username=dev.user,
-              key_filename=str(lab.STATE / "id_ed25519"), look_for_keys=False,
-              allow_agent=False, timeout=30, disabled_algorithms={"ciphers": off})
-    return c
 
 
 def ssh_argv(dev: lab.Device) -> list[str]:

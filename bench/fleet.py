@@ -31,7 +31,6 @@ from .common import (
     log,
     model,
     push_rate,
-    ssh_client,
     write_knobs,
 )
 from .push import device_has_aes, target_for
@@ -54,7 +53,7 @@ def _measure_rate(dev: lab.Device, local: str, sha: str, size: int) -> float:
     """push() rate to one device, for when the push benchmark has not run."""
     from pathlib import Path
 
-    client = ssh_client(dev)
+    client = dev.paramiko()
     root = "/var/tmp/bench-rate"
     dev.exec("sh", "-c", f"mkdir -p {root} && chown {dev.user} {root}")
     t = time.perf_counter()

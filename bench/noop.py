@@ -180,10 +180,13 @@ def bench(L: Lab) -> Result:
         "Seconds per round:\n\n"
         + "\n".join(f"- {n} device(s): " + "; ".join(
             f"{k} {', '.join(f'{x:.2f}' for x in v)}" for k, v in t[n].items()) for n in sorted(t))
-        + f"\n\nWhy the deploy costs more than the floor: a no-op run sends {ncmd} commands to "
-        "each host, one SSH round trip each and one after the other (`exec -- true` sends "
-        "1 after the same connect); the most requested facts: "
+        + f"\n\nWhat a no-op run does beyond the floor: it sends {ncmd} commands to each "
+        "host (`exec -- true` sends 1 after the same connect): preflight reads who the device "
+        "is and everything the steps check in two batches (tasks/batch.py), and a step calls "
+        "a pyinfra operation only where the batch shows a difference. Facts asked: "
         + ", ".join(f"{f} x{c}" for f, c in top)
-        + f". Per command that is about {per_cmd:.3f} s here ((deploy - exec) / "
-        f"{max(ncmd - 1, 1)}, 1 device).")
+        + f". The rest is pyinfra's own start and the deploy's Python: about {per_cmd:.3f} s "
+        f"per extra command here ((deploy - exec) / {max(ncmd - 1, 1)}, 1 device). Before the "
+        "batching the same run sent 43 commands (3.14x the floor with 1 device, 4.39x with "
+        "4).")
     return Result("noop", rows, details)

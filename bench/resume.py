@@ -25,7 +25,7 @@ from llama_docker.fetch import FetchError, fetch
 from llama_docker.push import Store, push
 from tests.lab.fault_server import FaultServer
 
-from .common import MIB, QUICK, WORK, Lab, Result, Row, log, ssh_client
+from .common import MIB, QUICK, WORK, Lab, Result, Row, log
 from .push import device_has_aes, random_file, target_for
 
 FRACTIONS = (0.1, 0.5, 0.9)
@@ -114,7 +114,7 @@ def _kill_at(spy: _Spy, limit: int, deadline: float) -> None:
 def push_waste(L: Lab, size: int) -> list[tuple[float, int, int]]:
     (dev,) = L.devices(1)
     local, sha = random_file(f"push-{size // MIB}m.bin", size)
-    client, target, aes = ssh_client(dev), target_for(dev), device_has_aes(dev)
+    client, target, aes = dev.paramiko(), target_for(dev), device_has_aes(dev)
     store = Store(ROOT)
     dev.exec("sh", "-c", f"mkdir -p {ROOT} && chown {dev.user} {ROOT}")
     out = []

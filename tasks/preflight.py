@@ -69,7 +69,7 @@ IDENTITY = (Kernel, LinuxDistribution, Home, UserId, Arch, SudoWorks, MemoryByte
 
 def device_target() -> tuple[config.Config, target.Target, int, Known]:
     """Knobs checked, family detected, target chosen: facts only, nothing changes."""
-    cfg = config.load(host.data, host.name)
+    cfg = config.load(host.data)  # pyinfra names the host on every line it prints
     ident = gather([(cls, {}) for cls in IDENTITY])
     kernel = ident.get(Kernel)
     meta = ident.get(LinuxDistribution)["release_meta"] if kernel == "Linux" else {}

@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,3 +106,15 @@ def inventory(folder: Path, devices: list[lab.Device]) -> Path:
 @pytest.fixture(scope="session")
 def device_image(lab_ready: None) -> str:
     return lab.images.DEVICE.tag
+
+
+def fresh_device(name: str, index: int):  # noqa: ANN201 - a pytest fixture
+    """A module's own fresh Debian lab device, removed when the module is done."""
+
+    @pytest.fixture(scope="module")
+    def device(device_image: str) -> Iterator[lab.Device]:
+        dev = lab.start_device(name, device_image, index=index, fresh=True)
+        yield dev
+        lab.remove_device(dev)
+
+    return device

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Run, deploy, http_json, make_model, wait_healthy, write_knobs
+from tests.conftest import (
+    Run,
+    deploy,
+    fresh_device,
+    http_json,
+    inventory,
+    make_model,
+    wait_healthy,
+    write_knobs,
+)
 from tests.lab import lab
 
 pytestmark = pytest.mark.lab
@@ -21,18 +30,12 @@ HOST = "e2e-debian"
 STORE = "/var/lib/llama-docker/models"
 
 
-@pytest.fixture(scope="module")
-def device(device_image: str) -> lab.Device:
-    dev = lab.start_device(HOST, device_image, index=20, fresh=True)
-    yield dev
-    lab.remove_device(dev)
+device = fresh_device(HOST, index=20)
 
 
 @pytest.fixture(scope="module")
 def inv(device: lab.Device, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("inv")
-    (folder / "inventory.py").write_text(f"lab = {[(device.name, device.host_data())]!r}\n")
-    return folder
+    return inventory(tmp_path_factory.mktemp("inv"), [device]).parent
 
 
 @pytest.fixture(scope="module")

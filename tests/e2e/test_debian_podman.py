@@ -7,18 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Run, deploy, http_json, inventory, make_model, write_knobs
+from tests.conftest import Run, deploy, fresh_device, http_json, inventory, make_model, write_knobs
 from tests.lab import lab
 
 pytestmark = pytest.mark.lab
 HOST = "e2e-podman"
 
 
-@pytest.fixture(scope="module")
-def device(device_image: str) -> lab.Device:
-    dev = lab.start_device(HOST, device_image, index=29, fresh=True)
-    yield dev
-    lab.remove_device(dev)
+device = fresh_device(HOST, index=29)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import deploy, http_json, inventory, write_knobs
+from tests.conftest import deploy, fresh_device, http_json, inventory, write_knobs
 from tests.lab import images, lab
 from tests.lab.sh import out, wait_for
 from tests.lab.tiny_model import write_tiny_gguf
@@ -21,11 +21,7 @@ SERVER_IP = "198.18.0.5"
 MIB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def device(device_image: str) -> lab.Device:
-    dev = lab.start_device(HOST, device_image, index=31, fresh=True)
-    yield dev
-    lab.remove_device(dev)
+device = fresh_device(HOST, index=31)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Run, deploy, http_json, make_model, wait_healthy, write_knobs
+from tests.conftest import (
+    REPO,
+    Run,
+    deploy,
+    fresh_device,
+    http_json,
+    inventory,
+    make_model,
+    wait_healthy,
+    write_knobs,
+)
 from tests.lab import lab
 from tests.lab.tiny_model import sha256_file, write_tiny_gguf
 
@@ -21,18 +31,12 @@ HOST = "e2e-lifecycle"
 STORE = "/var/lib/llama-docker/models"
 
 
-@pytest.fixture(scope="module")
-def device(device_image: str) -> lab.Device:
-    dev = lab.start_device(HOST, device_image, index=21, fresh=True)
-    yield dev
-    lab.remove_device(dev)
+device = fresh_device(HOST, index=21)
 
 
 @pytest.fixture(scope="module")
 def inv(device: lab.Device, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("inv")
-    (folder / "inventory.py").write_text(f"lab = {[(device.name, device.host_data())]!r}\n")
-    return folder
+    return inventory(tmp_path_factory.mktemp("inv"), [device]).parent
 
 
 @pytest.fixture(scope="module")

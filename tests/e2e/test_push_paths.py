@@ -12,6 +12,7 @@ import pytest
 
 from llama_docker.errors import VerifyError
 from llama_docker.push import SshTarget, Store, push
+from tests.conftest import fresh_device
 from tests.lab import lab
 
 pytestmark = pytest.mark.lab
@@ -19,11 +20,7 @@ HOST = "e2e-push"
 ROOT = "/var/tmp/push-paths"
 
 
-@pytest.fixture(scope="module")
-def device(device_image: str) -> lab.Device:
-    dev = lab.start_device(HOST, device_image, index=36, fresh=True)
-    yield dev
-    lab.remove_device(dev)
+device = fresh_device(HOST, index=36)
 
 
 @pytest.fixture()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Run, deploy, http_json, make_model, write_knobs
+from tests.conftest import REPO, Run, deploy, fresh_device, http_json, make_model, write_knobs
 from tests.lab import lab
 
 pytestmark = pytest.mark.lab
@@ -35,11 +35,7 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def device(device_image: str) -> lab.Device:
-    dev = lab.start_device(HOST, device_image, index=30, fresh=True)
-    yield dev
-    lab.remove_device(dev)
+device = fresh_device(HOST, index=30)
 
 
 def closed_port() -> int:

@@ -119,3 +119,10 @@ def test_second_run_changes_nothing(tmp_path: Path) -> None:
         "HttpStatus(*)": 200})
     assert again.ops == []
     assert again.trips == 2  # who the device is, what it holds: one command each
+
+
+def test_bad_knob_refused_naming_it_once(tmp_path: Path) -> None:
+    (op,) = deploy_fixture(tmp_path, "arch", port=70000).ops
+    # pyinfra prefixes every line with the host: the message itself does not repeat it
+    assert op.name == ("Preflight | Refuse: knob port=70000 is invalid: expected a whole "
+                       "number from 1 to 65535")
