@@ -8,8 +8,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
 from gevent.lock import Semaphore
 
+from . import hubauth
 from .errors import RefusedError
 from .fetch import fetch, hub_sha256
 from .fit import MIB, Shape, gib
@@ -80,10 +82,8 @@ def _remote_file(f: ModelFile) -> LocalFile:
         print(f"llama-docker: {f.filename}: sha256 {sha} as published by Hugging Face; "
               "pin it with 'sha256' in the model knob", file=sys.stderr)
     if size is None:
-        import requests
-
         try:
-            resp = requests.head(f.source, allow_redirects=True, timeout=30)
+            resp = hubauth.session().head(f.source, allow_redirects=True, timeout=30)
             size = int(resp.headers.get("Content-Length", 0)) or None
         except (requests.RequestException, ValueError):
             size = None

@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from tqdm import tqdm
 
+from . import hubauth
 from .errors import FetchError, VerifyError
 from .hashing import sha256_file
 
@@ -55,7 +56,7 @@ def hub_sha256(url: str, *, session: requests.Session | None = None,
     and `X-Linked-Size`; the redirect is not followed (the CDN's answer lacks them). Relative
     redirects (a renamed repository) are followed, a few at most.
     """
-    s = session or requests.Session()
+    s = session or hubauth.session()
     try:
         target = url
         for _ in range(4):
@@ -102,7 +103,7 @@ def fetch(url: str, dest: Path, sha256: str, *, size: int | None = None, retries
     if done is not None:
         return done
     dest.parent.mkdir(parents=True, exist_ok=True)
-    s = session or requests.Session()
+    s = session or hubauth.session()
     try:
         return _Download(url, dest, sha256, size, max(1, retries), stall_timeout, backoff,
                          max_backoff, progress, label, s).run()
@@ -156,8 +157,9 @@ def _http_error(url: str, resp: requests.Response) -> str:
     if code in (404, 410):
         return msg + "; check the URL (repository, branch and file name)"
     if code in (401, 403):
-        return (msg + "; the file needs a login or token: download it yourself and set "
-                "model = {'path': ..., 'sha256': ...}")
+        return (msg + "; a gated model: accept its licence on the model's page, then set "
+                "HF_TOKEN on the controller (or `huggingface-cli login`); or download it "
+                "yourself and set model = {'path': ..., 'sha256': ...}")
     return msg
 
 

@@ -382,7 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
             st.paths.setdefault(path, PathStats()).statuses.append(status)
             st.log.append({"method": self.command, "path": path, "status": status, "sent": sent,
                            "range": self.headers.get("Range"),
-                           "if_range": self.headers.get("If-Range")})
+                           "if_range": self.headers.get("If-Range"),
+                           "authorization": self.headers.get("Authorization")})
 
     def _serve(self, head: bool) -> None:
         st = self.server.state

@@ -219,7 +219,7 @@ def test_part_of_another_sha256_is_not_resumed(srv: FaultServer, dest: Path) -> 
 # -- failures --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("status", "hint"), [
-    (404, "check the URL"), (410, "check the URL"), (403, "token"), (401, "token"),
+    (404, "check the URL"), (410, "check the URL"), (403, "HF_TOKEN"), (401, "HF_TOKEN"),
     (400, "HTTP 400 Bad Request"),
 ])
 def test_client_errors_fail_at_once(srv: FaultServer, dest: Path, status: int,
@@ -381,3 +381,62 @@ def test_command_line_server_with_hub(tmp_path: Path, dest: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+# -- gated models: a Hugging Face token, for the hub only ------------------------------------
+
+TOKEN = "hf_test_token_0123456789"
+
+
+@pytest.fixture
+def hub_env(srv: FaultServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FaultServer:
+    monkeypatch.setenv("HF_ENDPOINT", srv.url("/").rstrip("/"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    return srv
+
+
+def auth_by_path(srv: FaultServer) -> dict[str, set]:
+    seen: dict[str, set] = {}
+    for e in srv.log:
+        seen.setdefault(e["path"], set()).add(e["authorization"])
+    return seen
+
+
+def test_token_goes_to_the_hub_never_to_its_cdn(hub_env: FaultServer, dest: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with FaultServer({PATH: DATA}) as cdn:  # another port: another origin, as a CDN is
+        hub_env.hub(HUB, sha256=SHA, size=SIZE, location=cdn.url(PATH))
+        sha, size = hub_sha256(hub_env.url(HUB))
+        fetch(hub_env.url(HUB), dest, sha, size=size, backoff=0, stall_timeout=5)
+        assert dest.read_bytes() == DATA
+        assert auth_by_path(hub_env) == {HUB: {f"Bearer {TOKEN}"}}
+        assert auth_by_path(cdn) == {PATH: {None}}
+
+
+def test_token_from_the_login_file(hub_env: FaultServer, tmp_path: Path) -> None:
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "token").write_text(TOKEN + "\n")  # what `huggingface-cli login` writes
+    hub_env.hub(HUB, sha256=SHA, size=SIZE, location=PATH)
+    hub_sha256(hub_env.url(HUB))
+    assert auth_by_path(hub_env)[HUB] == {f"Bearer {TOKEN}"}
+
+
+def test_no_token_no_header(hub_env: FaultServer) -> None:
+    hub_env.hub(HUB, sha256=SHA, size=SIZE, location=PATH)
+    hub_sha256(hub_env.url(HUB))
+    assert auth_by_path(hub_env)[HUB] == {None}
+
+
+def test_gated_model_says_how_to_get_in_and_never_shows_the_token(
+        hub_env: FaultServer, dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    hub_env.set(status=403)
+    with pytest.raises(FetchError) as err:
+        fetch(hub_env.url(PATH), dest, SHA, size=SIZE, backoff=0, stall_timeout=5)
+    message = str(err.value)
+    assert "HTTP 403" in message and "accept its licence" in message and "HF_TOKEN" in message
+    assert TOKEN not in message and "\n" not in message
+    assert nothing_left(dest)
