@@ -239,18 +239,24 @@ def deploy(inv: Path, *args: str, entry: str = "deploy.py", counted: Path | None
 
 
 DEVICE_HASH_LOG = "/var/tmp/bench-sha256.log"
-SHA256SUM_WRAPPER = f"""#!/bin/sh
-# bench: count the bytes sha256sum reads on this device, then hash as usual.
-for f in "$@"; do [ -f "$f" ] && stat -c %s "$f" >> {DEVICE_HASH_LOG}; done
-exec /usr/bin/sha256sum "$@"
-"""
+HASH_TOOLS = ("sha256sum", "openssl")  # the device verifies with openssl, else sha256sum
+
+
+def _counting(tool: str) -> str:
+    """A wrapper for /usr/local/bin that logs the size of every file it is given, then runs
+    the real tool (for openssl only its `dgst` subcommand reads a model)."""
+    only = '[ "$1" = dgst ] && ' if tool == "openssl" else ""
+    return (f"#!/bin/sh\n# bench: count the bytes {tool} hashes on this device.\n"
+            f'{only}for f in "$@"; do [ -f "$f" ] && stat -c %s "$f" >> {DEVICE_HASH_LOG}; '
+            f'done\nexec /usr/bin/{tool} "$@"\n')
 
 
 def count_device_hashing(dev: lab.Device) -> None:
-    """Put a counting sha256sum first on PATH (/usr/local/bin) and zero its log."""
-    dev.write("/usr/local/bin/sha256sum", SHA256SUM_WRAPPER.encode())
-    dev.exec("sh", "-c", f"chmod 755 /usr/local/bin/sha256sum; : > {DEVICE_HASH_LOG}; "
-             f"chmod 666 {DEVICE_HASH_LOG}")
+    """Put counting hash tools first on PATH (/usr/local/bin) and zero their log."""
+    for tool in HASH_TOOLS:
+        dev.write(f"/usr/local/bin/{tool}", _counting(tool).encode())
+    dev.exec("sh", "-c", "chmod 755 " + " ".join(f"/usr/local/bin/{t}" for t in HASH_TOOLS)
+             + f"; : > {DEVICE_HASH_LOG}; chmod 666 {DEVICE_HASH_LOG}")
 
 
 def device_hashed(dev: lab.Device) -> int:

@@ -1,8 +1,9 @@
 """Hash cost: bytes read for hashing per byte delivered, controller and devices, run and re-run.
 
 Counted, not inferred: the deploy runs under `python -m bench.counted` (wraps the sha256 of
-llama_docker's fetch and hashing modules), and each device gets a counting `sha256sum` first
-on PATH (the push verifies with `sha256sum`). The goal: each side hashes a model once on the
+llama_docker's fetch and hashing modules), and each device gets counting `openssl` and
+`sha256sum` first on PATH (the push verifies with `openssl dgst -sha256`, else `sha256sum`).
+The goal: each side hashes a model once on the
 first run, and a re-run hashes nothing (markers remember what was verified).
 """
 
@@ -13,6 +14,7 @@ import shutil
 from tests.lab.fault_server import FaultServer
 
 from .common import (
+    HASH_TOOLS,
     WORK,
     Lab,
     Result,
@@ -61,7 +63,7 @@ def bench(L: Lab) -> Result:
                 dev = max(device_hashed(d) for d in devs)
                 out[kind].append((ctl / size, dev / size))
     for d in devs:
-        d.exec("rm", "-f", "/usr/local/bin/sha256sum")
+        d.exec("rm", "-f", *(f"/usr/local/bin/{t}" for t in HASH_TOOLS))
     rows = []
     for kind, label in (("url", "model from a URL"), ("path", "model from a local path")):
         (c1, d1), (c2, d2) = out[kind]

@@ -68,7 +68,7 @@ def target_for(dev: lab.Device) -> SshTarget:
 
 
 class HashClock:
-    """Wraps push's remote runner to time the on-device `sha256sum` apart from the transfer."""
+    """Wraps push's remote runner to time the on-device hash apart from the transfer."""
 
     # The runner's name in llama_docker.push (it was renamed once: accept both).
     NAME = "run_remote" if hasattr(push_mod, "run_remote") else "_run"

@@ -99,11 +99,14 @@ class Store:
 
 def run_remote(client: paramiko.SSHClient, cmd: str, timeout: float = 3600) -> tuple[int, str, str]:
     chan = client.get_transport().open_session()  # type: ignore[union-attr]
-    chan.settimeout(timeout)
-    chan.exec_command(cmd)
-    out = chan.makefile("rb").read().decode(errors="replace")
-    err = chan.makefile_stderr("rb").read().decode(errors="replace")
-    return chan.recv_exit_status(), out, err
+    # Closed here, not left to the device's close message: paramiko's own thread answering
+    # that message during a re-key (prefer_gcm) would wait for the re-key it is running.
+    with chan:
+        chan.settimeout(timeout)
+        chan.exec_command(cmd)
+        out = chan.makefile("rb").read().decode(errors="replace")
+        err = chan.makefile_stderr("rb").read().decode(errors="replace")
+        return chan.recv_exit_status(), out, err
 
 
 def remote_size(client: paramiko.SSHClient, path: str) -> int:
@@ -158,18 +161,17 @@ def _stream(client: paramiko.SSHClient, local: Path, offset: int, dest: str, bar
     assert transport is not None
     if aes:
         prefer_gcm(transport)
-    chan = transport.open_session()
-    chan.settimeout(300)  # a stalled link fails the push; the next run resumes it
-    chan.exec_command(f"cat >> {shlex.quote(dest)}")
-    with open(local, "rb") as f:
+    with transport.open_session() as chan, open(local, "rb") as f:
+        chan.settimeout(300)  # a stalled link fails the push; the next run resumes it
+        chan.exec_command(f"cat >> {shlex.quote(dest)}")
         f.seek(offset)
         while chunk := f.read(CHUNK):
             chan.sendall(chunk)
             bar.update(len(chunk))
-    chan.shutdown_write()
-    code = chan.recv_exit_status()
-    if code != 0:
+        chan.shutdown_write()
+        code = chan.recv_exit_status()
         err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
+    if code != 0:
         raise LlamaDockerError(f"writing {dest} failed ({err or f'exit {code}'})")
 
 
