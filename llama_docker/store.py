@@ -8,6 +8,25 @@ MODEL_FILE = re.compile(r"^[0-9a-f]{64}\.gguf$")
 LINKS = ("current.gguf", "previous.gguf", "current-mmproj.gguf", "previous-mmproj.gguf")
 
 
+def after_switch(newest_first: list[str], links: dict[str, str], serve: dict[str, str]
+                 ) -> tuple[list[str], dict[str, str]]:
+    """The store as a run leaves it: each served file the newest, and each `current*` link
+    moved to it, its old target kept by the matching `previous*` link.
+
+    + serve: link name -> file it will point at, e.g. {"current.gguf": "<sha>.gguf"}
+    """
+    files = list(newest_first)
+    after = dict(links)
+    for link, name in serve.items():
+        files = [name] + [n for n in files if n != name]
+        old = after.get(link)
+        if old != name:
+            if old:
+                after[link.replace("current", "previous", 1)] = old
+            after[link] = name
+    return files, after
+
+
 def to_prune(newest_first: list[str], linked: set[str], keep: int) -> list[str]:
     """Stored files to delete: never a linked one; beyond those, keep the `keep` newest."""
     stored = [n for n in newest_first if MODEL_FILE.match(n)]

@@ -16,7 +16,7 @@ from llama_docker.direct import fetch_on_device
 from llama_docker.errors import LlamaDockerError
 from llama_docker.push import SshTarget, Store, push
 from llama_docker.spec import ModelFile
-from llama_docker.store import LINKS, to_prune
+from llama_docker.store import LINKS, after_switch, to_prune
 
 from . import converge
 from .common import say, say_error
@@ -87,14 +87,13 @@ def switch_link(store: Store, link: str, sha: str, previous: str | None = None):
 
 
 @operation()
-def prune(store: Store, keep: int):
+def prune(store: Store, names: list[str]):
     """
-    Delete stored models beyond the `keep` newest, never one a link points at.
+    Delete stored model files and their verified markers.
 
-    + keep: how many model files to keep (linked ones always stay)
+    + names: model file names in the store, ``<sha256>.gguf``
     """
-    now = host.get_fact(StoreState, root=store.root)
-    for name in to_prune(now["files"], set(now["links"].values()), keep):
+    for name in names:
         sha = name.removesuffix(".gguf")
         yield f"rm -f {shlex.quote(store.final(sha))} {shlex.quote(store.marker(sha))}"
 
@@ -160,9 +159,13 @@ def model(plan: Plan) -> Switch:
 
 @deploy("Prune old models")
 def prune_store(plan: Plan) -> None:
-    # The prune operation reads the store as it was before this run, like this check.
+    """Keep `models_keep` models, counting the one this run serves (and never a linked one),
+    so the run after a model change has nothing left to prune."""
     stored = plan.known.get(StoreState, root=plan.store.root)
-    if not to_prune(stored["files"], set(stored["links"].values()), plan.cfg.models_keep):
-        return
-    prune(name=f"Keep {plan.cfg.models_keep} models", store=plan.store,
-          keep=plan.cfg.models_keep)
+    serve = {"current.gguf": f"{plan.model.sha256}.gguf"}
+    if plan.mmproj:
+        serve["current-mmproj.gguf"] = f"{plan.mmproj.sha256}.gguf"
+    files, links = after_switch(stored["files"], stored["links"], serve)
+    names = to_prune(files, set(links.values()), plan.cfg.models_keep)
+    if names:
+        prune(name=f"Keep {plan.cfg.models_keep} models", store=plan.store, names=names)

@@ -146,6 +146,18 @@ def test_prune_keeps_current_and_previous(device: lab.Device, inv: Path, models:
         assert f"{models[key]['sha256']}.gguf" in after
 
 
+def test_new_model_leaves_keep_models_and_a_quiet_next_run(device: lab.Device, inv: Path,
+                                                           models: dict) -> None:
+    new = make_model(inv, "tiny-next", seed=15)
+    deploy_ok(inv, model=new, models_keep=2)
+    stored = sorted(n for n in device.exec("ls", STORE).split() if re.fullmatch(
+        r"[0-9a-f]{64}\.gguf", n))
+    assert stored == sorted([f"{new['sha256']}.gguf", f"{models['a']['sha256']}.gguf"])
+    again = deploy_ok(inv, model=new, models_keep=2)
+    assert again.changed(HOST) == 0, again.output[-3000:]
+    deploy_ok(inv, model=models["a"], models_keep=2)  # back, for the tests below
+
+
 def test_full_disk_refused_before_transfer(device: lab.Device, inv: Path, models: dict) -> None:
     """Fault: models_dir on a disk too small for the model | Seen: `not enough disk at <dir>:
     needs N, has M free` | Left: not a byte written; the old model still serving"""
