@@ -151,7 +151,11 @@ def prefer_gcm(transport: paramiko.Transport) -> None:
     gcm = tuple(c for c in opts.ciphers if "gcm" in c)
     if gcm and transport.local_cipher not in gcm:
         opts.ciphers = gcm + tuple(c for c in opts.ciphers if c not in gcm)
-        transport.renegotiate_keys()
+        try:
+            transport.renegotiate_keys()
+        except paramiko.SSHException as exc:
+            raise LlamaDockerError(f"re-keying the SSH connection to AES-GCM failed ({exc}); "
+                                   "re-run: the push resumes") from None
 
 
 def _stream(client: paramiko.SSHClient, local: Path, offset: int, dest: str, bar: tqdm,

@@ -57,6 +57,22 @@ def test_paramiko_fallback_cipher_follows_the_cpu(device: lab.Device, store: Sto
     assert stored_sha(device, store, sha) == sha
 
 
+def test_paramiko_rekey_is_reliable(device: lab.Device, store: Store, tmp_path: Path) -> None:
+    """The re-key to AES-GCM follows our own remote commands at once: a close message left
+    unanswered would deadlock paramiko's thread (seen once before channels were closed)."""
+    for i in range(10):
+        path = tmp_path / f"m{i}.gguf"
+        path.write_bytes(os.urandom(1 << 20))
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        client = device.paramiko()
+        try:
+            push(client, path, sha, store, HOST, target=None, aes=True)
+            assert client.get_transport().local_cipher == "aes128-gcm@openssh.com"
+        finally:
+            client.close()
+        assert stored_sha(device, store, sha) == sha
+
+
 @pytest.mark.parametrize("via", ["openssh", "paramiko"])
 def test_push_resumes_from_the_device_part(device: lab.Device, store: Store,
                                            payload: tuple[Path, str], via: str) -> None:
