@@ -23,7 +23,7 @@ from .fit import GIB, MIB
 from .profile import detect
 from .target import Target, choose
 
-PROMPT = {"prompt": "Hello", "n_predict": 16, "temperature": 0}
+PROMPT = {"prompt": "Hello", "n_predict": 16, "temperature": 0, "ignore_eos": True}
 HEALTH_MAX_TIME = 5
 COMPLETION_MAX_TIME = 30
 # Bounds the whole script: each curl is bounded, the other commands are local and quick.

@@ -152,6 +152,7 @@ def test_server_health(server: int) -> None:
 
 def test_server_completion_generates_tokens(server: int) -> None:
     status, body = http_json(f"http://127.0.0.1:{server}/completion",
-                             {"prompt": "Hello", "n_predict": 8, "seed": 1}, timeout=300)
+                             {"prompt": "Hello", "n_predict": 8, "ignore_eos": True, "seed": 1},
+                             timeout=300)
     assert status == 200
     assert body["tokens_predicted"] == 8 and body["content"]

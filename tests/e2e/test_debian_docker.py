@@ -84,7 +84,7 @@ def test_health_answers_on_published_port(device: lab.Device, first_run: Run) ->
 
 def test_completion_generates_tokens(device: lab.Device, first_run: Run) -> None:
     status, body = http_json(f"http://127.0.0.1:{device.http_port}/completion",
-                             {"prompt": "Hello", "n_predict": 8, "seed": 1})
+                             {"prompt": "Hello", "n_predict": 8, "ignore_eos": True, "seed": 1})
     assert status == 200
     assert body["tokens_predicted"] == 8 and body["content"]
 

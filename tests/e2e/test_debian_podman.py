@@ -42,7 +42,7 @@ def test_podman_not_docker(device: lab.Device, first_run: Run) -> None:
 def test_unit_active_and_answers(device: lab.Device, first_run: Run) -> None:
     assert device.exec("systemctl", "is-active", "llama-docker").strip() == "active"
     status, body = http_json(f"http://127.0.0.1:{device.http_port}/completion",
-                             {"prompt": "Hello", "n_predict": 4})
+                             {"prompt": "Hello", "n_predict": 4, "ignore_eos": True})
     assert status == 200 and body["tokens_predicted"] == 4
 
 

@@ -69,7 +69,7 @@ def test_device_downloads_and_resumes_by_itself(device: lab.Device, served: tupl
     assert not (tmp_path / "cache" / "models").exists() or \
         not any((tmp_path / "cache" / "models").iterdir())
     status, body = http_json(f"http://127.0.0.1:{device.http_port}/completion",
-                             {"prompt": "Hi", "n_predict": 2})
+                             {"prompt": "Hi", "n_predict": 2, "ignore_eos": True})
     assert status == 200 and body["tokens_predicted"] == 2
 
     again = deploy(inv)

@@ -62,7 +62,7 @@ def test_two_devices_one_download_through_a_dropped_connection(
     for dev in devices:
         assert dev.exec("sha256sum", f"{STORE}/current.gguf").split()[0] == sha
         status, body = http_json(f"http://127.0.0.1:{dev.http_port}/completion",
-                                 {"prompt": "Hi", "n_predict": 3})
+                                 {"prompt": "Hi", "n_predict": 3, "ignore_eos": True})
         assert status == 200 and body["tokens_predicted"] == 3
 
     again = deploy(inv, env=env)

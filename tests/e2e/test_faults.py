@@ -153,7 +153,7 @@ def test_container_removed_under_the_unit(fleet: dict, run: Run) -> None:
     time.sleep(1)
     assert _restarted_within(dev, 60) < 60
     status, body = http_json(f"http://127.0.0.1:{dev.http_port}/completion",
-                             {"prompt": "Hi", "n_predict": 2})
+                             {"prompt": "Hi", "n_predict": 2, "ignore_eos": True})
     assert status == 200 and body["tokens_predicted"] == 2
 
 

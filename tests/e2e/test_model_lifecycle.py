@@ -131,7 +131,7 @@ def test_rollback_command_serves_previous(device: lab.Device, inv: Path, models:
     assert current(device) == f"{models['a']['sha256']}.gguf"
     assert current(device, "previous.gguf") == f"{models['big']['sha256']}.gguf"
     status, body = http_json(f"http://127.0.0.1:{device.http_port}/completion",
-                             {"prompt": "Hi", "n_predict": 2})
+                             {"prompt": "Hi", "n_predict": 2, "ignore_eos": True})
     assert status == 200 and body["tokens_predicted"] == 2
 
 

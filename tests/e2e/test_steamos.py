@@ -79,7 +79,7 @@ def test_server_runs_as_deck_not_root(device: lab.Device, first_run: Run) -> Non
 
 def test_answers_with_the_pinned_model(device: lab.Device, model: dict, first_run: Run) -> None:
     status, body = http_json(f"http://127.0.0.1:{device.http_port}/completion",
-                             {"prompt": "Hello", "n_predict": 4})
+                             {"prompt": "Hello", "n_predict": 4, "ignore_eos": True})
     assert status == 200 and body["tokens_predicted"] == 4
     assert device.exec("sha256sum", f"{STORE}/current.gguf").split()[0] == model["sha256"]
 
