@@ -99,9 +99,7 @@ class Store:
 
 def run_remote(client: paramiko.SSHClient, cmd: str, timeout: float = 3600) -> tuple[int, str, str]:
     chan = client.get_transport().open_session()  # type: ignore[union-attr]
-    # Closed here, not left to the device's close message: paramiko's own thread answering
-    # that message during a re-key (prefer_gcm) would wait for the re-key it is running.
-    with chan:
+    with chan:  # closed now, not when the garbage collector gets to it
         chan.settimeout(timeout)
         chan.exec_command(cmd)
         out = chan.makefile("rb").read().decode(errors="replace")
@@ -140,31 +138,15 @@ def _stream_openssh(target: SshTarget, aes: bool, local: Path, offset: int, dest
                                "re-run to resume")
 
 
-def prefer_gcm(transport: paramiko.Transport) -> None:
-    """Re-key the connection to AES-GCM (both ends have AES instructions).
+def _stream(client: paramiko.SSHClient, local: Path, offset: int, dest: str, bar: tqdm) -> None:
+    """Append local[offset:] to dest through one paramiko exec channel (no OpenSSH client).
 
-    paramiko's default aes128-ctr pays for a separate HMAC on every packet; AES-GCM does
-    the MAC with the cipher (0.67 of scp's rate against 0.87 here). A CPU without AES keeps
-    the default: GCM's GHASH in software is no faster there, and paramiko has no ChaCha20.
+    pyinfra's connection is used as it is: re-keying it to AES-GCM (0.87 of scp's rate
+    against 0.7) deadlocked paramiko now and then (its own thread answered a channel close
+    during the re-key and waited for the re-key), a risk this fallback path does not need.
     """
-    opts = transport.get_security_options()
-    gcm = tuple(c for c in opts.ciphers if "gcm" in c)
-    if gcm and transport.local_cipher not in gcm:
-        opts.ciphers = gcm + tuple(c for c in opts.ciphers if c not in gcm)
-        try:
-            transport.renegotiate_keys()
-        except paramiko.SSHException as exc:
-            raise LlamaDockerError(f"re-keying the SSH connection to AES-GCM failed ({exc}); "
-                                   "re-run: the push resumes") from None
-
-
-def _stream(client: paramiko.SSHClient, local: Path, offset: int, dest: str, bar: tqdm,
-            aes: bool) -> None:
-    """Append local[offset:] to dest through one paramiko exec channel (no OpenSSH client)."""
     transport = client.get_transport()
     assert transport is not None
-    if aes:
-        prefer_gcm(transport)
     with transport.open_session() as chan, open(local, "rb") as f:
         chan.settimeout(300)  # a stalled link fails the push; the next run resumes it
         chan.exec_command(f"cat >> {shlex.quote(dest)}")
@@ -238,7 +220,7 @@ def _push_locked(client: paramiko.SSHClient, local: Path, sha: str, store: Store
         if offset < size and target is not None:
             _stream_openssh(target, aes, local, offset, part, bar)
         elif offset < size:
-            _stream(client, local, offset, part, bar, aes)
+            _stream(client, local, offset, part, bar)
     verify_and_store(client, sha, store, local.name)
     return size - offset, offset
 
