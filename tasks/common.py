@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyinfra import logger
+from pyinfra import host, logger
 from pyinfra.operations import python
 
 # The first error line of each host, for the summary at the end of the run.
@@ -21,6 +21,11 @@ def say(h, message: str) -> None:  # noqa: ANN001 - a pyinfra Host
 def _fail(state, host, message: str) -> bool:  # noqa: ANN001 - pyinfra's callback shape
     say_error(host, message)
     return False
+
+
+def ssh_user() -> str:
+    """The user the deploy logs in as on this host (pyinfra's default: root)."""
+    return host.data.get("ssh_user") or "root"
 
 
 def fail_host(message: str) -> None:

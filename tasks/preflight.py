@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyinfra import host
@@ -16,7 +16,7 @@ from llama_docker.push import Store
 
 from . import health, image, model, runtime, runtime_macos, service
 from .batch import Known, gather
-from .common import fail_host
+from .common import fail_host, ssh_user
 from .facts import (
     CpuHasAes,
     FreeBytes,
@@ -50,15 +50,12 @@ class Plan:
     aes: bool  # the CPU has AES instructions (picks the push's cipher)
     known: Known  # what the device holds, read in one round trip (tasks/batch.py)
     brew: str | None = None  # macOS: Homebrew's prefix
+    # What device commands need beyond SSH's bare environment (macOS: brew's PATH).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def runtime(self) -> str:
         return self.target.runtime
-
-    @property
-    def env(self) -> dict[str, str]:
-        """What device commands need beyond SSH's bare environment (macOS: brew's PATH)."""
-        return runtime_macos.device_env(self.brew, self.runtime) if self.brew else {}
 
 
 # Who the device is, in one round trip: every family's facts (a Mac's answer to a Linux
@@ -76,9 +73,8 @@ def device_target() -> tuple[config.Config, target.Target, int, Known]:
     kind = profile.detect(kernel, meta)
     if kind not in SUPPORTED:
         raise RefusedError(f"{kind} devices are not supported by this version")
-    user = host.data.get("ssh_user") or "root"
     tgt = target.choose(kind, cfg.runtime, cfg.models_dir,
-                        ident.get(Home) or f"/home/{user}", cfg.service_name)
+                        ident.get(Home) or f"/home/{ssh_user()}", cfg.service_name)
     return cfg, tgt, ident.get(UserId), ident
 
 
@@ -115,7 +111,7 @@ def _check() -> Plan:
     brew = runtime_macos.homebrew() if kind == "macos" else None
     env = runtime_macos.device_env(brew, tgt.runtime) if brew else {}
     arch = profile.image_arch(ident.get(Arch))
-    user = host.data.get("ssh_user") or "root"
+    user = ssh_user()
     sudo = ident.get(SudoWorks) if tgt.sudo else "yes"
     if sudo != "yes" and "password" not in sudo:
         raise RefusedError(f"sudo does not work for {user}: {sudo}")
@@ -141,7 +137,7 @@ def _check() -> Plan:
     return Plan(cfg=cfg, profile=kind, arch=arch, threads=threads, user=user, model=model,
                 mmproj=mmproj, store=store, target=tgt, uid=uid,
                 memory_mib=fit.memory_limit_mib(weights, kv), aes=ident.get(CpuHasAes),
-                known=known, brew=brew)
+                known=known, brew=brew, env=env)
 
 
 @deploy("Preflight")

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyinfra import host
 from pyinfra.facts.files import File
 from pyinfra.facts.server import Which
 from pyinfra.operations import server
 
 from . import converge
-from .common import fail_host
+from .common import fail_host, ssh_user
 from .runtime_rootful import registries_conf
 
 if TYPE_CHECKING:
@@ -31,9 +30,8 @@ def _mirror_conf(home: str) -> str:
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
-    user = host.data.get("ssh_user") or "root"
     mirror = converge.file_facts(_mirror_conf(tgt.home)) if cfg.registry_mirror else []
-    return [(Which, {"command": "podman"}), (File, {"path": _linger(user)}), *mirror]
+    return [(Which, {"command": "podman"}), (File, {"path": _linger(ssh_user())}), *mirror]
 
 
 def install(plan: Plan) -> bool:
