@@ -4,17 +4,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+# Every command the lab, the tests and the benchmarks call, with the Debian package that has
+# it. Recommends are not installed, so each one is named here (arch-test is only a Recommends
+# of mmdebstrap, yet mmdebstrap needs it for --architectures=arm64). The list is checked again
+# at the end: a command still missing stops the set-up with its name.
+commands="docker:docker.io dockerd:docker.io mmdebstrap:mmdebstrap arch-test:arch-test
+  skopeo:skopeo ssh:openssh-client scp:openssh-client ssh-keygen:openssh-client curl:curl
+  iptables:iptables tc:iproute2 ip:iproute2 chromium:chromium newuidmap:uidmap
+  openssl:openssl sha256sum:coreutils tar:tar qemu-aarch64-static:qemu-user-static"
 need=()
-for pair in docker:docker.io dockerd:docker.io mmdebstrap:mmdebstrap skopeo:skopeo \
-            ssh:openssh-client ssh-keygen:openssh-client curl:curl iptables:iptables \
-            tc:iproute2 chromium:chromium; do
+for pair in $commands; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need[*]}"
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    "${need[@]}" uidmap ca-certificates fonts-liberation
+  timeout 300 apt-get update -q
+  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends \
+    "${need[@]}" ca-certificates fonts-liberation
 fi
 
 # The project must be installed from *this* checkout: pyinfra puts the current folder last on
@@ -37,12 +43,6 @@ fi
 # binfmt_misc, which is the kernel's and shared by the whole machine. Flags beyond Debian's
 # OPF: F (the kernel opens the emulator at registration, so containers and chroots without it
 # run arm64 programs) and C (credentials from the program: setuid sudo works, as on a Pi).
-if ! command -v qemu-aarch64-static >/dev/null 2>&1; then
-  echo "setup: apt-get install qemu-user-static"
-  timeout 300 apt-get update -q
-  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends \
-    qemu-user-static
-fi
 binfmt=/proc/sys/fs/binfmt_misc
 [ -e "$binfmt/register" ] || mount -t binfmt_misc binfmt_misc "$binfmt"
 entry=$binfmt/qemu-aarch64
@@ -59,4 +59,18 @@ if [ ! -e "$entry" ]; then
   echo "${line%:*}:$flags" > "$binfmt/register"
 fi
 has_flags F && has_flags C || { echo "setup: qemu-aarch64 registration failed" >&2; exit 1; }
+missing=()
+for pair in $commands; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair%%:*} (apt package ${pair#*:})")
+done
+for mod in pyinfra paramiko gguf numpy pytest; do
+  (cd / && python3 -c "import $mod") >/dev/null 2>&1 || missing+=("python module $mod")
+done
+for tool in ruff mypy pyinfra; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool (pip)")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  printf 'setup: still missing after the set-up: %s\n' "${missing[*]}" >&2
+  exit 1
+fi
 echo "setup: ready"
