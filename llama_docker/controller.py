@@ -36,8 +36,21 @@ class LocalFile:
     shape: Shape | None
 
 
-def local_file(f: ModelFile, cache_dir: Path) -> LocalFile:
-    """The verified local copy of a model file (once per process, once per file change)."""
+# What a dry run would download: URL -> (file name, bytes), for the run's summary.
+planned: dict[str, tuple[str, int]] = {}
+
+
+def local_file(f: ModelFile, cache_dir: Path, dry: bool = False) -> LocalFile:
+    """The verified local copy of a model file (once per process, once per file change).
+
+    `dry`: a URL not cached yet is described from what the URL says (sha256, size) and
+    recorded in `planned`, so a dry run plans every step without downloading."""
+    if dry and f.is_url:
+        known = remote_file(f)
+        dest = _cached(cache_dir, known.sha256)
+        if not dest.with_name(dest.name + ".ok").exists():
+            planned[f.source] = (f.filename, known.size)
+            return LocalFile(path=dest, sha256=known.sha256, size=known.size, shape=None)
     key = (f.source, f.sha256 or "")
     with _locks[key]:
         if key not in _seen:
@@ -90,16 +103,17 @@ def _remote_file(f: ModelFile) -> LocalFile:
     return LocalFile(path=None, sha256=sha, size=size or 0, shape=None)
 
 
+def _cached(cache_dir: Path, sha: str) -> Path:
+    return cache_dir / "models" / f"{sha}.gguf"
+
+
 def _download(f: ModelFile, cache_dir: Path) -> tuple[Path, str]:
     """Download once into the controller cache (resumable, verified); every host reuses it."""
     known = remote_file(f)  # sha256 and size, from the knob or the hub (asked once)
     sha, size = known.sha256, known.size or None
-    dest = cache_dir / "models" / f"{sha}.gguf"
+    dest = _cached(cache_dir, sha)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.with_name(dest.name + ".ok").exists():
-        if "--dry" in sys.argv:
-            raise RefusedError(f"--dry: {f.filename} ({gib(size or 0)}) is not in the controller "
-                               "cache yet; a real run downloads it once, then pushes it")
         part = dest.with_name(dest.name + ".part")
         have = part.stat().st_size if part.exists() else 0
         free = shutil.disk_usage(dest.parent).free

@@ -37,7 +37,9 @@ def kv_cache_bytes(shape: Shape | None, ctx_size: int, model_bytes: int | None =
 
 
 def gib(n: int) -> str:
-    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
+    if n >= GIB:
+        return f"{n / GIB:.1f} GiB"
+    return f"{n / MIB:.1f} MiB" if n < 10 * MIB else f"{n / MIB:.0f} MiB"
 
 
 def ram_refusal(model_bytes: int, kv_bytes: int, margin_mib: int, have_bytes: int | None,

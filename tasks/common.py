@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+
 from pyinfra import host, logger
 from pyinfra.operations import python
 
 # The first error line of each host, for the summary at the end of the run.
 errors: dict[str, str] = {}
+# Hosts stopped by preflight before anything changed on them.
+refused: set[str] = set()
 
 
 def say_error(h, message: str) -> None:  # noqa: ANN001 - a pyinfra Host
+    """Print a host's error once, where it happens; the summary repeats its first."""
     errors.setdefault(h.name, message)
     h.log_styled(f"llama-docker: {message}", fg="red", log_func=logger.error)
 
@@ -28,6 +33,19 @@ def ssh_user() -> str:
     return host.data.get("ssh_user") or "root"
 
 
+def is_dry() -> bool:
+    """`pyinfra --dry`: operations are planned, never executed (pyinfra keeps no flag)."""
+    return "--dry" in sys.argv
+
+
 def fail_host(message: str) -> None:
-    """Stop this host with one line (no traceback); the other hosts carry on."""
-    python.call(name=f"Refuse: {message}", function=_fail, message=message)
+    """Stop this host with one line (no traceback); the other hosts carry on.
+
+    The line is kept for the summary now, while the plan is made: a dry run never executes
+    the operation that prints it, and its summary must still say why the host stops."""
+    refused.add(host.name)
+    if is_dry():
+        say_error(host, message)
+    else:
+        errors.setdefault(host.name, message)
+    python.call(name="Refuse this host", function=_fail, message=message)

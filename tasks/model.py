@@ -21,6 +21,7 @@ from llama_docker.store import LINKS, after_switch, to_prune
 from . import converge
 from .common import say, say_error
 from .facts import StoreState
+from .summary import note_move
 
 if TYPE_CHECKING:
     from llama_docker.target import Target
@@ -115,6 +116,7 @@ def _direct(state, host, url: str, local: LocalFile, store: Store, filename: str
 def _place(plan: Plan, local: LocalFile, source: ModelFile, stored: list[str]) -> None:
     if f"{local.sha256}.ok" in stored:
         return  # verified on an earlier run: nothing moves, nothing is rehashed
+    note_move(host.name, source.filename, local.size)
     if local.path is None:  # direct mode
         python.call(name=f"Download {source.filename} ({local.size} bytes) on the device, "
                          "verify sha256", function=_direct, url=source.source, local=local,

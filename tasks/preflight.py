@@ -16,7 +16,7 @@ from llama_docker.push import Store
 
 from . import health, image, model, runtime, runtime_macos, service
 from .batch import Known, gather
-from .common import fail_host, ssh_user
+from .common import fail_host, is_dry, ssh_user
 from .facts import (
     CpuHasAes,
     FreeBytes,
@@ -127,7 +127,8 @@ def _check() -> Plan:
     known = device_state(cfg, tgt, uid, env)
     _fits(cfg, tgt, seen, ident, known)
     if cfg.model_source == "controller":
-        seen = [local_file(f, cache) for f in specs]  # downloads once; paths are memoized
+        # Downloads once (paths are memoized); a dry run plans from what the URL says.
+        seen = [local_file(f, cache, dry=is_dry()) for f in specs]
         _fits(cfg, tgt, seen, ident, known)  # again, with the context cache from the file
     model, mmproj = seen[0], (seen[1] if len(seen) > 1 else None)
     weights = sum(f.size for f in seen)

@@ -1,40 +1,136 @@
-"""One table at the end of a run: every host, whether it made it, and why not."""
+"""One table at the end of every run: each host, what became of it, and why.
+
+Every host of the inventory gets a line, those pyinfra never reached included. A dry run's
+table is the plan: the steps each host would run and the bytes that would move, printed by
+us because pyinfra shows no plan under `-y`.
+"""
 
 from __future__ import annotations
 
 import atexit
+import logging
+import re
 import sys
 
 import pyinfra
 from pyinfra import state
+from pyinfra.context import ctx_state
 
-from .common import errors
+from llama_docker import controller, diagnose
+from llama_docker.fit import gib
+
+from .common import errors, is_dry, refused
 
 _registered = False
+# Why pyinfra could not connect to a host: it logs the reason and keeps no record of it.
+_unreachable: dict[str, str] = {}
+# host name -> [(what, bytes)]: the model bytes each host's steps move.
+_moves: dict[str, list[tuple[str, int]]] = {}
+_HOST_LINE = re.compile(r"^\[(?P<host>[^\]]+)\]\s+(?P<msg>.+)$")
 
 
-def _row(host) -> tuple[str, str, str]:  # noqa: ANN001 - a pyinfra Host
-    results = state.get_results_for_host(host)
-    if host in state.failed_hosts or results.error_ops:
-        if results.ops == 0 and host.name not in errors:
-            return host.name, "UNREACHABLE", "could not connect (see above)"
-        return host.name, "FAILED", errors.get(host.name, "an operation failed (see above)")
-    return host.name, "ok", ""
+class _ConnectErrors(logging.Handler):
+    """Keeps the first error line pyinfra logs for each host (a failed connection's reason)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            found = _HOST_LINE.match(diagnose.plain(record.getMessage()))
+            if found:
+                _unreachable.setdefault(found["host"], found["msg"])
+
+
+def note_move(host_name: str, what: str, size: int) -> None:
+    """Record model bytes a step of this host moves (pushes, device downloads)."""
+    _moves.setdefault(host_name, []).append((what, size))
+
+
+def _unreachable_reason(name: str) -> str:
+    why = _unreachable.get(name, "")
+    found = re.match(r"Could not connect \((.*)\)$", why)
+    return f"could not connect: {found[1]}" if found else (why or "could not connect")
+
+
+def _failed_step(host) -> str:  # noqa: ANN001 - a pyinfra Host
+    """The failed operation's name and the line of its output that names the cause."""
+    for op_hash in state.get_op_order():
+        data = state.ops[host].get(op_hash)
+        meta = data.operation_meta if data else None
+        if meta is None or not meta.is_complete() or meta.did_succeed():
+            continue
+        step = " / ".join(sorted(state.op_meta[op_hash].names))
+        output = getattr(meta, "_combined_output", None)
+        return diagnose.explain(step, output.output_lines if output else [])
+    return "an operation failed (see above)"
+
+
+def _steps(host) -> list[str]:  # noqa: ANN001 - a pyinfra Host
+    """The operations a dry run planned for this host that would change something."""
+    names = []
+    for op_hash in state.get_op_order():
+        data = state.ops[host].get(op_hash)
+        if data is None or data.operation_meta._maybe_is_change is False:
+            continue  # without -y pyinfra has checked it: nothing to do there
+        names.append(" / ".join(sorted(state.op_meta[op_hash].names)))
+    return names
+
+
+def _rows() -> list[tuple[str, str, str, list[str]]]:
+    rows = []
+    for host in state.inventory:
+        name = host.name
+        if not state.is_host_in_limit(host):
+            continue
+        if host not in state.activated_hosts:
+            rows.append((name, "UNREACHABLE", _unreachable_reason(name), []))
+        elif name in errors:
+            rows.append((name, "REFUSED" if name in refused else "FAILED", errors[name], []))
+        elif host in state.failed_hosts or state.get_results_for_host(host).error_ops:
+            rows.append((name, "FAILED", _failed_step(host), []))
+        elif is_dry():
+            steps = _steps(host)
+            rows.append((name, f"{len(steps)} steps" if steps else "up to date", "", steps))
+        else:
+            rows.append((name, "ok", "", []))
+    return rows
+
+
+def _moves_line() -> str:
+    """`download X once; push N to M devices`: what a dry run's plan moves over the wire."""
+    parts = [f"download {name} ({gib(size)}) once to this controller"
+             for name, size in controller.planned.values()]
+    pushes = [size for moves in _moves.values() for _, size in moves]
+    if pushes:
+        devices = sum(1 for moves in _moves.values() if moves)
+        parts.append(f"push {gib(sum(pushes))} to {devices} device"
+                     + ("s" if devices > 1 else ""))
+    return "; ".join(parts)
 
 
 def _print() -> None:
-    rows = [_row(h) for h in state.inventory]
+    if not ctx_state.isset() or not state.initialised:
+        return  # pyinfra stopped before it read the inventory: it said why
+    rows = _rows()
+    if not rows:
+        return
     width = max(len(r[0]) for r in rows)
-    dry = " (--dry: nothing was changed)" if "--dry" in sys.argv else ""
+    dry = " (--dry: nothing was changed)" if is_dry() else ""
     out = ["", f"--> llama-docker summary{dry}:"]
-    out += [f"    {name:<{width}}  {result:<11}  {detail}".rstrip() for name, result, detail
-            in rows]
+    for name, result, detail, steps in rows:
+        out.append(f"    {name:<{width}}  {result:<11}  {detail}".rstrip())
+        out += [f"    {'':<{width}}    - {step}" for step in steps]
+    moves = _moves_line() if is_dry() else ""
+    if moves:
+        out.append(f"    would move: {moves}")
     print("\n".join(out), file=sys.stderr, flush=True)
 
 
 def print_summary_at_exit() -> None:
-    """Register (once per run, whatever the host count) the summary printer."""
+    """Register (once per run, whatever the host count) the summary printer.
+
+    Called from config.py, which pyinfra loads before it connects, the summary also names
+    the hosts it could not reach; deploy files call it too, for runs from another folder."""
     global _registered
     if pyinfra.is_cli and not _registered:  # not when tests run deploy.py through the API
         _registered = True
+        logging.getLogger("pyinfra").addHandler(_ConnectErrors())
         atexit.register(_print)
