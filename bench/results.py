@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 FILE = REPO / "docs" / "benchmarks.json"
 
 
-def load(path: Path = FILE) -> dict[str, dict[str, Any]]:
+def load(path: Path | None = None) -> dict[str, dict[str, Any]]:
     """Every benchmark's latest result by name ('_run' is the latest full run)."""
+    path = path or FILE
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -29,8 +30,9 @@ def load(path: Path = FILE) -> dict[str, dict[str, Any]]:
     return data
 
 
-def record(result: dict[str, Any], path: Path = FILE) -> None:
+def record(result: dict[str, Any], path: Path | None = None) -> None:
     """Replace one benchmark's result, keeping every other one as it is."""
+    path = path or FILE
     data = load(path)
     data[result["name"]] = result
     path.parent.mkdir(parents=True, exist_ok=True)
