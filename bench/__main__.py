@@ -1,5 +1,8 @@
 """python3 -m bench [NAME ...]: run benchmarks (all by default), then write docs/BENCHMARKS.md.
 
+Each result replaces that benchmark's entry in docs/benchmarks.json (committed); the doc is
+rendered from all entries, so the ones not run this time keep their figures, date and commit.
+
 Each benchmark prints its rows, and its headline ratio on its last line. Lab devices are
 started fresh (bench-1..4) and removed at the end, whatever happens.
 """
@@ -44,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHES)}")
     names = args.names or list(BENCHES)
+    # Stamped on every result this run records: the others in docs/benchmarks.json keep theirs.
+    measured: dict[str, str | list[str]] = {
+        "commit": report.commit(), "command": " ".join(["python3 -m bench", *args.names]),
+        "machine": report.machine()}
     L = Lab()
     began, failed = time.perf_counter(), []
     try:
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
                 continue
             res.seconds = time.perf_counter() - t
+            res.commit, res.command = str(measured["commit"]), str(measured["command"])
+            res.machine = list(measured["machine"])
             save_result(res)
             for r in res.rows:
                 print(f"  {r.benchmark}: {r.ours} vs {r.reference}: {report._fmt(r.ratio)} "
@@ -65,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         L.remove()
     total = time.perf_counter() - began
-    report.write(total, full=not args.names)
+    report.write(total, full=not args.names, measured=measured)
     log(f"total {total / 60:.1f} min; wrote {report.DOC}")
     if failed:
         log("failed: " + ", ".join(failed))

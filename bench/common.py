@@ -18,13 +18,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import bench  # noqa: F401 - sets LLAMA_LAB_DIR before the lab module reads it
-from tests.lab import images, lab
-from tests.lab.tiny_model import write_tiny_gguf
+from . import results
+
+# The lab module reads this at import: a lab state of our own, apart from the tests' one.
+os.environ.setdefault("LLAMA_LAB_DIR", str(results.REPO / ".lab-bench"))
+
+from tests.lab import images, lab  # noqa: E402 - after LLAMA_LAB_DIR
+from tests.lab.tiny_model import write_tiny_gguf  # noqa: E402
 
 REPO = lab.REPO
 WORK = lab.STATE / "work"
-RESULTS = lab.STATE / "results.json"
 MIB, GIB = 1 << 20, 1 << 30
 FIRST_INDEX = 40  # bench devices use lab indexes 40-49 (fixed IPs apart from the tests')
 QUICK = os.environ.get("BENCH_QUICK") == "1"  # smaller files and fewer rounds, for trying
@@ -54,6 +57,9 @@ class Result:
     seconds: float = 0.0
     extra: dict[str, float | str] = field(default_factory=dict)  # figures reused elsewhere
     date: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M %Z"))
+    commit: str = ""  # the code measured (report.commit())
+    command: str = ""  # the command that measured it, e.g. `python3 -m bench push`
+    machine: list[str] = field(default_factory=list)  # where (report.machine())
 
 
 def rounds(default: int) -> int:
@@ -105,17 +111,12 @@ def mbs(nbytes: float, seconds: float) -> str:
 # -- results -------------------------------------------------------------------------------
 
 def load_results() -> dict[str, dict]:
-    try:
-        return json.loads(RESULTS.read_text())
-    except (OSError, ValueError):
-        return {}
+    return results.load()
 
 
 def save_result(res: Result) -> None:
-    data = load_results()
-    data[res.name] = asdict(res)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=1))
+    """Replace this benchmark's result in docs/benchmarks.json; the others stay."""
+    results.record(asdict(res))
 
 
 def push_rate() -> float | None:

@@ -1,13 +1,20 @@
-"""docs/BENCHMARKS.md from the latest result of every benchmark (kept in the lab folder)."""
+"""docs/BENCHMARKS.md, rendered from docs/benchmarks.json (the latest result of every benchmark).
+
+The doc is only ever rendered from the committed results, never edited: a partial run replaces
+the results it measured and re-renders, every other section keeps its own date and commit.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+import time
+from typing import Any
 
-from .common import REPO, Result, load_results, save_result
+from . import results
 
+REPO = results.REPO
 DOC = REPO / "docs" / "BENCHMARKS.md"
 ORDER = ["push", "download", "upstream", "resume", "hash", "noop", "fleet", "serve"]
 TITLES = {
@@ -22,7 +29,8 @@ TITLES = {
 }
 
 
-def _machine() -> list[str]:
+def machine() -> list[str]:
+    """This machine, as the doc lists it (kept with every result: figures are of one machine)."""
     info = {}
     for line in open("/proc/meminfo"):
         if line.startswith("MemTotal:"):
@@ -45,7 +53,7 @@ def _machine() -> list[str]:
     ]
 
 
-def _commit() -> str:
+def commit() -> str:
     """The code measured: BENCH_COMMIT (a run from an exported snapshot), else git's HEAD."""
     if os.environ.get("BENCH_COMMIT"):
         return os.environ["BENCH_COMMIT"]
@@ -63,28 +71,34 @@ def _fmt(x: float | None) -> str:
     return f"{x:.2f}" if x == 0 or abs(x) >= 0.1 else f"{x:.4f}"
 
 
-def write(total: float, full: bool) -> None:
-    if full:
-        save_result(Result("_run", [], seconds=total, extra={"commit": _commit()}))
-    res = load_results()
+def _stamp(r: dict[str, Any]) -> str:
+    return (f"_{r['date']}, {r['seconds']:.0f} s, code at commit {r.get('commit') or 'unknown'}, "
+            f"command: `{r.get('command') or 'python3 -m bench'}`._")
+
+
+def render(res: dict[str, dict[str, Any]]) -> str:
+    """The whole doc from the results by name ('_run': the latest full run)."""
     run = res.get("_run", {})
     lines = [
         "# Benchmarks",
         "",
         "Written by `python3 -m bench` (one benchmark: `python3 -m bench push`, `download`, "
-        "`upstream`, `resume`, `hash`, `noop`, `fleet`, `serve`). Every figure is a ratio of "
+        "`upstream`, `resume`, `hash`, `noop`, `fleet`, `serve`) from the latest result of "
+        "each, kept in docs/benchmarks.json: a run of some benchmarks replaces those and "
+        "keeps the others, each section says when and on which commit it was measured. "
+        "Every figure is a ratio of "
         "two things measured side by side in the same run, interleaved over several rounds "
         "(median): this machine is small and shared, so absolute numbers swing from one "
         "minute to the next, ratios much less.",
         "",
         f"Latest full run: {run.get('date', 'never')}, "
         f"{run.get('seconds', 0) / 60:.1f} min in all, code at commit "
-        f"{run.get('extra', {}).get('commit') or _commit()}, command: "
+        f"{run.get('commit') or 'unknown'}, command: "
         "`python3 -m bench` from the repository root (as root, dockerd running).",
         "",
         "## Machine",
         "",
-        *_machine(),
+        *run.get("machine", ["- unknown (no full run recorded)"]),
         "",
         "## Latest figures",
         "",
@@ -105,7 +119,24 @@ def write(total: float, full: bool) -> None:
         if name not in res:
             continue
         r = res[name]
-        lines += ["", f"## {TITLES[name]}", "",
-                  f"_{r['date']}, {r['seconds']:.0f} s._", "", r["details"].strip()]
+        lines += ["", f"## {TITLES[name]}", "", _stamp(r)]
+        if r.get("machine") and r["machine"] != run.get("machine"):
+            lines += ["", "Measured on a machine other than (or changed since) the full run's:",
+                      "", *r["machine"]]
+        lines += ["", r["details"].strip()]
+    return "\n".join(lines) + "\n"
+
+
+def write(total: float, full: bool, measured: dict[str, str | list[str]]) -> None:
+    """Record a full run (its time, commit, command, machine) if this was one; render the doc.
+
+    `measured` holds this run's commit, command and machine, as stamped on its results.
+    """
+    if full:
+        results.record({"name": "_run", "date": _now(), "seconds": total, **measured})
     DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text("\n".join(lines) + "\n")
+    DOC.write_text(render(results.load()))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M %Z")
