@@ -235,9 +235,12 @@ def verify_and_store(client: paramiko.SSHClient, sha: str, store: Store, name: s
         why = f"hashes {got}" if got else f"could not be hashed ({err.strip()})"
         raise VerifyError(f"{name} on the device {why}, expected {sha}: the partial "
                           "file was deleted, re-run to send it again")
+    # Read-only once verified, so a stray write fails. The store itself belongs to the SSH
+    # user (pushes need no sudo); owning it by root would not keep out a user with sudo.
     final, marker = shlex.quote(store.final(sha)), shlex.quote(store.marker(sha))
-    code, _, err = run_remote(client, f"chmod 0644 {shlex.quote(part)} && mv -f "
-                                      f"{shlex.quote(part)} {final} && echo {sha} > {marker}")
+    code, _, err = run_remote(client, f"chmod 0444 {shlex.quote(part)} && mv -f "
+                                      f"{shlex.quote(part)} {final} && rm -f {marker} && "
+                                      f"echo {sha} > {marker} && chmod 0444 {marker}")
     if code != 0:
         raise LlamaDockerError(f"storing {store.final(sha)} failed: {err.strip()}")
 

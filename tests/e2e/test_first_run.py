@@ -167,3 +167,15 @@ def test_then_a_real_run_converges(device: lab.Device, inv: Path, hub: FaultServ
     assert result.code == 0, result.output[-3000:]
     assert re.search(rf"{HOST}\s+ok", summary(result.output))
     wait_healthy(device.http_port)
+
+
+def test_verified_files_are_read_only(device: lab.Device, model: bytes) -> None:
+    """The store belongs to the SSH user (pushes need no sudo); what was verified cannot be
+    overwritten by a stray write."""
+    sha = hashlib.sha256(model).hexdigest()
+    store = "/var/lib/llama-docker/models"
+    modes = device.exec("stat", "-c", "%a", f"{store}/{sha}.gguf", f"{store}/{sha}.ok").split()
+    assert modes == ["444", "444"]
+    write = device.exec("su", "pi", "-c", f"echo x >> {store}/{sha}.gguf 2>&1 || echo refused",
+                        check=False)
+    assert "refused" in write
