@@ -1,7 +1,5 @@
 """Serve each device's previous model again: pyinfra inventory.py rollback.py"""
 
-from tasks.rollback import rollback
-from tasks.summary import print_summary_at_exit
+from llama_docker.deploys import llama_rollback
 
-print_summary_at_exit()
-rollback()
+llama_rollback()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 import jinja2
 
-FILES = Path(__file__).resolve().parent.parent / "files"
+from .resources import folder
+
+FILES = folder("files")
 CONTAINER = "llama"
 
 _env = jinja2.Environment(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.operations import python
+
+from llama_docker.defaults import DEFAULTS
 
 # The first error line of each host, for the summary at the end of the run.
 errors: dict[str, str] = {}
@@ -31,6 +35,14 @@ def _fail(state, host, message: str) -> bool:  # noqa: ANN001 - pyinfra's callba
 def ssh_user() -> str:
     """The user the deploy logs in as on this host (pyinfra's default: root)."""
     return host.data.get("ssh_user") or "root"
+
+
+def knob_data(knobs: Mapping[str, Any]) -> dict[str, Any]:
+    """This host's knobs: the deploy's keyword arguments, then host and group data, then the
+    defaults. Merged here because pyinfra hands a deploy's `data_defaults` to its own
+    operations only, not to the steps nested inside it."""
+    data = {k: v for k, v in host.data.dict().items() if v is not None}
+    return {**DEFAULTS, **data, **knobs}
 
 
 def is_dry() -> bool:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
@@ -16,7 +17,7 @@ from llama_docker.push import Store
 
 from . import health, image, model, runtime, runtime_macos, service
 from .batch import Known, gather
-from .common import fail_host, is_dry, ssh_user
+from .common import fail_host, is_dry, knob_data, ssh_user
 from .facts import (
     CpuHasAes,
     FreeBytes,
@@ -64,9 +65,10 @@ IDENTITY = (Kernel, LinuxDistribution, Home, UserId, Arch, SudoWorks, MemoryByte
             PhysicalCores, MacPhysicalCores, CpuHasAes)
 
 
-def device_target() -> tuple[config.Config, target.Target, int, Known]:
+def device_target(knobs: Mapping[str, Any] | None = None
+                  ) -> tuple[config.Config, target.Target, int, Known]:
     """Knobs checked, family detected, target chosen: facts only, nothing changes."""
-    cfg = config.load(host.data)  # pyinfra names the host on every line it prints
+    cfg = config.load(knob_data(knobs or {}))  # pyinfra names the host on every line it prints
     ident = gather([(cls, {}) for cls in IDENTITY])
     kernel = ident.get(Kernel)
     meta = ident.get(LinuxDistribution)["release_meta"] if kernel == "Linux" else {}
@@ -105,8 +107,8 @@ def _fits(cfg: config.Config, tgt: target.Target, files: list[LocalFile], ident:
         raise RefusedError(why)
 
 
-def _check() -> Plan:
-    cfg, tgt, uid, ident = device_target()
+def _check(knobs: Mapping[str, Any]) -> Plan:
+    cfg, tgt, uid, ident = device_target(knobs)
     kind = tgt.profile
     brew = runtime_macos.homebrew() if kind == "macos" else None
     env = runtime_macos.device_env(brew, tgt.runtime) if brew else {}
@@ -142,10 +144,13 @@ def _check() -> Plan:
 
 
 @deploy("Preflight")
-def preflight() -> Plan | None:
-    """Check knobs, OS, CPU, sudo, RAM and disk; None (and a failed host) when refused."""
+def preflight(knobs: Mapping[str, Any] | None = None) -> Plan | None:
+    """Check knobs, OS, CPU, sudo, RAM and disk; None (and a failed host) when refused.
+
+    + knobs: knob values that win over host and group data (the packaged deploys' keywords)
+    """
     try:
-        return _check()
+        return _check(knobs or {})
     except LlamaDockerError as exc:
         fail_host(str(exc))
         return None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
@@ -17,10 +20,10 @@ from .service_launchd import restart_and_logs
 
 
 @deploy("Rollback")
-def rollback() -> bool:
+def rollback(knobs: Mapping[str, Any] | None = None) -> bool:
     """Serve the previous model again (and keep the current one as the new previous)."""
     try:
-        cfg, t, uid, _ = device_target()
+        cfg, t, uid, _ = device_target(knobs)
     except LlamaDockerError as exc:
         fail_host(str(exc))
         return False

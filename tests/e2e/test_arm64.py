@@ -22,8 +22,8 @@ import pytest
 
 from llama_docker import profile
 from llama_docker.image import build_args, image_tag
+from llama_docker.tasks.image import build_command
 from llama_docker.units import FILES
-from tasks.image import build_command
 from tests.conftest import REPO, deploy, http_json, make_model, wait_healthy, write_knobs
 from tests.lab import images, lab
 from tests.lab.sh import docker, out

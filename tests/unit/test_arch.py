@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from llama_docker.image import build_args, image_tag
-from tasks.runtime_rootful import PODMAN_MIRROR, daemon_json, registries_conf
+from llama_docker.tasks.runtime_rootful import PODMAN_MIRROR, daemon_json, registries_conf
 
 from .fixtures.harness import MODEL_SHA, Run, check_golden, converged, deploy_fixture
 
@@ -100,8 +100,9 @@ def test_podman_registry_mirror_drop_in(tmp_path: Path) -> None:
 
 def test_native_is_refused_on_arch(tmp_path: Path) -> None:
     (op,) = deploy_fixture(tmp_path, "arch", runtime="native").ops
-    assert op.name == ("Preflight | Refuse: runtime 'native' is for macOS; "
-                       "use 'docker' or 'podman' here")
+    assert op.name == "Preflight | Refuse this host"
+    assert op.calls[0]["message"] == ("runtime 'native' is for macOS; "
+                                      "use 'docker' or 'podman' here")
 
 
 def test_second_run_changes_nothing(tmp_path: Path) -> None:
@@ -124,5 +125,5 @@ def test_second_run_changes_nothing(tmp_path: Path) -> None:
 def test_bad_knob_refused_naming_it_once(tmp_path: Path) -> None:
     (op,) = deploy_fixture(tmp_path, "arch", port=70000).ops
     # pyinfra prefixes every line with the host: the message itself does not repeat it
-    assert op.name == ("Preflight | Refuse: knob port=70000 is invalid: expected a whole "
-                       "number from 1 to 65535")
+    assert op.calls[0]["message"] == ("knob port=70000 is invalid: expected a whole "
+                                      "number from 1 to 65535")

@@ -6,7 +6,7 @@ import subprocess
 
 from pyinfra.api import FactBase
 
-from tasks.batch import Batch, key
+from llama_docker.tasks.batch import Batch, key
 
 
 class NoNewline(FactBase):

@@ -15,7 +15,7 @@ import pytest
 
 from llama_docker import launchd
 from llama_docker.image import build_args, image_tag
-from tasks.runtime_macos import BREW_INSTALL
+from llama_docker.tasks.runtime_macos import BREW_INSTALL
 
 from .fixtures.harness import MODEL_SHA, Run, check_golden, converged, deploy_fixture
 
@@ -166,9 +166,10 @@ def test_without_homebrew_one_line_refusal_with_the_install_command(tmp_path: Pa
     run = deploy_fixture(tmp_path, "macos", facts={"HomebrewPrefix": None})
     assert len(run.ops) == 1
     (op,) = run.ops
-    assert op.name.startswith("Preflight | Refuse: Homebrew is missing")
-    assert op.name.endswith(f"install it on the Mac: {BREW_INSTALL}")
-    assert "\n" not in op.name and op.commands == ["python _fail"]
+    message = op.calls[0]["message"]
+    assert message.startswith("Homebrew is missing")
+    assert message.endswith(f"install it on the Mac: {BREW_INSTALL}")
+    assert "\n" not in message and op.commands == ["python _fail"]
     assert BREW_INSTALL.startswith('/bin/bash -c "$(curl -fsSL https://raw.githubusercontent')
 
 
