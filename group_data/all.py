@@ -44,6 +44,9 @@ ctx_size = 2048
 threads = 0
 # Extra llama-server arguments for every model, e.g. ["--temp", "0.7"].
 server_args = []
+# Web pages of other origins allowed to call the API from a browser: [] = none (the web UI is
+# same-origin and always works), or one origin, e.g. ["http://laptop.lan:3000"], "localhost", "*".
+cors_origins = []
 # Name of the systemd unit (<name>.service).
 service_name = "llama-docker"
 # Seconds to wait for /health 200 after a (re)start.

@@ -19,6 +19,8 @@ from .spec import ModelSpec, resolve_model
 RUNTIMES = ("auto", "docker", "podman", "native")
 _HOSTPORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# An origin as browsers send it: scheme://host[:port], no path, no trailing slash.
+_ORIGIN = re.compile(r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Config:
     ctx_size: int
     threads: int
     server_args: tuple[str, ...]
+    cors_origins: tuple[str, ...]
     service_name: str
     health_timeout: int
     ram_margin_mib: int
@@ -113,6 +116,20 @@ def _args(knob: str, value: Any) -> tuple[str, ...]:
     return tuple(value or ())
 
 
+def _cors_origins(knob: str, value: Any) -> tuple[str, ...]:
+    # llama-server 0.7.0 sends a comma list back as one Access-Control-Allow-Origin header,
+    # which browsers reject: one origin is all it can allow.
+    accepted = ("[] (same origin only), or one of: an origin such as "
+                "'http://laptop.lan:3000', 'localhost' (any localhost page), '*' (any page)")
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) > 1:
+        raise ConfigError(knob, value, accepted)
+    for origin in value:
+        if not isinstance(origin, str) or not (origin in ("localhost", "*")
+                                               or _ORIGIN.match(origin)):
+            raise ConfigError(knob, value, accepted)
+    return tuple(value)
+
+
 def _api_key(knob: str, value: Any) -> str:
     if value in ("", "generate"):
         return value
@@ -135,6 +152,7 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "ctx_size": _int(128, 1 << 20),
     "threads": _int(0, 1024),
     "server_args": _args,
+    "cors_origins": _cors_origins,
     "service_name": _name,
     "health_timeout": _int(5, 3600),
     "ram_margin_mib": _int(0, 1 << 20),

@@ -36,6 +36,18 @@ def systemd_unit(*, runtime: str, image: str, model_name: str, models_dir: str, 
     )
 
 
+def server_args(cors_origins: tuple[str, ...], model_args: tuple[str, ...],
+                extra: tuple[str, ...]) -> tuple[str, ...]:
+    """llama-server's arguments beyond model, host and port, for every service manager.
+
+    CORS is always passed: llama-server's own default (`*`, credentials echoed) lets any web
+    page a browser on the LAN opens read the answers. An empty value allows no other origin;
+    the web UI is same-origin and needs none. The knobs' own arguments come after it, so a
+    `--cors-origins` in `server_args` still wins.
+    """
+    return ("--cors-origins", ",".join(cors_origins), *model_args, *extra)
+
+
 def _unit_quote(arg: str) -> str:
     # systemd splits ExecStart like a shell for quotes; % starts a specifier.
     return shlex.quote(arg).replace("%", "%%")

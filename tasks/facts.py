@@ -6,6 +6,7 @@ import shlex
 
 from pyinfra.api import FactBase
 
+from llama_docker import listeners
 from llama_docker.store import LINKS
 
 
@@ -194,3 +195,48 @@ class StoreState(FactBase):
     @staticmethod
     def default() -> dict:
         return {"files": [], "links": {}}
+
+
+class PortListeners(FactBase):
+    """Who listens on a TCP port: `ss` on Linux, `lsof` (this user's) and `netstat` (anyone's,
+    unnamed) on macOS. Run with sudo where the deploy has it, so other users' names show."""
+
+    def command(self, port: int) -> str:
+        return (f"if command -v ss >/dev/null 2>&1; then ss -ltnp 'sport = :{port}' 2>/dev/null "
+                "| sed 's/^/ss /'; else "
+                f"lsof -nP -iTCP:{port} -sTCP:LISTEN -Fpcn 2>/dev/null | sed 's/^/lsof /'; "
+                f"netstat -an -p tcp 2>/dev/null | grep -E '[.:]{port} .*LISTEN' "
+                "| sed 's/^/netstat /'; fi; true")
+
+    def process(self, output: list[str]) -> list[listeners.Listener]:
+        return listeners.parse(output)
+
+    @staticmethod
+    def default() -> list:
+        return []
+
+
+class PublishedPorts(FactBase):
+    """Host ports a container publishes (`docker port`, `podman port`); empty when it is not
+    running or the runtime is not installed yet."""
+
+    def command(self, runtime: str, container: str) -> str:
+        return f"{runtime} port {shlex.quote(container)} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> set[int]:
+        return listeners.published_ports(output)
+
+    @staticmethod
+    def default() -> set:
+        return set()
+
+
+class AgentPid(FactBase):
+    """The pid launchd runs for an agent of this user, or None when it runs nothing."""
+
+    def command(self, label: str) -> str:
+        return (f"launchctl list {shlex.quote(label)} 2>/dev/null "
+                "| awk '/\"PID\" =/ {gsub(\";\", \"\", $3); print $3}'; true")
+
+    def process(self, output: list[str]) -> int | None:
+        return int(output[0]) if output and output[0].isdigit() else None

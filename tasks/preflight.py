@@ -15,7 +15,7 @@ from llama_docker.controller import LocalFile, local_file, remote_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
 
-from . import health, image, model, runtime, runtime_macos, service
+from . import busy_port, health, image, model, runtime, runtime_macos, service
 from .batch import Known, gather
 from .common import fail_host, is_dry, knob_data, ssh_user
 from .facts import (
@@ -86,7 +86,7 @@ def device_state(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str
     root = tgt.models_dir
     wanted = [(StoreState, {"root": root}), (FreeBytes, {"path": root}),
               *runtime.wants(cfg, tgt), *image.wants(cfg, tgt), *model.wants(tgt),
-              *service.wants(cfg, tgt), *health.wants(cfg)]
+              *service.wants(cfg, tgt), *health.wants(cfg), *busy_port.wants(cfg, tgt)]
     return gather(wanted, _sudo=tgt.sudo, _env={**tgt.unit_env(uid), **env})
 
 
@@ -127,6 +127,7 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     # that cannot run the model (ollama #10920 downloaded 132 GB, then said no).
     seen = [remote_file(f) if f.is_url else local_file(f, cache) for f in specs]
     known = device_state(cfg, tgt, uid, env)
+    busy_port.check(cfg, tgt, known, user)
     _fits(cfg, tgt, seen, ident, known)
     if cfg.model_source == "controller":
         # Downloads once (paths are memoized); a dry run plans from what the URL says.

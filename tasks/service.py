@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pyinfra.api import deploy
 
 from llama_docker import apikey
-from llama_docker.units import systemd_unit
+from llama_docker.units import server_args, systemd_unit
 
 from . import converge
 from .facts import NumericOwner
@@ -68,7 +68,8 @@ def service(plan: Plan, image: str, changed: bool) -> bool:
     unit = systemd_unit(
         runtime=t.runtime, image=image, model_name=cfg.model.name, models_dir=t.models_dir,
         port=cfg.port, bind=cfg.bind, ctx_size=cfg.ctx_size, threads=plan.threads,
-        args=cfg.model.args + cfg.server_args, mmproj=plan.mmproj is not None,
+        args=server_args(cfg.cors_origins, cfg.model.args, cfg.server_args),
+        mmproj=plan.mmproj is not None,
         api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib,
     )
     name = f"{cfg.service_name}.service"

@@ -38,6 +38,10 @@ def test_every_rule_has_a_default() -> None:
     ("server_args", "--temp 0.7", "a list of strings"),
     ("service_name", "llama docker", "a name of"),
     ("ctx_size", 16, "from 128"),
+    ("cors_origins", "*", "[] (same origin only)"),
+    ("cors_origins", ["http://a.lan", "http://b.lan"], "one of: an origin"),
+    ("cors_origins", ["http://laptop.lan:3000/"], "an origin such as"),
+    ("cors_origins", ["laptop.lan"], "an origin such as"),
 ])
 def test_bad_value_is_one_line_naming_host_knob_value(knob: str, value: object,
                                                       accepted: str) -> None:
@@ -87,3 +91,13 @@ def test_generated_api_key_is_kept_private_and_stable(tmp_path: Path) -> None:
     assert key and len(key) >= 32 and resolve("generate", tmp_path) == key
     assert stat.S_IMODE((tmp_path / "api-key").stat().st_mode) == 0o600
     assert resolve("my-own-key-0123456789", tmp_path) == "my-own-key-0123456789"
+
+
+def test_cors_default_allows_no_other_origin() -> None:
+    assert config.load(DEFAULTS).cors_origins == ()
+
+
+@pytest.mark.parametrize("origins", [["http://laptop.lan:3000"], ["https://[fd00::1]"],
+                                     ["localhost"], ["*"], []])
+def test_cors_origins_accepted(origins: list[str]) -> None:
+    assert config.load({**DEFAULTS, "cors_origins": origins}).cors_origins == tuple(origins)

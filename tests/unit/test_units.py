@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llama_docker.image import build_args, image_tag
-from llama_docker.units import systemd_unit
+from llama_docker.units import server_args, systemd_unit
 
 BASE = dict(runtime="docker", image="llama-docker/server:abc", model_name="tiny",
             models_dir="/var/lib/llama-docker/models", port=8080, bind="0.0.0.0",
@@ -59,3 +59,18 @@ def test_image_tag_follows_build_args() -> None:
     assert a == image_tag(build_args("debian:forky-slim", True))
     assert a != image_tag(build_args("debian:forky-slim", False))
     assert a.startswith("llama-docker/server:") and len(a.split(":")[1]) == 12
+
+
+def test_cors_is_always_passed_and_empty_by_default() -> None:
+    """llama-server's own default is `*`: the unit must say otherwise, quoted for systemd."""
+    args = server_args((), (), ())
+    assert args == ("--cors-origins", "")
+    line = exec_start(systemd_unit(**{**BASE, "args": args}))
+    assert line.endswith("--threads 4 --cors-origins ''")
+
+
+def test_cors_origin_knob_then_model_and_extra_args() -> None:
+    args = server_args(("http://laptop.lan:3000",), ("--chat-template", "vicuna"),
+                       ("--cors-origins", "*"))
+    assert args == ("--cors-origins", "http://laptop.lan:3000", "--chat-template", "vicuna",
+                    "--cors-origins", "*")  # server_args come last: llama-server takes the last

@@ -1,0 +1,44 @@
+"""Preflight's port check: refuse a host whose port another program already holds."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llama_docker import launchd, listeners
+from llama_docker.errors import RefusedError
+from llama_docker.units import CONTAINER
+
+from .facts import AgentPid, PortListeners, PublishedPorts
+
+if TYPE_CHECKING:
+    from llama_docker.config import Config
+    from llama_docker.target import Target
+
+    from .batch import Known, Wanted
+
+
+def wants(cfg: Config, tgt: Target) -> list[Wanted]:
+    """The facts the check reads, for preflight's one batch."""
+    ours: Wanted = ((AgentPid, {"label": launchd.label(cfg.service_name)})
+                    if tgt.runtime == "native" else
+                    (PublishedPorts, {"runtime": tgt.runtime, "container": CONTAINER}))
+    return [(PortListeners, {"port": cfg.port}), ours]
+
+
+def check(cfg: Config, tgt: Target, known: Known, user: str) -> None:
+    """Raise RefusedError naming the process when someone else listens on the port.
+
+    Without it the server cannot bind, and the health check waits its whole timeout while
+    the other program answers (a 404 for every try). Our own server holds the port on a
+    converged device: that is not a reason to refuse.
+    """
+    found = known.get(PortListeners, port=cfg.port)
+    if tgt.runtime == "native":
+        published: set[int] = set()
+        agent = known.get(AgentPid, label=launchd.label(cfg.service_name))
+    else:
+        published = known.get(PublishedPorts, runtime=tgt.runtime, container=CONTAINER)
+        agent = None
+    other = listeners.foreign(found, cfg.port, cfg.bind, published, agent)
+    if other:
+        raise RefusedError(listeners.refusal(other, cfg.port, user))
