@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
@@ -67,6 +67,10 @@ IDENTITY = (Kernel, LinuxDistribution, Home, UserId, Arch, SudoWorks, MemoryByte
 def device_target() -> tuple[config.Config, target.Target, int, Known]:
     """Knobs checked, family detected, target chosen: facts only, nothing changes."""
     cfg = config.load(host.data)  # pyinfra names the host on every line it prints
+    ignored = config.ignored_keys(config.data_keys(host.data))
+    if ignored:  # other deploys' data in a shared inventory: normal, so only under --debug
+        host.log(f"host data not used by llama-docker: {', '.join(sorted(ignored))}",
+                 log_func=logger.debug)
     ident = gather([(cls, {}) for cls in IDENTITY])
     kernel = ident.get(Kernel)
     meta = ident.get(LinuxDistribution)["release_meta"] if kernel == "Linux" else {}
