@@ -129,6 +129,7 @@ def _check() -> Plan:
     # that cannot run the model (ollama #10920 downloaded 132 GB, then said no).
     seen = [remote_file(f) if f.is_url else local_file(f, cache) for f in specs]
     known = device_state(cfg, tgt, uid, env)
+    runtime.check(cfg, tgt, known)
     _fits(cfg, tgt, seen, ident, known)
     if cfg.model_source == "controller":
         seen = [local_file(f, cache) for f in specs]  # downloads once; paths are memoized
