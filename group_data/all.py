@@ -27,6 +27,7 @@ model_source = "controller"
 # llama-server with Metal, no container).
 runtime = "auto"
 # A LAN registry mirror (host:port, plain HTTP) for the base image; "" for Docker Hub.
+# With docker it is merged into the device's own /etc/docker/daemon.json (README: Knobs).
 registry_mirror = ""
 # Base image of the server image (Debian forky ships llama.cpp-tools).
 image_base = "docker.io/library/debian:forky-slim"

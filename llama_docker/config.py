@@ -163,29 +163,58 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")
+# How alike a key and a knob must be (difflib's ratio, after folding case and '-') to count
+# as a misspelt knob. 0.8 catches one slip in a name of 5+ letters (ctx_sise, threds,
+# ram_margin) and lets other deploys' data through (profile 0.43, kind/bind 0.75).
+NEAR_MISS = 0.8
 
 
-def unknown_knobs(names: list[str]) -> list[tuple[str, str]]:
-    """(name, suggestion) for each data key that is neither a knob nor pyinfra's own."""
-    known = [*RULES, "model"]
-    found = []
-    for name in names:
-        if name in known or name.startswith(PYINFRA_PREFIXES):
-            continue
-        close = difflib.get_close_matches(name, known, n=1)
-        found.append((name, close[0] if close else ""))
-    return found
+def _fold(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+def _swapped(a: str, b: str) -> bool:
+    """Two adjacent letters swapped (modle, prot): a typo even in a short name."""
+    if len(a) != len(b):
+        return False
+    diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    return (len(diff) == 2 and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+
+
+def near_miss(name: str) -> str:
+    """The knob `name` looks like a misspelling of, or '' when it is someone else's data."""
+    knobs = [*RULES, "model"]
+    if name in knobs or name.startswith(PYINFRA_PREFIXES):
+        return ""
+    folded = _fold(name)
+    for knob in knobs:
+        if folded == knob or _swapped(folded, knob):
+            return knob
+    close = difflib.get_close_matches(folded, knobs, n=1, cutoff=NEAR_MISS)
+    return close[0] if close else ""
+
+
+def data_keys(data: Mapping[str, Any]) -> list[str]:
+    """The keys of a host's data (pyinfra's HostData or a plain dict)."""
+    return list(data.dict()) if hasattr(data, "dict") else list(data)
+
+
+def ignored_keys(names: list[str]) -> list[str]:
+    """Host data that is neither ours nor pyinfra's: another deploy's, left alone."""
+    return [n for n in names if n not in RULES and n != "model"
+            and not n.startswith(PYINFRA_PREFIXES) and not near_miss(n)]
 
 
 def load(data: Mapping[str, Any], host: str = "") -> Config:
     """Check every knob of one host; the first bad one raises with the host's name."""
     values: dict[str, Any] = {}
     try:
-        keys = list(data.dict()) if hasattr(data, "dict") else list(data)
-        for name, close in unknown_knobs(keys):
-            hint = f"did you mean {close!r}? " if close else ""
-            raise ConfigError(name, data.get(name), f"a knob of group_data/all.py ({hint}"
-                                                    "unknown knobs are not ignored)")
+        for name in data_keys(data):
+            close = near_miss(name)
+            if close:
+                raise ConfigError(name, data.get(name),
+                                  f"a knob of group_data/all.py (did you mean {close!r}?)")
         for knob, rule in RULES.items():
             if data.get(knob) is None:
                 raise ConfigError(knob, None, "a value (is group_data/all.py in place?)")

@@ -240,3 +240,22 @@ class AgentPid(FactBase):
 
     def process(self, output: list[str]) -> int | None:
         return int(output[0]) if output and output[0].isdigit() else None
+
+
+class TextFile(FactBase):
+    """A small text file of the user's, read to merge into it: ("absent", ""), ("file",
+    its text) or ("other", "") for something that is not a readable regular file."""
+
+    def command(self, path: str) -> str:
+        p = shlex.quote(path)
+        return (f"if [ ! -e {p} ] && [ ! -L {p} ]; then echo absent; "
+                f"elif [ -f {p} ] && [ -r {p} ]; then echo file; cat {p}; "
+                "else echo other; fi")
+
+    def process(self, output: list[str]) -> tuple[str, str]:
+        kind = output[0] if output else "absent"
+        return kind, "\n".join(output[1:])
+
+    @staticmethod
+    def default() -> tuple[str, str]:
+        return "absent", ""

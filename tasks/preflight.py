@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
@@ -68,7 +69,12 @@ IDENTITY = (Kernel, LinuxDistribution, Home, UserId, Arch, SudoWorks, MemoryByte
 def device_target(knobs: Mapping[str, Any] | None = None
                   ) -> tuple[config.Config, target.Target, int, Known]:
     """Knobs checked, family detected, target chosen: facts only, nothing changes."""
-    cfg = config.load(knob_data(knobs or {}))  # pyinfra names the host on every line it prints
+    data = knob_data(knobs or {})
+    cfg = config.load(data)  # pyinfra names the host on every line it prints
+    ignored = config.ignored_keys(config.data_keys(data))
+    if ignored:  # other deploys' data in a shared inventory: normal, so only under --debug
+        host.log(f"host data not used by llama-docker: {', '.join(sorted(ignored))}",
+                 log_func=logger.debug)
     ident = gather([(cls, {}) for cls in IDENTITY])
     kernel = ident.get(Kernel)
     meta = ident.get(LinuxDistribution)["release_meta"] if kernel == "Linux" else {}
@@ -128,6 +134,7 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     seen = [remote_file(f) if f.is_url else local_file(f, cache) for f in specs]
     known = device_state(cfg, tgt, uid, env)
     busy_port.check(cfg, tgt, known, user)
+    runtime.check(cfg, tgt, known)
     _fits(cfg, tgt, seen, ident, known)
     if cfg.model_source == "controller":
         # Downloads once (paths are memoized); a dry run plans from what the URL says.

@@ -3,28 +3,29 @@ registry mirror and keep docker running (Debian and Arch share this)."""
 
 from __future__ import annotations
 
-import json
+import shlex
+from io import StringIO
 from typing import TYPE_CHECKING
+
+from pyinfra.operations import files, server
+
+from llama_docker import daemon_json
+from llama_docker.errors import RefusedError
 
 from . import converge
 from .converge import file_facts, unit_facts
+from .facts import TextFile
 
 if TYPE_CHECKING:
     from llama_docker.config import Config
     from llama_docker.target import Target
 
-    from .batch import Wanted
+    from .batch import Known, Wanted
     from .preflight import Plan
 
 
 PODMAN_MIRROR = "/etc/containers/registries.conf.d/50-llama-docker-mirror.conf"
-DOCKER_CONF = "/etc/docker/daemon.json"
-
-
-def daemon_json(mirror: str) -> str:
-    """docker's daemon.json for a LAN registry mirror (plain HTTP, as LAN mirrors are)."""
-    conf = {"registry-mirrors": [f"http://{mirror}"], "insecure-registries": [mirror]}
-    return json.dumps(conf, indent=2, sort_keys=True) + "\n"
+DOCKER_CONF = daemon_json.PATH
 
 
 def registries_conf(mirror: str) -> str:
@@ -34,9 +35,32 @@ def registries_conf(mirror: str) -> str:
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
-    mirror = file_facts(PODMAN_MIRROR if tgt.runtime == "podman" else DOCKER_CONF)
-    docker = unit_facts("docker.service", user_mode=False) if tgt.runtime == "docker" else []
-    return (mirror if cfg.registry_mirror else []) + docker
+    if tgt.runtime == "podman":
+        return file_facts(PODMAN_MIRROR) if cfg.registry_mirror else []
+    # daemon.json is read whatever the knobs: an invalid one is refused before docker is
+    # (re)started with it.
+    return [(TextFile, {"path": DOCKER_CONF}),
+            *unit_facts("docker.service", user_mode=False)]
+
+
+def docker_conf(known: Known, mirror: str) -> tuple[bool, str | None]:
+    """(whether daemon.json exists, its merged text or None when it needs no change).
+    Raises RefusedError, naming the file, for a file docker could not read."""
+    kind, text = known.get(TextFile, path=DOCKER_CONF)
+    if kind == "other":
+        raise RefusedError(f"{DOCKER_CONF} is not a regular file that can be read: fix or "
+                           "remove it, then run again (it was left as it is)")
+    current = text if kind == "file" else None
+    if not mirror:
+        daemon_json.parse(current)
+        return current is not None, None
+    return current is not None, daemon_json.with_mirror(current, mirror)
+
+
+def check(cfg: Config, tgt: Target, known: Known) -> None:
+    """Preflight: refuse a daemon.json docker could not read, before anything changes."""
+    if tgt.runtime == "docker":
+        docker_conf(known, cfg.registry_mirror)
 
 
 def configure(plan: Plan) -> bool:
@@ -48,11 +72,16 @@ def configure(plan: Plan) -> bool:
         return converge.put_text(known, name="Pull docker.io through the registry mirror",
                                  text=registries_conf(mirror), dest=PODMAN_MIRROR, mode="644",
                                  _sudo=True)
-    changed = False
-    if mirror:
-        changed = converge.put_text(known, name="Point docker at the registry mirror",
-                                    text=daemon_json(mirror), dest=DOCKER_CONF, mode="644",
-                                    _sudo=True)
+    existed, text = docker_conf(known, mirror)
+    if text is not None:
+        if existed:
+            conf, backup = shlex.quote(DOCKER_CONF), shlex.quote(daemon_json.BACKUP)
+            server.shell(name=f"Keep the previous daemon.json once as {daemon_json.BACKUP}",
+                         commands=[f"[ -e {backup} ] || cp -p {conf} {backup}"], _sudo=True)
+        # An existing file keeps its own mode and owner (pyinfra copies into it).
+        files.put(name="Merge the registry mirror into docker's daemon.json",
+                  src=StringIO(text), dest=DOCKER_CONF, _sudo=True,
+                  **({} if existed else {"mode": "644"}))
     converge.running(known, name="docker runs now and at boot", service="docker.service",
-                     restarted=changed, _sudo=True)
-    return changed
+                     restarted=text is not None, _sudo=True)
+    return text is not None

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "RELIABILITY.md"
 FAULT_TESTS = ("test_debian_docker.py", "test_model_lifecycle.py", "test_fanout.py",
-               "test_faults.py", "test_steamos.py", "test_direct.py")
+               "test_faults.py", "test_steamos.py", "test_direct.py", "test_user_config.py")
 ROW = re.compile(r"Fault:(?P<fault>.*?)\|\s*Seen:(?P<seen>.*?)\|\s*Left:(?P<left>.*)", re.S)
 
 
@@ -63,7 +63,7 @@ def render() -> str:
         "",
         "Each is refused before any host is touched, with one line: `<host>: knob <name>=<value>",
         "is invalid: expected <what is accepted>` (tests/unit/test_config.py and",
-        "tests/unit/test_spec.py; unknown knobs, bad model specs and API keys likewise).",
+        "tests/unit/test_spec.py; misspelt knobs, bad model specs and API keys likewise).",
         "",
         "| bad value | the line says it expects |",
         "| --- | --- |",

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from llama_docker.daemon_json import BACKUP, with_mirror
 from llama_docker.image import build_args, image_tag
-from llama_docker.tasks.runtime_rootful import PODMAN_MIRROR, daemon_json, registries_conf
+from llama_docker.tasks.runtime_rootful import PODMAN_MIRROR, registries_conf
 
 from .fixtures.harness import MODEL_SHA, Run, check_golden, converged, deploy_fixture
 
@@ -66,8 +67,49 @@ def test_registry_mirror_goes_to_daemon_json_and_restarts_docker(tmp_path: Path)
     run = deploy_fixture(tmp_path, "arch", registry_mirror="mirror.lan:5000")
     assert json.loads(run.upload("/etc/docker/daemon.json")) == {
         "registry-mirrors": ["http://mirror.lan:5000"], "insecure-registries": ["mirror.lan:5000"]}
-    assert run.upload("/etc/docker/daemon.json") == daemon_json("mirror.lan:5000")
-    assert run.op("Container runtime | Point docker at the registry mirror").sudo
+    assert run.upload("/etc/docker/daemon.json") == with_mirror(None, "mirror.lan:5000")
+    assert run.op("Container runtime | Merge the registry mirror").sudo
+    assert not [c for c in run.commands() if BACKUP in c]  # there was nothing to keep
+    assert run.op("Container runtime | docker runs now").commands[0] == (
+        "systemctl start docker.service")  # not running yet: started with the mirror
+
+
+USERS = '{"log-driver": "local", "log-opts": {"max-size": "10m"}}'
+DAEMON = "TextFile(/etc/docker/daemon.json)"
+
+
+def test_users_daemon_json_is_kept_once_then_merged(tmp_path: Path) -> None:
+    run = deploy_fixture(tmp_path, "arch", registry_mirror="mirror.lan:5000",
+                         facts={DAEMON: ["file", USERS]})
+    names = run.names()
+    keep, merge = (names.index(n) for n in (
+        f"Container runtime | Keep the previous daemon.json once as {BACKUP}",
+        "Container runtime | Merge the registry mirror into docker's daemon.json"))
+    assert keep < merge
+    assert run.op("Container runtime | Keep").commands == [
+        f"[ -e {BACKUP} ] || cp -p /etc/docker/daemon.json {BACKUP}"]
+    assert json.loads(run.upload("/etc/docker/daemon.json")) == {
+        "log-driver": "local", "log-opts": {"max-size": "10m"},
+        "registry-mirrors": ["http://mirror.lan:5000"], "insecure-registries": ["mirror.lan:5000"]}
+    assert not [c for c in run.op("Container runtime | Merge").commands if "chmod" in c]
+
+
+def test_daemon_json_with_the_mirror_is_left_alone_and_docker_not_restarted(tmp_path: Path
+                                                                            ) -> None:
+    merged = with_mirror(USERS, "mirror.lan:5000")
+    run = deploy_fixture(tmp_path, "arch", registry_mirror="mirror.lan:5000", facts={
+        DAEMON: ["file", merged], "PacmanPackages": {"docker": ["1"], "curl": ["1"]},
+        "SystemdStatus(*)": {"docker.service": True},
+        "SystemdEnabled(*)": {"docker.service": True}})
+    assert not [n for n in run.names() if n.startswith("Container runtime")]
+    assert not [c for c in run.commands() if c.endswith(" docker.service")]
+
+
+def test_invalid_daemon_json_refuses_the_host_before_anything(tmp_path: Path) -> None:
+    run = deploy_fixture(tmp_path, "arch", registry_mirror="mirror.lan:5000",
+                         facts={DAEMON: ["file", '{"log-driver": "local",']})
+    (op,) = run.ops
+    assert op.calls[0]["message"].startswith("/etc/docker/daemon.json is not valid JSON")
 
 
 @pytest.mark.parametrize("runtime", ["docker", "podman"])

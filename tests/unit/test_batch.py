@@ -64,3 +64,20 @@ def test_failed_fact_is_left_out_to_be_asked_alone() -> None:
 
 def test_missing_tool_gives_the_fact_default() -> None:
     assert run(((NeedsTool, {}),)) == {key(NeedsTool, {}): {}}
+
+
+def test_text_file_read_in_a_batch_whatever_its_last_line(tmp_path) -> None:  # noqa: ANN001
+    from llama_docker.tasks.facts import TextFile
+
+    (tmp_path / "plain.json").write_text('{\n  "a": 1\n}\n')
+    (tmp_path / "bare.json").write_text('{"a": 1}')  # no final newline
+    (tmp_path / "empty.json").write_text("")
+    paths = {n: str(tmp_path / n) for n in ("plain.json", "bare.json", "empty.json", "none",
+                                            "")}
+    got = run(tuple((TextFile, {"path": p}) for p in paths.values()))
+    fact = {n: got[key(TextFile, {"path": p})] for n, p in paths.items()}
+    assert fact["plain.json"] == ("file", '{\n  "a": 1\n}')
+    assert fact["bare.json"] == ("file", '{"a": 1}')
+    assert fact["empty.json"] == ("file", "")
+    assert fact["none"] == ("absent", "")
+    assert fact[""] == ("other", "")  # the folder itself: not a file to merge into

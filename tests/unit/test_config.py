@@ -74,6 +74,41 @@ def test_pyinfra_connection_data_is_not_a_knob() -> None:
     config.load({**DEFAULTS, "ssh_user": "pi", "ssh_port": 2222, "_sudo": True})
 
 
+@pytest.mark.parametrize(("typo", "knob"), [
+    ("ctx_sise", "ctx_size"), ("modle", "model"), ("ctxsize", "ctx_size"),
+    ("CTX_SIZE", "ctx_size"), ("ctx-size", "ctx_size"), ("prot", "port"), ("bnid", "bind"),
+    ("threds", "threads"), ("health_timout", "health_timeout"),
+    ("registry_mirrors", "registry_mirror"), ("api-key", "api_key"),
+    ("ram_margin", "ram_margin_mib"), ("model_dir", "models_dir"), ("Port", "port"),
+])
+def test_misspelt_knob_stops_the_host_with_the_knob_it_resembles(typo: str, knob: str
+                                                                 ) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.load({**DEFAULTS, typo: 1}, host="raspi")
+    msg = str(err.value)
+    assert msg.startswith(f"raspi: knob {typo}=1 is invalid: expected a knob of ")
+    assert f"did you mean {knob!r}?" in msg and "\n" not in msg
+
+
+FOREIGN = ["profile", "lab_ip", "role", "location", "owner", "backup_target", "nas_share",
+           "mqtt_host", "hostname", "kind", "sshport", "cache", "service", "timezone"]
+
+
+@pytest.mark.parametrize("key", FOREIGN)
+def test_other_deploys_host_data_is_ignored(key: str) -> None:
+    assert config.near_miss(key) == ""
+    cfg = config.load({**DEFAULTS, key: "raspi"}, host="raspi")
+    assert cfg.port == 8080
+    assert config.ignored_keys([*DEFAULTS, key]) == [key]
+
+
+def test_underscore_and_connection_keys_are_never_looked_at() -> None:
+    keys = ["_sudo", "_ctx_sise", "_modle", "ssh_user", "ssh_port", "ssh_key"]
+    config.load({**DEFAULTS, **dict.fromkeys(keys, "x")})
+    assert config.ignored_keys(keys) == []
+    assert [config.near_miss(k) for k in keys] == [""] * len(keys)
+
+
 @pytest.mark.parametrize("key", ["short", "has space in it 1234", "tab\there-0123456789"])
 def test_bad_api_key_is_refused_without_echoing_it(key: str) -> None:
     with pytest.raises(ConfigError) as err:
