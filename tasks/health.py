@@ -13,11 +13,11 @@ from llama_docker.config import Config
 from llama_docker.status import device_url
 from llama_docker.target import Target
 
+from .agents import restart_and_logs
 from .batch import Known, Wanted
 from .common import say_error
 from .facts import HttpStatus
 from .model import Switch, link_commands
-from .service_launchd import restart_and_logs
 
 PROMPT = {"prompt": "Hello", "n_predict": 4}
 

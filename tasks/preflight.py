@@ -16,7 +16,7 @@ from llama_docker.controller import LocalFile, local_file, remote_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
 
-from . import busy_port, health, image, model, runtime, runtime_macos, service
+from . import busy_port, health, image, model, runtime, service
 from .batch import Known, gather
 from .common import fail_host, is_dry, knob_data, ssh_user
 from .facts import (
@@ -29,6 +29,7 @@ from .facts import (
     SudoWorks,
     UserId,
 )
+from .runtime import macos as runtime_macos
 
 SUPPORTED = ("debian", "steamos", "arch", "macos")
 

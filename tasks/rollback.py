@@ -11,12 +11,12 @@ from pyinfra.operations import server, systemd
 
 from llama_docker.errors import LlamaDockerError
 
+from .agents import restart_and_logs
 from .common import fail_host
 from .facts import StoreState
 from .health import health
 from .model import link_commands
 from .preflight import device_target
-from .service_launchd import restart_and_logs
 
 
 @deploy("Rollback")

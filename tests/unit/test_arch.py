@@ -14,7 +14,7 @@ import pytest
 
 from llama_docker.daemon_json import BACKUP, with_mirror
 from llama_docker.image import build_args, image_tag
-from llama_docker.tasks.runtime_rootful import PODMAN_MIRROR, registries_conf
+from llama_docker.tasks.runtime.rootful import PODMAN_MIRROR, registries_conf
 
 from .fixtures.harness import MODEL_SHA, Run, check_golden, converged, deploy_fixture
 

@@ -1,4 +1,5 @@
-"""Service: a systemd unit from the template, enabled at boot, restarted only on change."""
+"""Service: the API key files, then the server as a systemd unit (Linux) or a launchd agent
+(macOS), restarted only when something it runs changed."""
 
 from __future__ import annotations
 
@@ -8,18 +9,17 @@ from typing import TYPE_CHECKING
 from pyinfra.api import deploy
 
 from llama_docker import apikey
-from llama_docker.units import server_args, systemd_unit
 
-from . import converge
-from .facts import NumericOwner
-from .service_launchd import serve
+from .. import converge
+from ..facts import NumericOwner
+from . import launchd, systemd
 
 if TYPE_CHECKING:
     from llama_docker.config import Config
     from llama_docker.target import Target
 
-    from .batch import Wanted
-    from .preflight import Plan
+    from ..batch import Wanted
+    from ..preflight import Plan
 
 SERVER_OWNER = "10001:0"  # the Containerfile's non-root user, group root
 
@@ -61,21 +61,7 @@ def _api_key(plan: Plan) -> tuple[str | None, bool]:
 @deploy("Service")
 def service(plan: Plan, image: str, changed: bool) -> bool:
     """Return True when the server is (re)started in this run."""
-    cfg, t = plan.cfg, plan.target
+    t = plan.target
     key_file, key_changed = _api_key(plan)
-    if t.manager == "launchd":
-        return serve(plan, image, changed or key_changed, key_file)
-    unit = systemd_unit(
-        runtime=t.runtime, image=image, model_name=cfg.model.name, models_dir=t.models_dir,
-        port=cfg.port, bind=cfg.bind, ctx_size=cfg.ctx_size, threads=plan.threads,
-        args=server_args(cfg.cors_origins, cfg.model.args, cfg.server_args),
-        mmproj=plan.mmproj is not None,
-        api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib,
-    )
-    name = f"{cfg.service_name}.service"
-    unit_changed = converge.put_text(plan.known, name=f"Unit {name}", text=unit,
-                                     dest=t.unit_path, mode="644", _sudo=t.sudo)
-    return converge.running(plan.known, name=f"{name} runs now and at boot", service=name,
-                            restarted=changed or unit_changed or key_changed,
-                            daemon_reload=unit_changed, user_mode=t.rootless, _sudo=t.sudo,
-                            _env=t.unit_env(plan.uid))
+    serve = launchd.serve if t.manager == "launchd" else systemd.serve
+    return serve(plan, image, changed or key_changed, key_file)

@@ -7,19 +7,19 @@ from typing import TYPE_CHECKING
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
 
-from . import runtime_rootful
-from .runtime_rootful import configure
+from . import rootful
+from .rootful import configure
 
 if TYPE_CHECKING:
     from llama_docker.config import Config
     from llama_docker.target import Target
 
-    from .batch import Wanted
-    from .preflight import Plan
+    from ..batch import Wanted
+    from ..preflight import Plan
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
-    return [(DebPackages, {}), *runtime_rootful.wants(cfg, tgt)]
+    return [(DebPackages, {}), *rootful.wants(cfg, tgt)]
 
 
 def install(plan: Plan) -> bool:

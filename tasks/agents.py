@@ -1,27 +1,22 @@
-"""macOS service: launchd agents from the template, (re)loaded only when they change.
+"""launchd agents on a Mac: upload a plist, (re)load it only when it changed, restart it.
 
 pyinfra's launchd.service only starts and stops jobs, and launchd keeps its own copy of a
 loaded plist: a changed plist means bootout + bootstrap; a new model or key with the same
-plist means a kickstart.
+plist means a kickstart. Used by colima's agent (runtime) and the server's (service).
 """
 
 from __future__ import annotations
 
 import io
 import shlex
-from typing import TYPE_CHECKING
 
 from pyinfra import host
 from pyinfra.operations import files, server
 
 from llama_docker import launchd
 from llama_docker.target import Target
-from llama_docker.units import server_args
 
 from .facts import LaunchAgentLoaded, LaunchdDomain
-
-if TYPE_CHECKING:
-    from .preflight import Plan
 
 
 def ensure_agent(agent: launchd.Agent, path: str, restart: bool = False,
@@ -45,25 +40,6 @@ def ensure_agent(agent: launchd.Agent, path: str, restart: bool = False,
                      commands=[launchd.kickstart_command(domain, agent.label)])
         return True
     return False
-
-
-def server_program(plan: Plan, image: str, key_file: str | None) -> tuple[str, ...]:
-    cfg, t = plan.cfg, plan.target
-    common = dict(models_dir=t.models_dir, port=cfg.port, bind=cfg.bind,
-                  ctx_size=cfg.ctx_size, threads=plan.threads, mmproj=plan.mmproj is not None,
-                  api_key_file=key_file,
-                  args=server_args(cfg.cors_origins, cfg.model.args, cfg.server_args))
-    assert plan.brew is not None  # preflight refuses a Mac without Homebrew
-    if t.runtime == "native":
-        return launchd.native_args(brew=plan.brew, metal=plan.arch == "arm64", **common)
-    return launchd.docker_args(brew=plan.brew, image=image, uid=plan.uid, **common)
-
-
-def serve(plan: Plan, image: str, changed: bool, key_file: str | None) -> bool:
-    """Run llama-server from a LaunchAgent; True when it was (re)started in this run."""
-    agent = launchd.server_agent(service=plan.cfg.service_name, home=plan.target.home,
-                                 program=server_program(plan, image, key_file), env=plan.env)
-    return ensure_agent(agent, plan.target.unit_path, restart=changed)
 
 
 def restart_and_logs(t: Target, service: str) -> tuple[str, str]:

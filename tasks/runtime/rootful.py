@@ -12,16 +12,16 @@ from pyinfra.operations import files, server
 from llama_docker import daemon_json
 from llama_docker.errors import RefusedError
 
-from . import converge
-from .converge import file_facts, unit_facts
-from .facts import TextFile
+from .. import converge
+from ..converge import file_facts, unit_facts
+from ..facts import TextFile
 
 if TYPE_CHECKING:
     from llama_docker.config import Config
     from llama_docker.target import Target
 
-    from .batch import Known, Wanted
-    from .preflight import Plan
+    from ..batch import Known, Wanted
+    from ..preflight import Plan
 
 
 PODMAN_MIRROR = "/etc/containers/registries.conf.d/50-llama-docker-mirror.conf"

@@ -6,21 +6,21 @@ from typing import TYPE_CHECKING
 
 from pyinfra.api import deploy
 
-from . import runtime_arch, runtime_debian, runtime_macos, runtime_rootful, runtime_steamos
+from . import arch, debian, macos, rootful, steamos
 
 if TYPE_CHECKING:
     from llama_docker.config import Config
     from llama_docker.target import Target
 
-    from .batch import Known, Wanted
-    from .preflight import Plan
+    from ..batch import Known, Wanted
+    from ..preflight import Plan
 
-INSTALLERS = {"debian": runtime_debian.install, "steamos": runtime_steamos.install,
-              "arch": runtime_arch.install, "macos": runtime_macos.install}
+INSTALLERS = {"debian": debian.install, "steamos": steamos.install,
+              "arch": arch.install, "macos": macos.install}
 
 
-FACTS = {"debian": runtime_debian.wants, "steamos": runtime_steamos.wants,
-         "arch": runtime_arch.wants}
+FACTS = {"debian": debian.wants, "steamos": steamos.wants,
+         "arch": arch.wants}
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
@@ -32,7 +32,7 @@ def check(cfg: Config, tgt: Target, known: Known) -> None:
     """Refuse (RefusedError) what the installer would have to break: a user's runtime
     configuration it cannot read. Runs in preflight, before anything changes."""
     if tgt.profile in ("debian", "arch"):
-        runtime_rootful.check(cfg, tgt, known)
+        rootful.check(cfg, tgt, known)
 
 
 @deploy("Container runtime")

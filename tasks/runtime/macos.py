@@ -16,12 +16,12 @@ from pyinfra.operations import brew, files, server
 from llama_docker import fit, launchd
 from llama_docker.errors import RefusedError
 
-from .common import say
-from .facts import ColimaRunning, HomebrewPrefix, LaunchdDomain
-from .service_launchd import ensure_agent
+from ..agents import ensure_agent
+from ..common import say
+from ..facts import ColimaRunning, HomebrewPrefix, LaunchdDomain
 
 if TYPE_CHECKING:
-    from .preflight import Plan
+    from ..preflight import Plan
 
 BREW_INSTALL = ('/bin/bash -c "$(curl -fsSL '
                 'https://raw.githubusercontent.com/Homebrew/install/HEAD/install.sh)"')

@@ -9,16 +9,16 @@ from pyinfra.facts.files import File
 from pyinfra.facts.server import Which
 from pyinfra.operations import server
 
-from . import converge
-from .common import fail_host, ssh_user
-from .runtime_rootful import registries_conf
+from .. import converge
+from ..common import fail_host, ssh_user
+from .rootful import registries_conf
 
 if TYPE_CHECKING:
     from llama_docker.config import Config
     from llama_docker.target import Target
 
-    from .batch import Wanted
-    from .preflight import Plan
+    from ..batch import Wanted
+    from ..preflight import Plan
 
 
 def _linger(user: str) -> str:
