@@ -112,7 +112,7 @@ def _check_sudo(works: str, user: str) -> None:
         return
     if "password" not in works:
         raise RefusedError(f"sudo does not work for {user}: {works}")
-    if not host_sudo_password() and host.state.config.USE_SUDO_PASSWORD:
+    if not host_sudo_password() and getattr(host.state.config, "USE_SUDO_PASSWORD", False):
         host.run_shell_command(command="true", _sudo=True)  # pyinfra's own prompt, once
     password = host_sudo_password()
     if not password:
