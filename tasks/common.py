@@ -33,9 +33,8 @@ def ssh_user() -> str:
     return login_user(host.data, getattr(host.connector, "client", None))
 
 
-def host_sudo_password(h=None) -> str | None:  # noqa: ANN001 - a pyinfra Host
+def host_sudo_password(h) -> str | None:  # noqa: ANN001 - a pyinfra Host
     """The sudo password pyinfra has for this host, if any (llama_docker/login.py)."""
-    h = h or host
     return sudo_password(h.data, h.state.config, h.connector_data)
 
 

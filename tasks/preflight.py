@@ -112,9 +112,9 @@ def _check_sudo(works: str, user: str) -> None:
         return
     if "password" not in works:
         raise RefusedError(f"sudo does not work for {user}: {works}")
-    if not host_sudo_password() and getattr(host.state.config, "USE_SUDO_PASSWORD", False):
+    if not host_sudo_password(host) and getattr(host.state.config, "USE_SUDO_PASSWORD", False):
         host.run_shell_command(command="true", _sudo=True)  # pyinfra's own prompt, once
-    password = host_sudo_password()
+    password = host_sudo_password(host)
     if not password:
         raise RefusedError(
             f"sudo asks for a password: set _sudo_password in {user}'s host data, run pyinfra "
