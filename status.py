@@ -26,6 +26,7 @@ from pyinfra_cli.inventory import make_inventory
 
 from llama_docker import config, status
 from llama_docker.errors import ConfigError, LlamaDockerError, RefusedError
+from llama_docker.login import login_user
 
 HERE = Path(__file__).resolve().parent
 # Connect (10 s) + login, then the scripts' own bounds: a hung host cannot hold the table.
@@ -58,7 +59,8 @@ def _ask(host: Host, cfg: config.Config) -> status.Row:
     host.connect(show_errors=False, raise_exceptions=True)
     facts = _run(host, status.FACTS_SCRIPT)
     try:
-        t = status.target_of(cfg, facts, host.data.get("ssh_user") or "root")
+        user = login_user(host.data, getattr(host.connector, "client", None))
+        t = status.target_of(cfg, facts, user)
     except RefusedError as exc:
         return status.refused_row(host.name, facts, exc)
     uid = int(facts["uid"]) if facts.get("uid", "").isdigit() else 0

@@ -36,14 +36,20 @@ CHACHA_FIRST = "chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,aes128-ctr"
 @dataclass(frozen=True)
 class SshTarget:
     """The OpenSSH client's view of a device: the same user, key and pinned known_hosts
-    that pyinfra uses, so a push through `ssh` trusts exactly what pyinfra trusts."""
+    that pyinfra uses, so a push through `ssh` trusts exactly what pyinfra trusts.
+
+    As in pyinfra's own `ssh` command line (its rsync), only what host data sets becomes a
+    flag; everything else (port, user, key, known_hosts of an alias) comes from the same
+    ssh config file pyinfra read (`-F` when `ssh_config_file` is set).
+    """
 
     hostname: str
-    port: int = 22
+    port: int | None = None
     user: str | None = None
     key: str | None = None
     known_hosts: str | None = None
     strict: bool = True
+    config_file: str | None = None
 
     @classmethod
     def from_data(cls, name: str, data: Mapping[str, Any]) -> SshTarget | None:
@@ -51,14 +57,21 @@ class SshTarget:
         if shutil.which("ssh") is None or data.get("ssh_password"):
             return None
         strict = str(data.get("ssh_strict_host_key_checking", "yes")).lower() != "no"
-        return cls(hostname=data.get("ssh_hostname") or name, port=int(data.get("ssh_port") or 22),
+        port = data.get("ssh_port")
+        return cls(hostname=data.get("ssh_hostname") or name, port=int(port) if port else None,
                    user=data.get("ssh_user"), key=data.get("ssh_key"),
-                   known_hosts=data.get("ssh_known_hosts_file"), strict=strict)
+                   known_hosts=data.get("ssh_known_hosts_file"), strict=strict,
+                   config_file=data.get("ssh_config_file"))
 
     def argv(self, aes: bool) -> list[str]:
-        argv = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15",
-                "-o", "ServerAliveCountMax=4", "-c", AES_FIRST if aes else CHACHA_FIRST,
-                "-o", f"StrictHostKeyChecking={'yes' if self.strict else 'accept-new'}"]
+        argv = ["ssh"]
+        if self.config_file:
+            argv += ["-F", os.path.expanduser(self.config_file)]
+        if self.port:
+            argv += ["-p", str(self.port)]
+        argv += ["-o", "BatchMode=yes", "-o", "ServerAliveInterval=15",
+                 "-o", "ServerAliveCountMax=4", "-c", AES_FIRST if aes else CHACHA_FIRST,
+                 "-o", f"StrictHostKeyChecking={'yes' if self.strict else 'accept-new'}"]
         if self.key:
             argv += ["-i", os.path.expanduser(self.key), "-o", "IdentitiesOnly=yes"]
         if self.known_hosts:
@@ -171,21 +184,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def lock_command(lock: str, me: str) -> str:
+    """mkdir the lock (atomic) and say `acquired`, `held <owner>` when it exists, or
+    `failed <mkdir's message>` when it cannot be made (a store the user cannot write)."""
+    q = shlex.quote(lock)
+    return (f"if err=$(mkdir {q} 2>&1); then echo {shlex.quote(me)} > {q}/owner && "
+            f"echo acquired; elif [ -d {q} ]; then echo held $(cat {q}/owner 2>/dev/null); "
+            'else echo "failed $err"; fi')
+
+
+def lock_failure(lock: str, answer: str) -> str | None:
+    """The one-line error for a lock that could not be created, None when it was or is held."""
+    word, _, rest = answer.strip().partition(" ")
+    if word in ("acquired", "held"):
+        return None
+    why = rest.rsplit(": ", 1)[-1].strip() if rest.strip() else (answer.strip() or "no answer")
+    return f"cannot create the lock {lock} on the device: {why}"
+
+
 def acquire(client: paramiko.SSHClient, lock: str) -> None:
     """Take the device-side lock for one file (mkdir is atomic), or say who holds it.
 
     A lock left by a dead deploy from this same controller is taken over; one held by
     another controller is left alone, with the command to clear it if that deploy died.
+    A lock that cannot be created at all (permissions, a missing store) is said as such.
     """
     me = f"{socket.gethostname()} {os.getpid()}"
     q = shlex.quote(lock)
     for _ in range(2):
-        code, out, _ = run_remote(client, f"mkdir {q} 2>/dev/null && echo {shlex.quote(me)} "
-                                          f"> {q}/owner && echo acquired || cat {q}/owner "
-                                          "2>/dev/null")
+        _, out, _ = run_remote(client, lock_command(lock, me))
+        failed = lock_failure(lock, out)
+        if failed:
+            raise LlamaDockerError(failed)
         if out.strip() == "acquired":
             return
-        owner = out.strip().split()
+        owner = out.strip().split()[1:]
         if len(owner) == 2 and owner[0] == socket.gethostname() and owner[1].isdigit() \
                 and not _pid_alive(int(owner[1])):
             run_remote(client, f"rm -rf {q}")  # our own earlier deploy died holding it

@@ -10,6 +10,7 @@ from pyinfra import host, logger
 from pyinfra.operations import python
 
 from llama_docker.defaults import DEFAULTS
+from llama_docker.login import login_user, root_command, sudo_password
 
 # The first error line of each host, for the summary at the end of the run.
 errors: dict[str, str] = {}
@@ -33,8 +34,23 @@ def _fail(state, host, message: str) -> bool:  # noqa: ANN001 - pyinfra's callba
 
 
 def ssh_user() -> str:
-    """The user the deploy logs in as on this host (pyinfra's default: root)."""
-    return host.data.get("ssh_user") or "root"
+    """The user the deploy logs in as on this host, from pyinfra's connection (an ssh config
+    alias's `User` is in no host data), else host data, else root."""
+    return login_user(host.data, getattr(host.connector, "client", None))
+
+
+def host_sudo_password(h) -> str | None:  # noqa: ANN001 - a pyinfra Host
+    """The sudo password pyinfra has for this host, if any (llama_docker/login.py)."""
+    return sudo_password(h.data, h.state.config, h.connector_data)
+
+
+def run_as(h, command: str, sudo: bool, **kwargs: Any):  # noqa: ANN001, ANN201 - pyinfra's
+    """A raw command on the device, as root when `sudo`: pyinfra's operations and facts take
+    `_sudo_password` themselves, raw commands must feed it (on stdin, never argv)."""
+    if not sudo:
+        return h.run_shell_command(command=command, **kwargs)
+    cmd, stdin = root_command(command, host_sudo_password(h))
+    return h.run_shell_command(command=cmd, **({"_stdin": stdin} if stdin else {}), **kwargs)
 
 
 def knob_data(knobs: Mapping[str, Any]) -> dict[str, Any]:

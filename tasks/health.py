@@ -15,29 +15,30 @@ from llama_docker.target import Target
 
 from .agents import restart_and_logs
 from .batch import Known, Wanted
-from .common import say_error
+from .common import run_as, say_error
 from .facts import HttpStatus
 from .model import Switch, link_commands
 
 PROMPT = {"prompt": "Hello", "n_predict": 4}
 
 
-def wait_script(url: str, timeout: int, header: str, sudo: bool) -> str:
+def wait_script(url: str, timeout: int, header: str) -> str:
     """A bounded poll of /health that names what it waited for, then a short completion.
 
     The completion sends the API key header when the device has one (curl reads it from the
-    root-only file: the key never appears on a command line).
+    file: the key never appears on a command line). On a rootful device that file is root's,
+    so the whole script runs as root (tasks/common.py run_as: sudo with its password on
+    stdin, when it needs one).
     """
     tries = max(timeout // 2, 1)
     body = shlex.quote(json.dumps(PROMPT))
-    sudo_ = "sudo -n " if sudo else ""
     return (
         f"i=0; code=000; while [ $i -lt {tries} ]; do "
         f"code=$(curl -s -o /dev/null --max-time 2 -w '%{{http_code}}' {url}/health); "
         '[ "$code" = 200 ] && break; i=$((i+1)); sleep 2; done; '
         f'if [ "$code" != 200 ]; then echo "{url}/health did not answer 200 within {timeout}s '
         '(last status $code)"; exit 1; fi; '
-        f"if {sudo_}test -f {header}; then auth='{sudo_}curl -H @{header}'; "
+        f"if test -f {header}; then auth='curl -H @{header}'; "
         "else auth=curl; fi; "
         f"$auth -fsS --max-time 60 -H 'Content-Type: application/json' -d {body} "
         f"{url}/completion | grep -q '\"content\"' || "
@@ -45,14 +46,15 @@ def wait_script(url: str, timeout: int, header: str, sudo: bool) -> str:
     )
 
 
-def _healthy(h, script: str) -> tuple[bool, str]:  # noqa: ANN001
-    ok, out = h.run_shell_command(command=script)
+def _healthy(h, script: str, sudo: bool) -> tuple[bool, str]:  # noqa: ANN001
+    ok, out = run_as(h, script, sudo)
     return ok, " ".join(out.stdout_lines + out.stderr_lines).strip()
 
 
 def _wait(state, host, url: str, script: str, service: str, root: str,  # noqa: ANN001
-          rollback: dict[str, str], restart: str, env: dict[str, str], logs: str) -> bool:
-    ok, why = _healthy(host, script)
+          rollback: dict[str, str], restart: str, env: dict[str, str], logs: str,
+          sudo: bool) -> bool:
+    ok, why = _healthy(host, script, sudo)
     if ok:
         return True
     if not rollback:
@@ -60,8 +62,8 @@ def _wait(state, host, url: str, script: str, service: str, root: str,  # noqa: 
         return False
     cmds = [link_commands(root, link, target) for link, target in rollback.items()]
     host.run_shell_command(command=" && ".join(cmds))
-    host.run_shell_command(command=restart, _env=env)
-    back, _ = _healthy(host, script)
+    run_as(host, restart, sudo, _env=env)
+    back, _ = _healthy(host, script, sudo)
     old = rollback["current.gguf"]
     state_now = "it answers again" if back else "it does not answer either"
     say_error(host, f"the new model failed its health check ({why}); rolled back to {old}, "
@@ -85,11 +87,11 @@ def health(cfg: Config, t: Target, env: dict[str, str], restarted: bool,
         rollback = {link: target for link, target in switch.before.items() if target}
     service = f"{cfg.service_name}.service"
     user = "--user " if t.manager == "systemd-user" else ""
-    restart = f"{'' if user else 'sudo -n '}systemctl {user}restart {shlex.quote(service)}"
+    restart = f"systemctl {user}restart {shlex.quote(service)}"
     logs = f"journalctl {user}-u {service}"
     if t.manager == "launchd":
         restart, logs = restart_and_logs(t, cfg.service_name)
-    script = wait_script(url, cfg.health_timeout, paths(t.config_dir)[1], t.sudo)
+    script = wait_script(url, cfg.health_timeout, paths(t.config_dir)[1])
     python.call(name=f"Wait for {url}/health and a first completion", function=_wait,
                 url=url, script=script, service=service, root=t.models_dir,
-                rollback=rollback, restart=restart, env=env, logs=logs)
+                rollback=rollback, restart=restart, env=env, logs=logs, sudo=t.sudo)

@@ -18,7 +18,7 @@ from llama_docker.push import Store
 
 from . import busy_port, health, image, model, runtime, service
 from .batch import Known, gather
-from .common import fail_host, is_dry, knob_data, ssh_user
+from .common import fail_host, host_sudo_password, is_dry, knob_data, run_as, ssh_user
 from .facts import (
     CpuHasAes,
     FreeBytes,
@@ -114,6 +114,27 @@ def _fits(cfg: config.Config, tgt: target.Target, files: list[LocalFile], ident:
         raise RefusedError(why)
 
 
+def _check_sudo(works: str, user: str) -> None:
+    """Refuse unless sudo works: without a password (NOPASSWD), or with the one pyinfra was
+    given (`_sudo_password`, `--same-sudo-password`), or asked for (`--use-sudo-password`)."""
+    if works == "yes":
+        return
+    if "password" not in works:
+        raise RefusedError(f"sudo does not work for {user}: {works}")
+    if not host_sudo_password(host) and getattr(host.state.config, "USE_SUDO_PASSWORD", False):
+        host.run_shell_command(command="true", _sudo=True)  # pyinfra's own prompt, once
+    password = host_sudo_password(host)
+    if not password:
+        raise RefusedError(
+            f"sudo asks for a password: set _sudo_password in {user}'s host data, run pyinfra "
+            f"with --use-sudo-password (it asks), or allow NOPASSWD (echo '{user} ALL=(ALL) "
+            "NOPASSWD:ALL' | sudo tee /etc/sudoers.d/llama-docker on the device)")
+    ok, out = run_as(host, "true", True, _timeout=60)
+    if not ok:
+        why = (out.stderr_lines or out.stdout_lines or ["sudo failed"])[-1].strip()
+        raise RefusedError(f"sudo refused the password given for {user}: {why}")
+
+
 def _check(knobs: Mapping[str, Any]) -> Plan:
     cfg, tgt, uid, ident = device_target(knobs)
     kind = tgt.profile
@@ -121,13 +142,8 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     env = runtime_macos.device_env(brew, tgt.runtime) if brew else {}
     arch = profile.image_arch(ident.get(Arch))
     user = ssh_user()
-    sudo = ident.get(SudoWorks) if tgt.sudo else "yes"
-    if sudo != "yes" and "password" not in sudo:
-        raise RefusedError(f"sudo does not work for {user}: {sudo}")
-    if sudo != "yes":
-        raise RefusedError("sudo asks for a password: allow NOPASSWD for this user "
-                           "(echo 'USER ALL=(ALL) NOPASSWD:ALL' | sudo tee "
-                           "/etc/sudoers.d/llama-docker) or run pyinfra with --sudo-password")
+    if tgt.sudo:
+        _check_sudo(ident.get(SudoWorks), user)
     cache = Path(cfg.cache_dir).expanduser()
     specs = [cfg.model.file] + ([cfg.model.mmproj] if cfg.model.mmproj else [])
     # Fit first, from what the URL says (sha256, size): nothing is downloaded for a device

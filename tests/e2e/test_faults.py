@@ -105,8 +105,9 @@ def test_no_disk_room_refused_before_transfer(fleet: dict, run: Run) -> None:
 
 
 def test_sudo_with_password_refused(fleet: dict, run: Run) -> None:
-    """Fault: sudo asks for a password | Seen: `sudo asks for a password: allow NOPASSWD ...
-    or run pyinfra with --sudo-password` | Left: nothing changed on the device"""
+    """Fault: sudo asks for a password and none was given | Seen: `sudo asks for a password:
+    set _sudo_password ..., run pyinfra with --use-sudo-password ..., or allow NOPASSWD ...` |
+    Left: nothing changed on the device"""
     assert re.search(r"\[e2e-fault-sudo\]\s+llama-docker: sudo asks for a password", run.output)
     dev = fleet["sudo"]
     assert lab.docker("exec", dev.container, "test", "-e", "/usr/bin/dockerd",
