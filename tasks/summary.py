@@ -14,6 +14,7 @@ import sys
 
 import pyinfra
 from pyinfra import state
+from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_state
 
 from llama_docker import controller, diagnose
@@ -86,6 +87,10 @@ def _rows() -> list[tuple[str, str, str, list[str]]]:
             rows.append((name, "REFUSED" if name in refused else "FAILED", errors[name], []))
         elif host in state.failed_hosts or state.get_results_for_host(host).error_ops:
             rows.append((name, "FAILED", _failed_step(host), []))
+        elif state.current_stage < StateStage.Execute and not is_dry():
+            # A deploy file that raised, or a confirmation answered no: nothing ran anywhere.
+            rows.append((name, "NOT RUN", "the run stopped before changing anything "
+                                          "(see above)", []))
         elif is_dry():
             steps = _steps(host)
             rows.append((name, f"{len(steps)} steps" if steps else "up to date", "", steps))

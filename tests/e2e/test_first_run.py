@@ -179,3 +179,14 @@ def test_verified_files_are_read_only(device: lab.Device, model: bytes) -> None:
     write = device.exec("su", "pi", "-c", f"echo x >> {store}/{sha}.gguf 2>&1 || echo refused",
                         check=False)
     assert "refused" in write
+
+
+def test_a_deploy_file_that_raises_says_not_run(inv: Path, hub: FaultServer) -> None:
+    """A deploy file that fails while the plan is made: no host may read `ok`."""
+    broken = inv / "broken_deploy.py"
+    broken.write_text('raise RuntimeError("a bug in my deploy file")\n')
+    result = deploy(inv / "inventory.py", entry=str(broken),
+                    env={"HF_ENDPOINT": hub.url("").rstrip("/")})
+    assert result.code != 0
+    assert re.search(rf"{HOST}\s+NOT RUN\s+the run stopped before changing anything",
+                     summary(result.output)), result.output[-3000:]
