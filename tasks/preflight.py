@@ -9,7 +9,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
-from llama_docker import config, fit, profile, target
+from llama_docker import clock, config, fit, profile, target
 from llama_docker.controller import LocalFile, local_file, remote_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
@@ -19,6 +19,7 @@ from .batch import Known, gather
 from .common import fail_host, ssh_user
 from .facts import (
     CpuHasAes,
+    DeviceClock,
     FreeBytes,
     MacPhysicalCores,
     MemoryBytes,
@@ -61,7 +62,7 @@ class Plan:
 # Who the device is, in one round trip: every family's facts (a Mac's answer to a Linux
 # question is empty, and the question is not asked again unless a step needs it).
 IDENTITY = (Kernel, LinuxDistribution, Home, UserId, Arch, SudoWorks, MemoryBytes,
-            PhysicalCores, MacPhysicalCores, CpuHasAes)
+            PhysicalCores, MacPhysicalCores, CpuHasAes, DeviceClock)
 
 
 def device_target() -> tuple[config.Config, target.Target, int, Known]:
@@ -108,6 +109,9 @@ def _fits(cfg: config.Config, tgt: target.Target, files: list[LocalFile], ident:
 def _check() -> Plan:
     cfg, tgt, uid, ident = device_target()
     kind = tgt.profile
+    skew = clock.skew_refusal(ident.get(DeviceClock), ident.read_at, kind)
+    if skew:  # before anything else: apt and TLS fail on such a device
+        raise RefusedError(skew)
     brew = runtime_macos.homebrew() if kind == "macos" else None
     env = runtime_macos.device_env(brew, tgt.runtime) if brew else {}
     arch = profile.image_arch(ident.get(Arch))
