@@ -85,7 +85,8 @@ class _Spy:
                 return super().update(n)
 
         self.subprocess = types.SimpleNamespace(Popen=popen, DEVNULL=subprocess.DEVNULL,
-                                                PIPE=subprocess.PIPE)
+                                                PIPE=subprocess.PIPE,
+                                                TimeoutExpired=subprocess.TimeoutExpired)
         self.tqdm = Bar
 
     def __enter__(self) -> _Spy:

@@ -12,7 +12,7 @@ import shlex
 import paramiko
 
 from .errors import FetchError
-from .push import Store, locked, remote_size, run_remote, verify_and_store
+from .push import Store, remote_size, run_locked, verify_and_store
 
 ATTEMPTS = 10
 
@@ -38,14 +38,14 @@ def fetch_on_device(client: paramiko.SSHClient, url: str, sha: str, size: int | 
                     store: Store, name: str) -> tuple[int, int]:
     """Download into the device's store and verify it there; return (bytes now on the
     device that were not before, offset resumed from)."""
-    with locked(client, store, sha):
-        part = store.part(sha)
-        offset = remote_size(client, part)
-        code, _, err = run_remote(client, download_script(url, part, size))
-        if code != 0:
-            kept = remote_size(client, part)
-            raise FetchError(f"the device could not download {url}: {err.strip() or code}; "
-                             f"{kept} bytes kept, re-run to resume")
-        got = remote_size(client, part)
-        verify_and_store(client, sha, store, name)
-        return got - offset, offset
+    part = store.part(sha)
+    offset = remote_size(client, part)
+    # curl inherits the lock: a download left running by a dead deploy keeps it.
+    code, _, err = run_locked(client, store, sha, download_script(url, part, size))
+    if code != 0:
+        kept = remote_size(client, part)
+        raise FetchError(f"the device could not download {url}: {err.strip() or code}; "
+                         f"{kept} bytes kept, re-run to resume")
+    got = remote_size(client, part)
+    verify_and_store(client, sha, store, name)
+    return got - offset, offset

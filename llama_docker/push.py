@@ -7,7 +7,6 @@ it. Nothing unverified ever has the final name, so nothing unverified is ever se
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import shutil
@@ -15,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,12 @@ import paramiko
 from tqdm import tqdm
 
 from .errors import LlamaDockerError, VerifyError
+from .interrupt import die_with_parent, interrupted, stoppable
 
 CHUNK = 1 << 20
+BUSY = 75   # exit status of a device command that found the lock held by another process
+MOVED = 76  # exit status of a write that found the .part not at the size this deploy read
+NOLOCK = 77  # exit status of a device command that could not create the lock file at all
 STALL_SECONDS = 300  # no byte accepted for this long: the push fails, the next run resumes
 # AES-GCM is the fastest OpenSSH cipher where both ends have AES instructions; ChaCha20 is
 # faster on CPUs without them (a Raspberry Pi 4, for one).
@@ -126,33 +129,138 @@ def remote_size(client: paramiko.SSHClient, path: str) -> int:
     return int(text) if code == 0 and text.isdigit() else 0
 
 
-def _stream_openssh(target: SshTarget, aes: bool, local: Path, offset: int, dest: str,
-                    bar: tqdm) -> None:
-    """Append local[offset:] to dest with the OpenSSH client reading the file directly."""
+def owner() -> str:
+    """Who holds a lock, as another deploy's refusal names it."""
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def under_lock(lock: str, body: str) -> str:
+    """A device command that runs `body` holding the model's lock, or exits BUSY.
+
+    The lock is flock(2) on fd 9, which every process `body` starts inherits: it lives
+    exactly as long as the processes that write the file. A deploy that dies (Ctrl-C,
+    SIGKILL, a dropped link) leaves no lock behind once its writer has seen EOF, and a
+    writer that is still running keeps it, so a dead owner is never "taken over" while its
+    bytes still arrive. flock(1) is util-linux's; macOS has perl's flock instead. The file
+    is removed on the way out; `-ef` catches a lock taken on a file just removed.
+    """
+    q = shlex.quote(lock)
+    script = (
+        f'msg=$(touch {q} 2>&1) || {{ echo "nolock ${{msg##*: }}" >&2; exit {NOLOCK}; }}; '
+        f"exec 9>>{q} || exit {NOLOCK}; "
+        "if command -v flock >/dev/null 2>&1; then flock -n 9; else perl -MFcntl=:flock "
+        "-e 'open(my $f, \">>&=\", 9) or exit 1; flock($f, LOCK_EX | LOCK_NB) or exit 1'; fi "
+        f"&& [ {q} -ef /dev/fd/9 ] || {{ echo \"busy $(cat {q} 2>/dev/null)\" >&2; "
+        f"exit {BUSY}; }}; echo {shlex.quote(owner())} > {q}; trap 'rm -f {q}' EXIT; {body}"
+    )
+    return f"sh -c {shlex.quote(script)}"
+
+
+def busy_error(err: str, lock: str) -> LlamaDockerError:
+    """The refusal when another process holds the lock, naming its deploy."""
+    who = next((line.split(None, 1)[1] for line in err.splitlines()
+                if line.startswith("busy ") and len(line.split()) > 1), "an unknown deploy")
+    return LlamaDockerError(f"another deploy ({who}) is writing this model on the device "
+                            f"({lock}); wait for it: the lock goes with its last writer")
+
+
+def lock_failure(lock: str, err: str) -> str | None:
+    """The one-line error for a lock file that could not be created at all (a store this
+    user cannot write): not another deploy's lock. None when err says no such thing."""
+    for line in err.splitlines():
+        if line.startswith("nolock"):
+            why = line.removeprefix("nolock").strip() or "it could not be created"
+            return f"cannot create the lock {lock} on the device: {why}"
+    return None
+
+
+def lock_error(code: int, err: str, lock: str) -> LlamaDockerError | None:
+    """What a device command's exit status says about the lock, if anything."""
+    if code == BUSY:
+        return busy_error(err, lock)
+    if code == NOLOCK:
+        return LlamaDockerError(lock_failure(lock, err)
+                                or f"cannot create the lock {lock} on the device")
+    return None
+
+
+def run_locked(client: paramiko.SSHClient, store: Store, sha: str, body: str,
+               timeout: float = 3600) -> tuple[int, str, str]:
+    """run_remote of `body` under the model's device-side lock; a lock not had raises."""
+    code, out, err = run_remote(client, under_lock(store.lock(sha), body), timeout)
+    failed = lock_error(code, err, store.lock(sha))
+    if failed:
+        raise failed
+    return code, out, err
+
+
+def append_command(part: str, offset: int) -> str:
+    """Append stdin to `part`, but only if it still holds exactly `offset` bytes: another
+    deploy may have written it since this one read its size."""
+    q = shlex.quote(part)
+    return (f'[ "$( [ -e {q} ] && wc -c < {q} || echo 0)" -eq {offset} ] || '
+            f"{{ echo 'the .part changed since its size was read' >&2; exit {MOVED}; }}; "
+            f"cat >> {q}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the ssh child now (an interrupt, a stall): TERM, then KILL, bounded."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=3)
+
+
+def _stream_openssh(target: SshTarget, aes: bool, local: Path, offset: int, store: Store,
+                    sha: str, bar: tqdm) -> None:
+    """Append local[offset:] to the .part with the OpenSSH client reading the file directly.
+
+    Whatever ends this call early (Ctrl-C, SIGTERM, an error) ends the ssh child with it;
+    if this process dies outright, the kernel sends the child SIGTERM (Linux).
+    """
+    dest, lock = store.part(sha), store.lock(sha)
     with open(local, "rb", buffering=0) as f:
         f.seek(offset)
-        proc = subprocess.Popen([*target.argv(aes), f"cat >> {shlex.quote(dest)}"], stdin=f,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        # ssh shares our file offset: reading it shows progress without copying a byte.
-        done, moved_at = offset, time.monotonic()
-        while proc.poll() is None:
-            time.sleep(0.2)
-            pos = os.lseek(f.fileno(), 0, os.SEEK_CUR)
-            if pos != done:
-                bar.update(pos - done)
-                done, moved_at = pos, time.monotonic()
-            elif time.monotonic() - moved_at > STALL_SECONDS:
-                proc.kill()
-        bar.update(os.lseek(f.fileno(), 0, os.SEEK_CUR) - done)
+        proc = subprocess.Popen([*target.argv(aes), under_lock(lock, append_command(dest, offset))],
+                                stdin=f, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                preexec_fn=die_with_parent())
+        done = offset
+        with stoppable(proc.terminate):
+            try:
+                # ssh shares our file offset: reading it shows progress without copying a byte.
+                moved_at = time.monotonic()
+                while proc.poll() is None:
+                    time.sleep(0.2)
+                    pos = os.lseek(f.fileno(), 0, os.SEEK_CUR)
+                    if pos != done:
+                        bar.update(pos - done)
+                        done, moved_at = pos, time.monotonic()
+                    elif time.monotonic() - moved_at > STALL_SECONDS:
+                        _stop(proc)
+                bar.update(os.lseek(f.fileno(), 0, os.SEEK_CUR) - done)
+            finally:
+                _stop(proc)
         err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+    if interrupted():
+        raise LlamaDockerError(f"interrupted: the push to {dest} stopped; re-run to resume "
+                               "from the bytes on the device")
+    failed = lock_error(proc.returncode, err, lock)
+    if failed:
+        raise failed
     if proc.returncode != 0:
         raise LlamaDockerError(f"ssh push to {dest} failed (exit {proc.returncode}: "
                                f"{err.splitlines()[-1] if err else 'no message'}); "
                                "re-run to resume")
 
 
-def _stream(client: paramiko.SSHClient, local: Path, offset: int, dest: str, bar: tqdm) -> None:
-    """Append local[offset:] to dest through one paramiko exec channel (no OpenSSH client).
+def _stream(client: paramiko.SSHClient, local: Path, offset: int, store: Store, sha: str,
+            bar: tqdm) -> None:
+    """Append local[offset:] to the .part through one paramiko exec channel (no OpenSSH
+    client); the device-side writer holds the lock and ends when the channel closes.
 
     pyinfra's connection is used as it is: re-keying it to AES-GCM (0.87 of scp's rate
     against 0.7) deadlocked paramiko now and then (its own thread answered a channel close
@@ -160,73 +268,33 @@ def _stream(client: paramiko.SSHClient, local: Path, offset: int, dest: str, bar
     """
     transport = client.get_transport()
     assert transport is not None
-    with transport.open_session() as chan, open(local, "rb") as f:
+    dest = store.part(sha)
+    with transport.open_session() as chan, open(local, "rb") as f, stoppable(chan.close):
         chan.settimeout(300)  # a stalled link fails the push; the next run resumes it
-        chan.exec_command(f"cat >> {shlex.quote(dest)}")
+        chan.exec_command(under_lock(store.lock(sha), append_command(dest, offset)))
         f.seek(offset)
-        while chunk := f.read(CHUNK):
-            chan.sendall(chunk)
-            bar.update(len(chunk))
-        chan.shutdown_write()
+        try:
+            while (chunk := f.read(CHUNK)) and not interrupted():
+                chan.sendall(chunk)
+                bar.update(len(chunk))
+        except OSError:
+            if not (chan.exit_status_ready() or interrupted()):
+                raise
+            # the device command ended early (the lock is held, the .part moved): its
+            # exit status says why
+        else:
+            chan.shutdown_write()
+        if interrupted():
+            chan.close()  # the device's writer sees EOF and ends, its lock with it
+            raise LlamaDockerError(f"interrupted: the push to {dest} stopped; re-run to "
+                                   "resume from the bytes on the device")
         code = chan.recv_exit_status()
         err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
+    failed = lock_error(code, err, store.lock(sha))
+    if failed:
+        raise failed
     if code != 0:
         raise LlamaDockerError(f"writing {dest} failed ({err or f'exit {code}'})")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def lock_command(lock: str, me: str) -> str:
-    """mkdir the lock (atomic) and say `acquired`, `held <owner>` when it exists, or
-    `failed <mkdir's message>` when it cannot be made (a store the user cannot write)."""
-    q = shlex.quote(lock)
-    return (f"if err=$(mkdir {q} 2>&1); then echo {shlex.quote(me)} > {q}/owner && "
-            f"echo acquired; elif [ -d {q} ]; then echo held $(cat {q}/owner 2>/dev/null); "
-            'else echo "failed $err"; fi')
-
-
-def lock_failure(lock: str, answer: str) -> str | None:
-    """The one-line error for a lock that could not be created, None when it was or is held."""
-    word, _, rest = answer.strip().partition(" ")
-    if word in ("acquired", "held"):
-        return None
-    why = rest.rsplit(": ", 1)[-1].strip() if rest.strip() else (answer.strip() or "no answer")
-    return f"cannot create the lock {lock} on the device: {why}"
-
-
-def acquire(client: paramiko.SSHClient, lock: str) -> None:
-    """Take the device-side lock for one file (mkdir is atomic), or say who holds it.
-
-    A lock left by a dead deploy from this same controller is taken over; one held by
-    another controller is left alone, with the command to clear it if that deploy died.
-    A lock that cannot be created at all (permissions, a missing store) is said as such.
-    """
-    me = f"{socket.gethostname()} {os.getpid()}"
-    q = shlex.quote(lock)
-    for _ in range(2):
-        _, out, _ = run_remote(client, lock_command(lock, me))
-        failed = lock_failure(lock, out)
-        if failed:
-            raise LlamaDockerError(failed)
-        if out.strip() == "acquired":
-            return
-        owner = out.strip().split()[1:]
-        if len(owner) == 2 and owner[0] == socket.gethostname() and owner[1].isdigit() \
-                and not _pid_alive(int(owner[1])):
-            run_remote(client, f"rm -rf {q}")  # our own earlier deploy died holding it
-            continue
-        who = " ".join(owner) or "an unknown deploy"
-        raise LlamaDockerError(f"another deploy ({who}) is writing this model on the device; "
-                               f"wait for it, or if it died: ssh in and rm -r {lock}")
-    raise LlamaDockerError(f"could not take the lock {lock} on the device")
 
 
 def push(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label: str,
@@ -236,53 +304,42 @@ def push(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label:
     With a `target` the bytes go through the OpenSSH client (faster: 1.2-1.5x scp here, and
     it picks the cipher per CPU); without one, through pyinfra's own paramiko connection.
     """
-    with locked(client, store, sha):
-        return _push_locked(client, local, sha, store, label, target, aes)
-
-
-def _push_locked(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label: str,
-                 target: SshTarget | None, aes: bool) -> tuple[int, int]:
     size = local.stat().st_size
     part = store.part(sha)
     offset = remote_size(client, part)
     if offset > size:  # not a prefix of this file: start over
-        run_remote(client, f"rm -f {shlex.quote(part)}")
+        run_locked(client, store, sha, f"rm -f {shlex.quote(part)}")
         offset = 0
     with tqdm(total=size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
               desc=f"{label} push", leave=False, disable=None, file=sys.stderr) as bar:
         if offset < size and target is not None:
-            _stream_openssh(target, aes, local, offset, part, bar)
+            _stream_openssh(target, aes, local, offset, store, sha, bar)
         elif offset < size:
-            _stream(client, local, offset, part, bar)
+            _stream(client, local, offset, store, sha, bar)
     verify_and_store(client, sha, store, local.name)
     return size - offset, offset
 
 
 def verify_and_store(client: paramiko.SSHClient, sha: str, store: Store, name: str) -> None:
-    """Hash the device's `.part`; only a match gets the final name and the `.ok` marker."""
-    part = store.part(sha)
-    code, out, err = run_remote(client, store.hash_command(part))
-    got = out.split()[0] if code == 0 and out else ""
-    if got != sha:
-        run_remote(client, f"rm -f {shlex.quote(part)}")
-        why = f"hashes {got}" if got else f"could not be hashed ({err.strip()})"
+    """Hash the device's `.part`; only a match gets the final name and the `.ok` marker.
+    One command under the lock, so no writer can add bytes between the hash and the rename."""
+    part, final, marker = (shlex.quote(p) for p in
+                           (store.part(sha), store.final(sha), store.marker(sha)))
+    body = (f"if [ -f {marker} ] && [ ! -e {part} ]; then echo stored; exit 0; fi; "
+            f"out=$({store.hash_command(store.part(sha))}) || "
+            f"{{ rm -f {part}; echo unhashable; exit 0; }}; "
+            # Read-only once verified, so a stray write fails. The store belongs to the SSH
+            # user (pushes need no sudo); owning it by root would not stop a user with sudo.
+            f'set -- $out; if [ "$1" = {sha} ]; then chmod 0444 {part} && mv -f {part} '
+            f"{final} && rm -f {marker} && echo {sha} > {marker} && chmod 0444 {marker} && "
+            "echo stored; "
+            f'else rm -f {part}; echo "hashes $1"; fi')
+    code, out, err = run_locked(client, store, sha, body)
+    said = out.strip().splitlines()[-1] if out.strip() else ""
+    if code == 0 and said == "stored":
+        return
+    if said.startswith(("hashes", "unhashable")):
+        why = said if said.startswith("hashes") else f"could not be hashed ({err.strip()})"
         raise VerifyError(f"{name} on the device {why}, expected {sha}: the partial "
                           "file was deleted, re-run to send it again")
-    # Read-only once verified, so a stray write fails. The store itself belongs to the SSH
-    # user (pushes need no sudo); owning it by root would not keep out a user with sudo.
-    final, marker = shlex.quote(store.final(sha)), shlex.quote(store.marker(sha))
-    code, _, err = run_remote(client, f"chmod 0444 {shlex.quote(part)} && mv -f "
-                                      f"{shlex.quote(part)} {final} && rm -f {marker} && "
-                                      f"echo {sha} > {marker} && chmod 0444 {marker}")
-    if code != 0:
-        raise LlamaDockerError(f"storing {store.final(sha)} failed: {err.strip()}")
-
-
-@contextlib.contextmanager
-def locked(client: paramiko.SSHClient, store: Store, sha: str) -> Iterator[None]:
-    """The device-side lock for one file, released whatever happens."""
-    acquire(client, store.lock(sha))
-    try:
-        yield
-    finally:
-        run_remote(client, f"rm -rf {shlex.quote(store.lock(sha))}")
+    raise LlamaDockerError(f"storing {store.final(sha)} failed: {err.strip() or code}")

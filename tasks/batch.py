@@ -9,6 +9,7 @@ did not read, or that failed in it, is asked for on its own: slower, never wrong
 
 from __future__ import annotations
 
+import time
 from typing import Any, TypeVar
 
 from pyinfra import host
@@ -71,8 +72,10 @@ class Batch(FactBase):
 class Known:
     """Facts read by a batch, asked for like `host.get_fact`."""
 
-    def __init__(self, values: dict[tuple[str, str], Any], **run_args: Any) -> None:
+    def __init__(self, values: dict[tuple[str, str], Any], read_at: float = 0.0,
+                 **run_args: Any) -> None:
         self.values = values
+        self.read_at = read_at  # the controller's clock mid round trip (to compare clocks)
         self.run_args = run_args  # the batch's _sudo/_env: a fallback asks the same way
 
     def get(self, cls: type[FactBase[T]], **kwargs: Any) -> T:
@@ -85,5 +88,6 @@ class Known:
 def gather(wanted: list[Wanted], **run_args: Any) -> Known:
     """Read `wanted` facts in one command (run with `run_args`, e.g. _sudo and _env)."""
     unique = list({key(cls, kw): (cls, kw) for cls, kw in wanted}.values())
+    before = time.time()
     values = host.get_fact(Batch, facts=tuple(unique), **run_args) if unique else {}
-    return Known(values, **run_args)
+    return Known(values, (before + time.time()) / 2, **run_args)

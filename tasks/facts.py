@@ -101,6 +101,17 @@ class UserId(FactBase):
         return int(output[0])
 
 
+class DeviceClock(FactBase):
+    """The device's clock in seconds since the epoch (compared with the controller's)."""
+
+    def command(self) -> str:
+        return "date +%s"
+
+    def process(self, output: list[str]) -> int | None:
+        text = output[0].strip() if output else ""
+        return int(text) if text.isdigit() else None
+
+
 class MemoryBytes(FactBase):
     """RAM in bytes: /proc/meminfo on Linux, sysctl on macOS. (pyinfra's Memory fact runs
     `vmstat -s`, a second here, and is None on a Mac.)"""

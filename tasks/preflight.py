@@ -11,7 +11,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
-from llama_docker import config, fit, profile, target
+from llama_docker import clock, config, fit, profile, target
 from llama_docker.controller import LocalFile, local_file, remote_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
@@ -21,6 +21,7 @@ from .batch import Known, gather
 from .common import fail_host, host_sudo_password, is_dry, knob_data, run_as, ssh_user
 from .facts import (
     CpuHasAes,
+    DeviceClock,
     FreeBytes,
     MacPhysicalCores,
     MemoryBytes,
@@ -64,7 +65,7 @@ class Plan:
 # Who the device is, in one round trip: every family's facts (a Mac's answer to a Linux
 # question is empty, and the question is not asked again unless a step needs it).
 IDENTITY = (Kernel, LinuxDistribution, Home, UserId, Arch, SudoWorks, MemoryBytes,
-            PhysicalCores, MacPhysicalCores, CpuHasAes)
+            PhysicalCores, MacPhysicalCores, CpuHasAes, DeviceClock)
 
 
 def device_target(knobs: Mapping[str, Any] | None = None
@@ -138,6 +139,9 @@ def _check_sudo(works: str, user: str) -> None:
 def _check(knobs: Mapping[str, Any]) -> Plan:
     cfg, tgt, uid, ident = device_target(knobs)
     kind = tgt.profile
+    skew = clock.skew_refusal(ident.get(DeviceClock), ident.read_at, kind)
+    if skew:  # before anything else: apt and TLS fail on such a device
+        raise RefusedError(skew)
     brew = runtime_macos.homebrew() if kind == "macos" else None
     env = runtime_macos.device_env(brew, tgt.runtime) if brew else {}
     arch = profile.image_arch(ident.get(Arch))

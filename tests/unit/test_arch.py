@@ -8,6 +8,7 @@ is byte for byte the one the Debian path writes (tests/unit/fixtures/debian.json
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,14 @@ def test_native_is_refused_on_arch(tmp_path: Path) -> None:
     assert op.name == "Preflight | Refuse this host"
     assert op.calls[0]["message"] == ("runtime 'native' is for macOS; "
                                       "use 'docker' or 'podman' here")
+
+
+def test_clock_years_behind_refused_before_any_change(tmp_path: Path) -> None:
+    behind = int(time.time()) - 2383 * 86400
+    (op,) = deploy_fixture(tmp_path, "arch", facts={"DeviceClock": behind}).ops
+    message = op.calls[0]["message"]
+    assert message.startswith("the device clock is 2383 days behind this controller (")
+    assert message.endswith("): enable NTP (timedatectl set-ntp true) or set the date")
 
 
 def test_second_run_changes_nothing(tmp_path: Path) -> None:

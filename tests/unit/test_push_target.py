@@ -35,8 +35,7 @@ def test_host_data_still_wins_where_it_is_set() -> None:
 
 def test_a_lock_that_cannot_be_made_is_not_another_deploy() -> None:
     lock = "/var/lib/llama-docker/models/.ab.lock"
-    answer = f"failed mkdir: cannot create directory '{lock}': Permission denied"
-    assert lock_failure(lock, answer) == \
+    assert lock_failure(lock, "nolock Permission denied\n") == \
         f"cannot create the lock {lock} on the device: Permission denied"
-    assert lock_failure(lock, "held laptop 1234") is None
-    assert lock_failure(lock, "acquired\n") is None
+    assert lock_failure(lock, "busy laptop 1234") is None
+    assert lock_failure(lock, "") is None
