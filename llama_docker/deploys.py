@@ -17,13 +17,9 @@ from typing import Any
 from pyinfra.api import deploy
 
 from .defaults import DEFAULTS
-from .tasks.health import health
-from .tasks.image import image
-from .tasks.model import model, prune_store
+from .tasks import steps
 from .tasks.preflight import preflight
 from .tasks.rollback import rollback
-from .tasks.runtime import runtime
-from .tasks.service import service
 from .tasks.summary import print_summary_at_exit
 
 
@@ -35,15 +31,8 @@ def llama_server(**knobs: Any) -> None:
     """
     print_summary_at_exit()
     plan = preflight(knobs)
-    if plan is None:
-        return
-    runtime_changed = runtime(plan)
-    tag, built = image(plan)
-    switch = model(plan)
-    restarted = service(plan, tag, changed=built or switch.changed)
-    health(plan.cfg, plan.target, plan.target.unit_env(plan.uid),
-           restarted=restarted or runtime_changed, switch=switch, known=plan.known)
-    prune_store(plan)
+    if plan is not None:
+        steps.run(plan, steps.ALL)
 
 
 @deploy("llama-docker model", data_defaults=DEFAULTS)
@@ -54,14 +43,8 @@ def llama_model(**knobs: Any) -> None:
     """
     print_summary_at_exit()
     plan = preflight(knobs)
-    if plan is None:
-        return
-    tag, built = image(plan)
-    switch = model(plan)
-    restarted = service(plan, tag, changed=built or switch.changed)
-    health(plan.cfg, plan.target, plan.target.unit_env(plan.uid),
-           restarted=restarted, switch=switch, known=plan.known)
-    prune_store(plan)
+    if plan is not None:
+        steps.run(plan, steps.MODEL_ONLY)
 
 
 @deploy("llama-docker rollback", data_defaults=DEFAULTS)

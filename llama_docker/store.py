@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 MODEL_FILE = re.compile(r"^[0-9a-f]{64}\.gguf$")
 LINKS = ("current.gguf", "previous.gguf", "current-mmproj.gguf", "previous-mmproj.gguf")
@@ -37,3 +38,12 @@ def to_prune(newest_first: list[str], linked: set[str], keep: int) -> list[str]:
         if name not in kept:
             kept.append(name)
     return [n for n in stored if n not in kept]
+
+
+def link_commands(root: str, link: str, target: str) -> str:
+    """Make `root/link` point at `target` atomically: a new link renamed over the old one.
+
+    Plain `mv -f` (GNU and BSD alike; macOS has no `-T`) renames over a link to a file.
+    """
+    tmp = shlex.quote(f"{root}/.{link}.tmp")
+    return f"ln -sfn {shlex.quote(target)} {tmp} && mv -f {tmp} {shlex.quote(root + '/' + link)}"

@@ -11,13 +11,14 @@ from pyinfra.operations import python
 from llama_docker.apikey import paths
 from llama_docker.config import Config
 from llama_docker.status import device_url
+from llama_docker.store import link_commands
 from llama_docker.target import Target
 
 from .agents import restart_and_logs
 from .batch import Known, Wanted
 from .common import run_as, say_error
 from .facts import HttpStatus
-from .model import Switch, link_commands
+from .plan import Switch
 
 PROMPT = {"prompt": "Hello", "n_predict": 4}
 
@@ -71,7 +72,7 @@ def _wait(state, host, url: str, script: str, service: str, root: str,  # noqa: 
     return False
 
 
-def wants(cfg: Config) -> list[Wanted]:
+def wants(cfg: Config, tgt: Target) -> list[Wanted]:
     return [(HttpStatus, {"url": f"{device_url(cfg.bind, cfg.port)}/health"})]
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from llama_docker.target import Target
 
     from .batch import Wanted
-    from .preflight import Plan
+    from .plan import Plan
 
 
 def build_command(runtime: str, args: dict[str, str], tag: str, context: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyinfra import host
@@ -16,26 +15,20 @@ from llama_docker.direct import fetch_on_device
 from llama_docker.errors import LlamaDockerError
 from llama_docker.push import SshTarget, Store, push
 from llama_docker.spec import ModelFile
-from llama_docker.store import LINKS, after_switch, to_prune
+from llama_docker.store import LINKS, after_switch, link_commands, to_prune
 
 from . import converge
 from .common import say, say_error
 from .facts import StoreState
+from .plan import Switch
 from .summary import note_move
 
 if TYPE_CHECKING:
+    from llama_docker.config import Config
     from llama_docker.target import Target
 
     from .batch import Wanted
-    from .preflight import Plan
-
-
-@dataclass(frozen=True)
-class Switch:
-    """What `current` pointed at before this run switched it (for an automatic rollback)."""
-
-    changed: bool
-    before: dict[str, str | None]
+    from .plan import Plan
 
 
 def _keepalive(host) -> None:  # noqa: ANN001
@@ -59,15 +52,6 @@ def _push(state, host, local: LocalFile, store: Store, aes: bool) -> bool:  # no
     resumed = f", resumed from byte {offset}" if offset else ""
     say(host, f"sent {sent} bytes of {local.path.name} via {via}{resumed}; sha256 verified")
     return True
-
-
-def link_commands(root: str, link: str, target: str) -> str:
-    """Make `root/link` point at `target` atomically: a new link renamed over the old one.
-
-    Plain `mv -f` (GNU and BSD alike; macOS has no `-T`) renames over a link to a file.
-    """
-    tmp = shlex.quote(f"{root}/.{link}.tmp")
-    return f"ln -sfn {shlex.quote(target)} {tmp} && mv -f {tmp} {shlex.quote(root + '/' + link)}"
 
 
 @operation()
@@ -126,7 +110,7 @@ def _place(plan: Plan, local: LocalFile, source: ModelFile, stored: list[str]) -
                 function=_push, local=local, store=plan.store, aes=plan.aes)
 
 
-def wants(tgt: Target) -> list[Wanted]:
+def wants(cfg: Config, tgt: Target) -> list[Wanted]:
     return converge.dir_facts(tgt.models_dir)  # the store's listing is read by preflight
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from llama_docker.controller import LocalFile, local_file, remote_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
 
-from . import busy_port, health, image, model, runtime, service
+from . import busy_port, runtime, steps
 from .batch import Known, gather
 from .common import fail_host, host_sudo_password, is_dry, knob_data, run_as, ssh_user
 from .facts import (
@@ -30,36 +29,10 @@ from .facts import (
     SudoWorks,
     UserId,
 )
+from .plan import Plan
 from .runtime import macos as runtime_macos
 
 SUPPORTED = ("debian", "steamos", "arch", "macos")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the later steps need, decided once per host."""
-
-    cfg: config.Config
-    profile: str
-    arch: str
-    threads: int
-    user: str
-    model: LocalFile
-    mmproj: LocalFile | None
-    store: Store
-    target: target.Target
-
-    uid: int
-    memory_mib: int
-    aes: bool  # the CPU has AES instructions (picks the push's cipher)
-    known: Known  # what the device holds, read in one round trip (tasks/batch.py)
-    brew: str | None = None  # macOS: Homebrew's prefix
-    # What device commands need beyond SSH's bare environment (macOS: brew's PATH).
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def runtime(self) -> str:
-        return self.target.runtime
 
 
 # Who the device is, in one round trip: every family's facts (a Mac's answer to a Linux
@@ -93,8 +66,7 @@ def device_state(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str
     """Everything the steps check on a converged device, in one round trip."""
     root = tgt.models_dir
     wanted = [(StoreState, {"root": root}), (FreeBytes, {"path": root}),
-              *runtime.wants(cfg, tgt), *image.wants(cfg, tgt), *model.wants(tgt),
-              *service.wants(cfg, tgt), *health.wants(cfg), *busy_port.wants(cfg, tgt)]
+              *steps.wants(cfg, tgt), *busy_port.wants(cfg, tgt)]
     return gather(wanted, _sudo=tgt.sudo, _env={**tgt.unit_env(uid), **env})
 
 

@@ -10,12 +10,12 @@ from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
 
 from llama_docker.errors import LlamaDockerError
+from llama_docker.store import link_commands
 
 from .agents import restart_and_logs
 from .common import fail_host
 from .facts import StoreState
 from .health import health
-from .model import link_commands
 from .preflight import device_target
 
 

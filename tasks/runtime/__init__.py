@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from llama_docker.target import Target
 
     from ..batch import Known, Wanted
-    from ..preflight import Plan
+    from ..plan import Plan
 
 INSTALLERS = {"debian": debian.install, "steamos": steamos.install,
               "arch": arch.install, "macos": macos.install}

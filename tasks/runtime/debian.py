@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from llama_docker.target import Target
 
     from ..batch import Wanted
-    from ..preflight import Plan
+    from ..plan import Plan
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:

@@ -21,7 +21,7 @@ from ..common import say
 from ..facts import ColimaRunning, HomebrewPrefix, LaunchdDomain
 
 if TYPE_CHECKING:
-    from ..preflight import Plan
+    from ..plan import Plan
 
 BREW_INSTALL = ('/bin/bash -c "$(curl -fsSL '
                 'https://raw.githubusercontent.com/Homebrew/install/HEAD/install.sh)"')

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from llama_docker.target import Target
 
     from ..batch import Known, Wanted
-    from ..preflight import Plan
+    from ..plan import Plan
 
 
 PODMAN_MIRROR = "/etc/containers/registries.conf.d/50-llama-docker-mirror.conf"

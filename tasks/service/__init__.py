@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from llama_docker.target import Target
 
     from ..batch import Wanted
-    from ..preflight import Plan
+    from ..plan import Plan
 
 SERVER_OWNER = "10001:0"  # the Containerfile's non-root user, group root
 

@@ -11,7 +11,7 @@ from llama_docker.units import server_args
 from ..agents import ensure_agent
 
 if TYPE_CHECKING:
-    from ..preflight import Plan
+    from ..plan import Plan
 
 
 def server_program(plan: Plan, image: str, key_file: str | None) -> tuple[str, ...]:

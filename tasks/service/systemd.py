@@ -10,7 +10,7 @@ from llama_docker.units import server_args, systemd_unit
 from .. import converge
 
 if TYPE_CHECKING:
-    from ..preflight import Plan
+    from ..plan import Plan
 
 
 def serve(plan: Plan, image: str, changed: bool, key_file: str | None) -> bool:

@@ -1,0 +1,58 @@
+"""What the steps share: the Plan preflight makes for a host, and what each step leaves for
+the steps after it. Every step depends on this module; it depends on no step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llama_docker import config, target
+from llama_docker.controller import LocalFile
+from llama_docker.push import Store
+
+from .batch import Known
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the later steps need, decided once per host."""
+
+    cfg: config.Config
+    profile: str
+    arch: str
+    threads: int
+    user: str
+    model: LocalFile
+    mmproj: LocalFile | None
+    store: Store
+    target: target.Target
+
+    uid: int
+    memory_mib: int
+    aes: bool  # the CPU has AES instructions (picks the push's cipher)
+    known: Known  # what the device holds, read in one round trip (tasks/batch.py)
+    brew: str | None = None  # macOS: Homebrew's prefix
+    # What device commands need beyond SSH's bare environment (macOS: brew's PATH).
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def runtime(self) -> str:
+        return self.target.runtime
+
+
+@dataclass(frozen=True)
+class Switch:
+    """What `current` pointed at before this run switched it (for an automatic rollback)."""
+
+    changed: bool
+    before: dict[str, str | None]
+
+
+@dataclass
+class Progress:
+    """What the steps of one run have done so far, for the steps after them."""
+
+    runtime_changed: bool = False  # the runtime's configuration changed: restart the server
+    tag: str = ""  # the server image (empty: no image, macOS native)
+    built: bool = False  # the image was built in this run
+    switch: Switch = field(default_factory=lambda: Switch(changed=False, before={}))
+    restarted: bool = False  # the service (re)started the server in this run

@@ -1,0 +1,79 @@
+"""The deploy's steps in the order they run: the one place that says it.
+
+Each step reads the host's Plan and what the steps before it left in Progress. Preflight
+reads, in one round trip, every fact the listed steps will check (their `wants`), so a
+converged device answers a whole run in two round trips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import health, image, model, runtime, service
+from .plan import Plan, Progress
+
+if TYPE_CHECKING:
+    from llama_docker.config import Config
+    from llama_docker.target import Target
+
+    from .batch import Wanted
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    wants: Callable[[Config, Target], list[Wanted]]
+    run: Callable[[Plan, Progress], None]
+
+
+def _runtime(plan: Plan, done: Progress) -> None:
+    done.runtime_changed = runtime.runtime(plan)
+
+
+def _image(plan: Plan, done: Progress) -> None:
+    done.tag, done.built = image.image(plan)
+
+
+def _model(plan: Plan, done: Progress) -> None:
+    done.switch = model.model(plan)
+
+
+def _service(plan: Plan, done: Progress) -> None:
+    done.restarted = service.service(plan, done.tag, changed=done.built or done.switch.changed)
+
+
+def _health(plan: Plan, done: Progress) -> None:
+    health.health(plan.cfg, plan.target, plan.target.unit_env(plan.uid),
+                  restarted=done.restarted or done.runtime_changed, switch=done.switch,
+                  known=plan.known)
+
+
+def _prune(plan: Plan, done: Progress) -> None:
+    model.prune_store(plan)
+
+
+ALL = (
+    Step("runtime", runtime.wants, _runtime),
+    Step("image", image.wants, _image),
+    Step("model", model.wants, _model),
+    Step("service", service.wants, _service),
+    Step("health", health.wants, _health),
+    Step("prune", lambda cfg, tgt: [], _prune),
+)
+# After a change of the model knob: everything but the runtime, which is already there.
+MODEL_ONLY = tuple(s for s in ALL if s.name != "runtime")
+
+
+def wants(cfg: Config, tgt: Target) -> list[Wanted]:
+    """Every fact the steps check, for preflight's one round trip."""
+    return [w for step in ALL for w in step.wants(cfg, tgt)]
+
+
+def run(plan: Plan, which: tuple[Step, ...] = ALL) -> Progress:
+    """The steps for one host, in order."""
+    done = Progress()
+    for step in which:
+        step.run(plan, done)
+    return done
