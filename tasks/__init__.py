@@ -1,1 +1,15 @@
-"""pyinfra glue: one @deploy per step, called in order by deploy.py."""
+"""pyinfra glue, installed as `llama_docker.tasks` (the packaged deploys run it).
+
+Imports only run downward:
+
+    steps.py       the steps in the order they run (runtime, image, model, service, health,
+                   prune); preflight.py reads every fact they check in one round trip
+    preflight.py   facts and refusals, before anything changes; makes the host's Plan
+    runtime/       the container runtime, one module per device family behind __init__
+    image.py, model.py, health.py   one @deploy each
+    service/       the API key, then systemd.py (Linux) or launchd.py (macOS)
+    plan.py        what the steps share: Plan, Switch, Progress
+    rollback.py    the rollback deploy
+    agents.py      launchd agents (colima's and the server's)
+    batch.py, facts.py, converge.py, common.py, summary.py, busy_port.py   the ground floor
+"""
