@@ -97,6 +97,15 @@ def lab_ready() -> None:
     lab.ensure_registry(tags["infra"], tags["debian-forky"])
 
 
+def own_known_hosts(folder: Path, device: lab.Device) -> dict:
+    """The device's host data with a known_hosts file of the module's own: other lab tests,
+    run beside this one, rewrite the shared file as their devices come and go."""
+    pub = (lab.STATE / device.name / "ssh_host_ed25519_key.pub").read_text().split()
+    known = folder / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{device.ssh_port} {pub[0]} {pub[1]}\n")
+    return {**device.host_data(), "ssh_known_hosts_file": str(known)}
+
+
 def inventory(folder: Path, devices: list[lab.Device]) -> Path:
     path = folder / "inventory.py"
     path.write_text(f"lab = {[(d.name, d.host_data()) for d in devices]!r}\n")

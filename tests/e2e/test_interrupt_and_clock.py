@@ -109,6 +109,31 @@ def stopped_growing(dev: lab.Device, sha: str) -> tuple[int, int]:
     return first, part_size(dev, sha)
 
 
+def interrupt_push(dev: lab.Device, inv: Path, model: dict, log: Path, sig: signal.Signals
+                   ) -> tuple[list[int], int, int]:
+    """Start a push on a slowed link, send pyinfra `sig`, and return the ssh pushes still
+    running 5 s later (killed before returning) and the .part's size 3 s apart. The link
+    stays slow until the checks: an orphaned push must not finish in time to hide."""
+    try:
+        proc = start_push(dev, inv, model, log)
+        assert ssh_pushes(dev.ssh_port), "the push does not go through OpenSSH"
+        os.kill(proc.pid, sig)  # pyinfra alone, as `kill`; a terminal's Ctrl-C hits the group
+        if sig == signal.SIGKILL:
+            proc.wait(timeout=10)
+        else:
+            wait_exit(proc, 10, log)
+        deadline = time.monotonic() + 5
+        while ssh_pushes(dev.ssh_port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        orphans = ssh_pushes(dev.ssh_port)
+        first, second = stopped_growing(dev, model["sha256"])
+    finally:
+        dev.limit_rate(None)
+    for pid in orphans:  # do not leave them running after a failed assertion
+        os.kill(pid, signal.SIGKILL)
+    return orphans, first, second
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_interrupt_stops_the_push_and_the_next_run_resumes(
         device: lab.Device, inv: Path, sig: signal.Signals) -> None:
@@ -116,21 +141,8 @@ def test_interrupt_stops_the_push_and_the_next_run_resumes(
     seconds, its ssh child with it; the next run says `resumed from byte N` | Left: the
     `.part` as far as it got, no lock held; the next run completes it, verified"""
     model = big_model(inv, seed=60 + sig)
-    log = inv / f"interrupted-{sig.name}.log"
-    try:  # the link stays slow until the checks: an orphaned push must not finish in time
-        proc = start_push(device, inv, model, log)
-        assert ssh_pushes(device.ssh_port), "the push does not go through OpenSSH"
-        os.kill(proc.pid, sig)  # pyinfra alone, as `kill`; a terminal's Ctrl-C hits the group
-        wait_exit(proc, 10, log)
-        deadline = time.monotonic() + 5
-        while ssh_pushes(device.ssh_port) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        orphans = ssh_pushes(device.ssh_port)
-        first, second = stopped_growing(device, model["sha256"])
-    finally:
-        device.limit_rate(None)
-    for pid in orphans:  # do not leave them running after a failed assertion
-        os.kill(pid, signal.SIGKILL)
+    orphans, first, second = interrupt_push(device, inv, model,
+                                            inv / f"interrupted-{sig.name}.log", sig)
     assert orphans == []
     assert 0 < first == second < Path(model["path"]).stat().st_size
     assert lock_holders(device, model["sha256"]) == ""
@@ -150,21 +162,8 @@ def test_sigkill_of_pyinfra_takes_its_ssh_push_with_it(device: lab.Device, inv: 
     with it within seconds; the next run resumes | Left: the `.part` as far as it got,
     no writer and no lock holder on the device"""
     model = big_model(inv, seed=69)
-    log = inv / "killed.log"
-    try:
-        proc = start_push(device, inv, model, log)
-        assert ssh_pushes(device.ssh_port), "the push does not go through OpenSSH"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        deadline = time.monotonic() + 5
-        while ssh_pushes(device.ssh_port) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        orphans = ssh_pushes(device.ssh_port)
-        first, second = stopped_growing(device, model["sha256"])
-    finally:
-        device.limit_rate(None)
-    for pid in orphans:  # do not leave them running after a failed assertion
-        os.kill(pid, signal.SIGKILL)
+    orphans, first, second = interrupt_push(device, inv, model, inv / "killed.log",
+                                            signal.SIGKILL)
     assert orphans == []
     assert 0 < first == second < Path(model["path"]).stat().st_size
     assert "held" not in lock_holders(device, model["sha256"])

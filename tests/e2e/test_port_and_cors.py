@@ -28,7 +28,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Run, deploy, fresh_device, http_json, make_model, write_knobs
+from tests.conftest import (
+    Run,
+    deploy,
+    fresh_device,
+    http_json,
+    make_model,
+    own_known_hosts,
+    write_knobs,
+)
 from tests.lab import lab
 
 pytestmark = pytest.mark.lab
@@ -61,11 +69,7 @@ device = fresh_device(HOST, index=45)
 @pytest.fixture(scope="module")
 def inv(device: lab.Device, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("inv")
-    # This module's own known_hosts: other lab tests rewrite the shared one as they go.
-    pub = (lab.STATE / HOST / "ssh_host_ed25519_key.pub").read_text().split()
-    known = folder / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{device.ssh_port} {pub[0]} {pub[1]}\n")
-    data = {**device.host_data(), "ssh_known_hosts_file": str(known)}
+    data = own_known_hosts(folder, device)
     (folder / "inventory.py").write_text(f"lab = {[(HOST, data)]!r}\n")
     return folder
 
