@@ -121,12 +121,13 @@ def test_no_traceback_for_expected_failures(run: Run) -> None:
 
 
 def test_summary_names_every_host(run: Run) -> None:
-    """Fault: a mixed run | Seen: a closing table with one line per host: `ok`, `FAILED` and
-    the reason, or `UNREACHABLE` | Left: as above"""
+    """Fault: a mixed run | Seen: a closing table with one line per host: `ok`, `REFUSED`
+    (preflight stopped it before any change) with the reason, or `UNREACHABLE` | Left: as
+    above"""
     summary = run.output.split("llama-docker summary:")[1]
     lines = {line.split()[0]: line.split()[1] for line in summary.strip().splitlines()}
-    assert lines == {"e2e-fault-ok": "ok", "e2e-fault-nodisk": "FAILED",
-                     "e2e-fault-sudo": "FAILED", "e2e-fault-gone": "UNREACHABLE"}
+    assert lines == {"e2e-fault-ok": "ok", "e2e-fault-nodisk": "REFUSED",
+                     "e2e-fault-sudo": "REFUSED", "e2e-fault-gone": "UNREACHABLE"}
 
 
 def _restarted_within(dev: lab.Device, seconds: float) -> float:
