@@ -195,7 +195,8 @@ def test_gateway_reaches_nothing_but_the_devices(devices: dict[str, lab.Device],
     assert _counters(dev)["gw-out"] >= 1
     dev.exec("iptables", "-Z", "DOCKER-USER")
     dev.exec("systemctl", "restart", "llama-gateway")
-    wait_up(devices, A2, "tiny-a", 1, seconds=60)
+    for name, model in ((A1, "tiny-a"), (A2, "tiny-a"), (B, "tiny-b")):
+        wait_up(devices, name, model, 1, seconds=60)  # every device up behind the firewall
     c = client(devices, fleet["key"])
     for model in ("tiny-a", "tiny-b", "tiny-a", "tiny-b"):
         assert complete(c, model)
