@@ -68,3 +68,12 @@ ssh_strict_host_key_checking = "yes"
 # <cache_dir>/api-key on this controller, or the key itself. Clients send
 # "Authorization: Bearer <key>"; /health stays open.
 api_key = ""
+
+# --- Fleet gateway (README: One address for the fleet) ---------------------------------------
+# True on the one host that runs the gateway: an HAProxy that routes each request by its
+# "model" to every device serving that model, balanced, with failover.
+gateway = False
+# Port of the gateway's OpenAI-compatible API on that host.
+gateway_port = 4000
+# Address the gateway reaches this device's server at: "" = its inventory name.
+lan_address = ""

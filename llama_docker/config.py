@@ -47,6 +47,11 @@ class Config:
     cache_dir: str
     api_key: str
     model_source: str
+    # The fleet gateway (llama_docker/gateway_routes.py): defaults keep Config(...) callers
+    # that predate it working.
+    gateway: bool = False
+    gateway_port: int = 4000
+    lan_address: str = ""
 
 
 def _int(lo: int, hi: int) -> Callable[[str, Any], int]:
@@ -140,6 +145,19 @@ def _api_key(knob: str, value: Any) -> str:
     return value
 
 
+def _lan_address(knob: str, value: Any) -> str:
+    """'' or a host name or IP address the gateway can reach this device at."""
+    if value == "":
+        return value
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            if re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", value):
+                return value
+    raise ConfigError(knob, value, "'' (the inventory name) or a host name or IP address")
+
+
 RULES: dict[str, Callable[[str, Any], Any]] = {
     "models_dir": _models_dir,
     "models_keep": _int(1, 100),
@@ -160,6 +178,9 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "cache_dir": _abs_path,
     "api_key": _api_key,
     "model_source": _choice("controller", "direct"),
+    "gateway": _bool,
+    "gateway_port": _int(1, 65535),
+    "lan_address": _lan_address,
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")

@@ -15,7 +15,7 @@ from llama_docker.controller import LocalFile, local_file, remote_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
 
-from . import busy_port, runtime, steps
+from . import busy_port, gateway, runtime, steps
 from .batch import Known, gather
 from .common import fail_host, host_sudo_password, is_dry, knob_data, run_as, ssh_user
 from .facts import (
@@ -120,6 +120,7 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     user = ssh_user()
     if tgt.sudo:
         _check_sudo(ident.get(SudoWorks), user)
+    gateway.check(cfg, tgt)
     cache = Path(cfg.cache_dir).expanduser()
     specs = [cfg.model.file] + ([cfg.model.mmproj] if cfg.model.mmproj else [])
     # Fit first, from what the URL says (sha256, size): nothing is downloaded for a device

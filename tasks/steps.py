@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import health, image, model, runtime, service
+from . import gateway, health, image, model, runtime, service
 from .plan import Plan, Progress
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ def _health(plan: Plan, done: Progress) -> None:
                   known=plan.known)
 
 
+def _gateway(plan: Plan, done: Progress) -> None:
+    gateway.gateway(plan)
+
+
 def _prune(plan: Plan, done: Progress) -> None:
     model.prune_store(plan)
 
@@ -61,6 +65,7 @@ ALL = (
     Step("service", service.wants, _service),
     Step("health", health.wants, _health),
     Step("prune", lambda cfg, tgt: [], _prune),
+    Step("gateway", gateway.wants, _gateway),
 )
 # After a change of the model knob: everything but the runtime, which is already there.
 MODEL_ONLY = tuple(s for s in ALL if s.name != "runtime")

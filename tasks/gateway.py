@@ -1,0 +1,147 @@
+"""Gateway: on the host whose `gateway` knob is True, one OpenAI-compatible address for the
+whole fleet (HAProxy in a container), its routes generated from the inventory; a no-op on
+every other host and on a converged one."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, server
+
+from llama_docker import apikey, gateway_routes
+from llama_docker.defaults import DEFAULTS
+from llama_docker.errors import RefusedError
+from llama_docker.gateway_config import (
+    CONTAINERFILE,
+    HEALTH_PATH,
+    OWNER,
+    haproxy_config,
+    image_tag,
+    systemd_unit,
+)
+from llama_docker.image import build_args
+from llama_docker.status import device_url
+from llama_docker.units import FILES
+
+from . import converge
+from .common import say
+from .facts import ImageId, NumericOwner
+from .image import build_command
+
+if TYPE_CHECKING:
+    from llama_docker.config import Config
+    from llama_docker.target import Target
+
+    from .batch import Wanted
+    from .plan import Plan
+
+NAME = "llama-gateway"
+HEALTH_WAIT = 60  # seconds for HAProxy to answer after a (re)start: it starts in well under 1
+
+
+def config_file(tgt: Target) -> str:
+    return f"{tgt.config_dir}/gateway.cfg"
+
+
+def unit_path() -> str:
+    return f"/etc/systemd/system/{NAME}.service"
+
+
+def build_dir(tgt: Target) -> str:
+    return f"{tgt.build_dir}-gateway"
+
+
+def wants(cfg: Config, tgt: Target) -> list[Wanted]:
+    if not cfg.gateway or tgt.manager != "systemd":
+        return []
+    return [(ImageId, {"runtime": tgt.runtime,
+                       "tag": image_tag(cfg.image_base, cfg.apt_check_valid_until)}),
+            *converge.dir_facts(tgt.config_dir), *converge.file_facts(config_file(tgt)),
+            (NumericOwner, {"path": config_file(tgt)}), *converge.file_facts(unit_path()),
+            *converge.unit_facts(f"{NAME}.service", False)]
+
+
+def inventory_hosts() -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every host of the inventory with its knob data (defaults under host and group data)."""
+    for h in host.state.inventory:
+        data = {k: v for k, v in h.data.dict().items() if v is not None}
+        yield h.name, {**DEFAULTS, **data}
+
+
+def _table() -> dict[str, list[gateway_routes.Upstream]]:
+    table, skipped = gateway_routes.routes(inventory_hosts())
+    for name, why in sorted(skipped.items()):
+        say(host, f"gateway: {name} left out of the routes: {why}")
+    gateway_routes.check(table)
+    return table
+
+
+def check(cfg: Config, tgt: Target) -> None:
+    """Preflight's part: refuse a gateway host that cannot run it, or routes it cannot serve,
+    before anything changes."""
+    if not cfg.gateway:
+        return
+    if tgt.manager != "systemd":
+        raise RefusedError(f"gateway: runs on a Debian or Arch device (this host is "
+                           f"{tgt.profile})")
+    _table()
+
+
+def _image(plan: Plan) -> tuple[str, bool]:
+    t, cfg = plan.target, plan.cfg
+    tag = image_tag(cfg.image_base, cfg.apt_check_valid_until)
+    if plan.known.get(ImageId, runtime=t.runtime, tag=tag):
+        return tag, False
+    where = build_dir(t)
+    files.directory(name="Gateway build context folder", path=where, mode="755", _sudo=True)
+    files.put(name="Gateway build context: Containerfile", src=str(FILES / CONTAINERFILE),
+              dest=f"{where}/Containerfile", mode="644", _sudo=True)
+    args = build_args(cfg.image_base, cfg.apt_check_valid_until)
+    server.shell(name=f"Build {tag} (HAProxy from Debian)",
+                 commands=[build_command(t.runtime, args, tag, where)], _sudo=True)
+    return tag, True
+
+
+def _wait_command(url: str) -> str:
+    """A bounded wait for the gateway's own health answer on the device."""
+    return (f"for i in $(seq {HEALTH_WAIT}); do curl -fsS -o /dev/null --max-time 2 "
+            f"{shlex.quote(url)} && exit 0; sleep 1; done; "
+            f"echo 'gateway did not answer {url} within {HEALTH_WAIT}s' >&2; exit 1")
+
+
+@deploy("Gateway")
+def gateway(plan: Plan) -> bool:
+    """Return True when the gateway is (re)started in this run."""
+    cfg, t, known = plan.cfg, plan.target, plan.known
+    if not cfg.gateway:
+        return False
+    table = _table()
+    client_key = apikey.resolve(cfg.api_key, Path(cfg.cache_dir).expanduser())
+    tag, built = _image(plan)
+    converge.directory(known, name=t.config_dir, path=t.config_dir, mode="755", _sudo=True)
+    path = config_file(t)
+    # The devices' key and the clients' key are in this file: 0400, for the gateway's uid.
+    changed = converge.put_text(known, name="Gateway routes (HAProxy, 0400)",
+                                text=haproxy_config(table, client_key), dest=path,
+                                mode="400", _sudo=True)
+    changed |= converge.owner(known, name="Gateway routes owned by the gateway user",
+                              path=path, uid_gid=OWNER, force=changed, _sudo=True)
+    unit = systemd_unit(runtime=t.runtime, image=tag, port=cfg.gateway_port, bind=cfg.bind,
+                        config_file=path)
+    unit_changed = converge.put_text(known, name=f"Unit {NAME}.service", text=unit,
+                                     dest=unit_path(), mode="644", _sudo=True)
+    restarted = converge.running(known, name=f"{NAME}.service runs now and at boot",
+                                 service=f"{NAME}.service",
+                                 restarted=changed or built or unit_changed,
+                                 daemon_reload=unit_changed, _sudo=True)
+    if restarted:
+        url = device_url(cfg.bind, cfg.gateway_port) + HEALTH_PATH
+        server.shell(name=f"Gateway answers {HEALTH_PATH}", commands=[_wait_command(url)])
+    models = ", ".join(f"{m} ({len(u)})" for m, u in sorted(table.items()))
+    say(host, f"gateway on port {cfg.gateway_port}: {models}")
+    return restarted

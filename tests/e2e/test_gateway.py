@@ -1,0 +1,215 @@
+"""One address for the fleet: three lab devices (two serve model A, one serves model B and
+runs the gateway), requests through the gateway with the `openai` client, a device stopped
+and started again, and proof that the gateway's container reaches nothing but the devices."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.conftest import deploy, make_model, write_knobs
+from tests.lab import lab
+from tests.lab.sh import docker
+
+pytestmark = pytest.mark.lab
+A1, A2, B = "e2e-gw-1", "e2e-gw-2", "e2e-gw-3"
+INDEX = {A1: 75, A2: 76, B: 77}
+# The gateway listens on B's 8080, the lab's published port; B's own server moves to 8081.
+KNOBS = {A1: {}, A2: {}, B: {"port": 8081, "gateway": True, "gateway_port": 8080}}
+BRIDGE = "172.17.0.0/16"  # docker's default bridge inside a device: the gateway's container
+REQUEST_TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def devices(device_image: str) -> Iterator[dict[str, lab.Device]]:
+    devs = {n: lab.start_device(n, device_image, index=i, fresh=True) for n, i in INDEX.items()}
+    yield devs
+    for d in devs.values():
+        lab.remove_device(d)
+
+
+@pytest.fixture(scope="module")
+def fleet(devices: dict[str, lab.Device], tmp_path_factory: pytest.TempPathFactory
+          ) -> dict[str, object]:
+    folder = tmp_path_factory.mktemp("gw")
+    models = {"a": make_model(folder, "tiny-a", seed=75), "b": make_model(folder, "tiny-b",
+                                                                          seed=77)}
+    serves = {A1: models["a"], A2: models["a"], B: models["b"]}
+    inv = write_inventory(folder, devices, serves)
+    write_knobs(folder, api_key="generate", server_args=["--metrics"])
+    run = deploy(inv)
+    assert run.code == 0, run.output[-5000:]
+    key = (folder / "cache" / "api-key").read_text().strip()
+    return {"folder": folder, "inv": inv, "models": models, "serves": serves, "key": key,
+            "first": run}
+
+
+def write_inventory(folder: Path, devices: dict[str, lab.Device], serves: dict) -> Path:
+    hosts = [(n, {**d.host_data(), "model": serves[n], "lan_address": d.ip, **KNOBS[n]})
+             for n, d in devices.items()]
+    path = folder / "inventory.py"
+    path.write_text(f"lab = {hosts!r}\n")
+    return path
+
+
+def client(devices: dict[str, lab.Device], key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{devices[B].http_port}/v1", api_key=key,
+                         timeout=REQUEST_TIMEOUT, max_retries=0)
+
+
+def complete(c: openai.OpenAI, model: str) -> str:
+    out = c.completions.create(model=model, prompt="Hi", max_tokens=2,
+                               extra_body={"ignore_eos": True})
+    return out.choices[0].text
+
+
+def predicted(dev: lab.Device, port: int, key: str) -> int:
+    """Tokens the device's own llama-server generated so far (its /metrics)."""
+    text = dev.exec("curl", "-s", "--max-time", "5", "-H", f"Authorization: Bearer {key}",
+                    f"http://127.0.0.1:{port}/metrics")
+    found = re.search(r"^llamacpp:tokens_predicted_total\s+([0-9.e+]+)", text, re.M)
+    return int(float(found[1])) if found else 0
+
+
+def gateway_health(devices: dict[str, lab.Device]) -> dict:
+    text = devices[B].exec("curl", "-s", "--max-time", "5",
+                           "http://127.0.0.1:8080/gateway/health")
+    return json.loads(text)["models"]
+
+
+def wait_up(devices: dict[str, lab.Device], host: str, model: str, up: int,
+            seconds: float = 180) -> None:
+    """Bounded wait until the gateway sees `host` as up (1) or down (0) for `model`."""
+    deadline = time.monotonic() + seconds
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = gateway_health(devices)
+            if last.get(model, {}).get(host) == up:
+                return
+        except (ValueError, OSError, RuntimeError) as exc:
+            last = exc
+        time.sleep(1)
+    raise AssertionError(f"gateway never saw {host} as {up} for {model}: {last}")
+
+
+def test_both_models_answer_and_each_is_listed_once(devices: dict[str, lab.Device],
+                                                    fleet: dict) -> None:
+    c = client(devices, fleet["key"])
+    assert sorted(m.id for m in c.models.list()) == ["tiny-a", "tiny-b"]
+    assert complete(c, "tiny-a") and complete(c, "tiny-b")
+    with pytest.raises(openai.AuthenticationError):
+        complete(client(devices, "not-the-key-0123456789"), "tiny-a")
+
+
+def test_unknown_model_is_a_4xx_naming_it(devices: dict[str, lab.Device], fleet: dict) -> None:
+    with pytest.raises(openai.NotFoundError) as err:
+        complete(client(devices, fleet["key"]), "nobody-serves-this")
+    assert "nobody-serves-this" in str(err.value)
+
+
+def test_requests_for_a_are_spread_over_both_a_devices(devices: dict[str, lab.Device],
+                                                       fleet: dict) -> None:
+    key = fleet["key"]
+    before = {h: predicted(devices[h], 8080, key) for h in (A1, A2)}
+    c = client(devices, key)
+    for _ in range(20):
+        complete(c, "tiny-a")
+    got = {h: (predicted(devices[h], 8080, key) - before[h]) // 2 for h in (A1, A2)}
+    assert sum(got.values()) == 20 and min(got.values()) >= 5, got
+
+
+def test_a_device_stopped_then_started(devices: dict[str, lab.Device], fleet: dict) -> None:
+    """Fault: a device serving model A is switched off | Seen: every request for A still
+    answered through the gateway, by the other A device | Left: the device started again
+    takes requests again"""
+    key, c = fleet["key"], client(devices, fleet["key"])
+    docker("stop", "-t", "5", devices[A1].container, capture=True, timeout=120)
+    try:
+        started = time.monotonic()
+        for _ in range(10):
+            assert complete(c, "tiny-a")  # not one fails: retries go to the other device
+        assert time.monotonic() - started < 10 * REQUEST_TIMEOUT
+        wait_up(devices, A1, "tiny-a", 0, seconds=30)
+    finally:
+        docker("start", devices[A1].container, capture=True, timeout=120)
+    wait_up(devices, A1, "tiny-a", 1)
+    for _ in range(10):
+        assert complete(c, "tiny-a")
+    assert predicted(devices[A1], 8080, key) > 0  # a fresh server: counts since its start
+
+
+def test_second_run_changes_nothing(devices: dict[str, lab.Device], fleet: dict) -> None:
+    again = deploy(fleet["inv"])
+    assert again.code == 0, again.output[-4000:]
+    for name in devices:
+        assert again.changed(name) == 0, again.output[-4000:]
+
+
+def test_keys_stay_out_of_argv_env_and_inspect(devices: dict[str, lab.Device],
+                                               fleet: dict) -> None:
+    dev, key = devices[B], fleet["key"]
+    assert key not in dev.exec("ps", "-eo", "args")
+    assert key not in dev.exec("docker", "inspect", "llama-gateway")
+    mode = dev.exec("stat", "-c", "%a %u", "/etc/llama-docker/gateway.cfg").split()
+    assert mode == ["400", "10002"]
+
+
+def _counters(dev: lab.Device) -> dict[str, int]:
+    """Packets each of the test's commented firewall rules matched."""
+    found = {}
+    for line in dev.exec("iptables", "-L", "DOCKER-USER", "-v", "-x", "-n").splitlines():
+        rule = re.search(r"/\* (gw-\w+) \*/", line)
+        if rule:
+            found[rule[1]] = int(line.split()[0])
+    return found
+
+
+def test_gateway_reaches_nothing_but_the_devices(devices: dict[str, lab.Device],
+                                                 fleet: dict) -> None:
+    """Fault: the gateway tries a name lookup or a connection outside the fleet | Seen: the
+    device's firewall counts and drops it | Left: zero lookups, zero outside attempts across
+    a gateway restart and traffic to both models"""
+    dev = devices[B]
+    ips = ",".join(devices[h].ip for h in devices)
+    rules = [
+        ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"],
+        ["-p", "udp", "--dport", "53", "-m", "comment", "--comment", "gw-dns", "-j", "DROP"],
+        ["-p", "tcp", "--dport", "53", "-m", "comment", "--comment", "gw-dnstcp", "-j", "DROP"],
+        ["-d", ips, "-p", "tcp", "-j", "RETURN"],
+        ["-d", BRIDGE, "-j", "RETURN"],
+        ["-m", "comment", "--comment", "gw-out", "-j", "DROP"],
+    ]
+    for pos, rule in enumerate(rules, start=1):
+        dev.exec("iptables", "-I", "DOCKER-USER", str(pos), "-s", BRIDGE, *rule)
+    # The rule works: a connection from the gateway's container to a lab address that is
+    # not a device (the registry mirror) is counted and dropped.
+    dev.exec("docker", "exec", "llama-gateway", "timeout", "3", "bash", "-c",
+             "echo > /dev/tcp/198.18.0.3/5000", check=False)
+    assert _counters(dev)["gw-out"] >= 1
+    dev.exec("iptables", "-Z", "DOCKER-USER")
+    dev.exec("systemctl", "restart", "llama-gateway")
+    for name, model in ((A1, "tiny-a"), (A2, "tiny-a"), (B, "tiny-b")):
+        wait_up(devices, name, model, 1, seconds=60)  # every device up behind the firewall
+    c = client(devices, fleet["key"])
+    for model in ("tiny-a", "tiny-b", "tiny-a", "tiny-b"):
+        assert complete(c, model)
+    assert _counters(dev) == {"gw-dns": 0, "gw-dnstcp": 0, "gw-out": 0}
+
+
+def test_changing_a_model_updates_the_routes_in_the_same_run(
+        devices: dict[str, lab.Device], fleet: dict) -> None:
+    serves = {**fleet["serves"], A2: fleet["models"]["b"]}
+    inv = write_inventory(fleet["folder"], devices, serves)
+    run = deploy(inv)
+    assert run.code == 0, run.output[-4000:]
+    assert run.changed(B) >= 1  # the gateway's routes (and its restart)
+    wait_up(devices, A2, "tiny-b", 1, seconds=60)
+    health = gateway_health(devices)
+    assert set(health["tiny-a"]) == {A1} and set(health["tiny-b"]) == {A2, B}, health

@@ -1,0 +1,140 @@
+"""The gateway's routing table and HAProxy configuration, from inventory data (pure)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from llama_docker import config
+from llama_docker.defaults import DEFAULTS
+from llama_docker.errors import ConfigError, RefusedError
+from llama_docker.gateway_config import haproxy_config, image_tag, quote, systemd_unit
+from llama_docker.gateway_routes import Upstream, check, routes
+from llama_docker.target import choose
+
+SHA = "a" * 64
+
+
+def host(tmp_path: Path, model: str, **knobs: object) -> dict:
+    return {**DEFAULTS, "cache_dir": str(tmp_path),
+            "model": {"name": model, "path": "/m.gguf", "sha256": SHA}, **knobs}
+
+
+def test_devices_serving_one_model_share_its_route(tmp_path: Path) -> None:
+    table, skipped = routes([
+        ("raspi", host(tmp_path, "a", lan_address="192.168.1.20")),
+        ("deck", host(tmp_path, "a", ssh_hostname="steamdeck.lan", port=8081)),
+        ("nas", host(tmp_path, "b")),
+    ])
+    assert skipped == {}
+    assert table == {
+        "a": [Upstream("raspi", "192.168.1.20", 8080, None),
+              Upstream("deck", "steamdeck.lan", 8081, None)],
+        "b": [Upstream("nas", "nas", 8080, None)],
+    }
+
+
+def test_a_host_with_a_bad_knob_is_left_out_with_its_reason(tmp_path: Path) -> None:
+    table, skipped = routes([("ok", host(tmp_path, "a")), ("bad", host(tmp_path, "a", port=0))])
+    assert [u.host for u in table["a"]] == ["ok"]
+    assert skipped["bad"].startswith("bad: knob port=0 is invalid")
+
+
+def test_generated_key_is_the_fleets_key(tmp_path: Path) -> None:
+    table, _ = routes([("x", host(tmp_path, "a", api_key="generate"))])
+    assert table["a"][0].api_key == (tmp_path / "api-key").read_text().strip()
+
+
+@pytest.mark.parametrize(("table", "says"), [
+    ({}, "no device of the inventory serves a model"),
+    ({"a": [Upstream("p", "10.0.0.1", 8080, "k" * 16), Upstream("q", "10.0.0.2", 8080, None)]},
+     "the devices serving a (p, q) have different api_key values"),
+    ({"a": [Upstream("p", "127.0.0.1", 8080, None)]}, "p is reached at a loopback address"),
+])
+def test_tables_the_gateway_cannot_serve_are_refused(table: dict, says: str) -> None:
+    with pytest.raises(RefusedError, match=re.escape(says)):
+        check(table)
+
+
+def test_gateway_knobs_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"knob gateway='yes' is invalid"):
+        config.load({**DEFAULTS, "gateway": "yes"}, "raspi")
+    with pytest.raises(ConfigError, match=r"raspi: knob lan_address='http://x' is invalid"):
+        config.load({**DEFAULTS, "lan_address": "http://x"}, "raspi")
+    cfg = config.load({**DEFAULTS, "gateway": True, "gateway_port": 4001,
+                       "lan_address": "raspi.local"})
+    assert (cfg.gateway, cfg.gateway_port, cfg.lan_address) == (True, 4001, "raspi.local")
+
+
+TABLE = {
+    "tiny-b": [Upstream("nas", "10.0.0.3", 8080, None)],
+    "tiny-a": [Upstream("raspi", "10.0.0.1", 8080, "k%ey'0123456789ab"),
+               Upstream("deck", "10.0.0.2", 8081, "k%ey'0123456789ab")],
+}
+
+
+def test_one_backend_per_model_with_all_its_devices() -> None:
+    text = haproxy_config(TABLE, None)
+    assert re.findall(r"^backend (\S+)", text, re.M) == ["model_0", "model_1"]
+    a = text.split("\nbackend model_0")[1].split("\nbackend model_1")[0]
+    assert re.findall(r"^\s+server (\S+) (\S+)$", a, re.M) == [
+        ("raspi", "10.0.0.1:8080"), ("deck", "10.0.0.2:8081")]
+    assert "option httpchk GET /health" in a and "balance roundrobin" in a
+    # The device key: quoted as one word, % escaped for HAProxy's log-format.
+    assert "http-request set-header Authorization 'Bearer k%%ey'\\''0123456789ab'" in a
+    assert "http-request del-header Authorization" in text.split("\nbackend model_1")[1]
+    assert "acl model_0 var(txn.model) -m str 'tiny-a'" in text
+    # A retry goes to another device; a dead one is given up on within a LAN's second.
+    assert "option redispatch 1" in text and "timeout connect 1s" in text
+    assert "retry-on conn-failure" in text
+
+
+def test_models_are_listed_once_each() -> None:
+    text = haproxy_config(TABLE, None)
+    listed = re.search(r"string '(\{\"object\".*?)' if METH_GET", text)
+    assert listed
+    assert [m["id"] for m in json.loads(listed[1])["data"]] == ["tiny-a", "tiny-b"]
+
+
+def test_unknown_model_answer_names_it_and_client_key_is_checked() -> None:
+    assert "req.fhdr(authorization)" not in haproxy_config(TABLE, None)
+    text = haproxy_config(TABLE, "client-key-0123456789")
+    assert "unless { req.fhdr(authorization) -m str 'Bearer client-key-0123456789' }" in text
+    assert ("return status 404 content-type application/json lf-string "
+            "'{\"error\":{\"message\":\"model %[var(txn.model),json(utf8s)] is not served")\
+        in text
+    assert "unless model_0 or model_1" in text
+
+
+def test_health_answer_says_each_device_state() -> None:
+    text = haproxy_config(TABLE, None)
+    assert '"raspi": %[srv_is_up(model_0/raspi)]' in text
+    assert '"nas": %[srv_is_up(model_1/nas)]' in text
+
+
+def test_quote_is_one_word() -> None:
+    assert quote("a b") == "'a b'"
+    assert quote("it's") == "'it'\\''s'"
+
+
+def test_unit_runs_the_gateway_locked_down() -> None:
+    unit = systemd_unit(runtime="docker", image="llama-docker/gateway:abc", port=4000,
+                        bind="0.0.0.0", config_file="/etc/llama-docker/gateway.cfg")
+    for flag in ("--read-only", "--cap-drop ALL", "--security-opt no-new-privileges",
+                 "--publish 0.0.0.0:4000:8080",
+                 "--volume /etc/llama-docker/gateway.cfg:/etc/llama-gateway/haproxy.cfg:ro"):
+        assert flag in unit
+    assert image_tag("debian:forky-slim", True) != image_tag("debian:forky-slim", False)
+
+
+def test_no_gateway_no_facts() -> None:
+    """A host without the gateway reads nothing more: a no-op run stays at 2 round trips."""
+    from llama_docker.tasks import gateway
+
+    cfg = config.load(DEFAULTS)
+    tgt = choose("debian", "auto", "auto", "/home/pi", "llama-docker")
+    assert gateway.wants(cfg, tgt) == []
+    assert gateway.wants(config.load({**DEFAULTS, "gateway": True}), tgt)
