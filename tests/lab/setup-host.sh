@@ -63,7 +63,7 @@ missing=()
 for pair in $commands; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair%%:*} (apt package ${pair#*:})")
 done
-for mod in pyinfra paramiko gguf numpy pytest wheel llama_docker.tasks; do
+for mod in pyinfra paramiko gguf numpy pytest wheel openai llama_docker.tasks; do
   (cd / && python3 -c "import $mod") >/dev/null 2>&1 || missing+=("python module $mod")
 done
 for tool in ruff mypy pyinfra; do
