@@ -20,6 +20,10 @@ cache_dir = "~/.cache/llama-docker"
 # "controller": download once here, push to every device over SSH (the internet sees one
 # download). "direct": each device downloads the URL itself (devices far from this laptop).
 model_source = "controller"
+# Several models picked per request by "name" (router mode): presets or dicts as for `model`.
+models = []
+# How many of `models` are loaded at once (LRU unloaded); 0 = as many as fit the device's RAM.
+models_max = 0
 
 # --- Container runtime ----------------------------------------------------------------------
 # "auto" picks what fits the device: docker on Debian and Arch, rootless podman on SteamOS,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .model_set import resolve_models
 from .spec import ModelSpec, resolve_model
 
 RUNTIMES = ("auto", "docker", "podman", "native")
@@ -47,6 +48,8 @@ class Config:
     cache_dir: str
     api_key: str
     model_source: str
+    models: tuple[ModelSpec, ...] = ()  # several models (router mode); () = `model` alone
+    models_max: int = 0  # models loaded at once; 0 = decided from the device's RAM
     # The fleet gateway (llama_docker/gateway_routes.py): defaults keep Config(...) callers
     # that predate it working.
     gateway: bool = False
@@ -181,6 +184,8 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "gateway": _bool,
     "gateway_port": _int(1, 65535),
     "lan_address": _lan_address,
+    "models": resolve_models,
+    "models_max": _int(0, 64),
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")
@@ -227,6 +232,15 @@ def ignored_keys(names: list[str]) -> list[str]:
             and not n.startswith(PYINFRA_PREFIXES) and not near_miss(n)]
 
 
+def exclusive(models: tuple[ModelSpec, ...], model: Any) -> None:
+    """`models` replaces `model`: both set is refused (which one would the device serve?)."""
+    from .defaults import DEFAULTS
+
+    if models and model != DEFAULTS["model"]:
+        raise ConfigError("model", model, f"the default {DEFAULTS['model']!r} when 'models' "
+                          "is set: the two are exclusive (list this model in models instead)")
+
+
 def load(data: Mapping[str, Any], host: str = "") -> Config:
     """Check every knob of one host; the first bad one raises with the host's name."""
     values: dict[str, Any] = {}
@@ -241,6 +255,7 @@ def load(data: Mapping[str, Any], host: str = "") -> Config:
                 raise ConfigError(knob, None, "a value (is group_data/all.py in place?)")
             values[knob] = rule(knob, data.get(knob))
         values["model"] = resolve_model(data.get("model"), "model")
+        exclusive(values["models"], data.get("model"))
     except ConfigError as exc:
         raise exc.on(host) from None
     return Config(**values)

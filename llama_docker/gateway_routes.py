@@ -26,8 +26,9 @@ class Upstream:
 
 
 def served_models(cfg: config.Config) -> list[str]:
-    """The model names one device serves (a single-model device: its `model` knob's)."""
-    return [cfg.model.name]
+    """The model names one device serves: each of its `models` set (router mode), else its
+    `model` knob's."""
+    return [m.name for m in cfg.models] if cfg.models else [cfg.model.name]
 
 
 def address_of(name: str, data: Mapping[str, Any], cfg: config.Config) -> str:

@@ -13,7 +13,7 @@ import math
 import re
 import shlex
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .apikey import paths
@@ -21,6 +21,7 @@ from .config import Config
 from .errors import ConfigError, RefusedError
 from .fit import GIB, MIB
 from .profile import detect
+from .status_models import models_line, router_models, summary
 from .target import Target, choose
 
 PROMPT = {"prompt": "Hello", "n_predict": 16, "temperature": 0, "ignore_eos": True}
@@ -53,6 +54,8 @@ class Row:
     tokens_per_s: float | None = None
     disk_free_bytes: int | None = None
     ram_bytes: int | None = None
+    # Several models (router mode): each {name, sha256, state, failed}; None with one model.
+    models: list[dict[str, Any]] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -119,7 +122,9 @@ def script(cfg: Config, t: Target, uid: int) -> str:
     """
     url = device_url(cfg.bind, cfg.port)
     key_file, header = (shlex.quote(f) for f in paths(t.config_dir))
-    body = shlex.quote(json.dumps(PROMPT))
+    # Several models: the completion names the first (a router answers none without).
+    body = shlex.quote(json.dumps({**PROMPT, **({"model": cfg.models[0].name}
+                                                 if cfg.models else {})}))
     curl = (f"curl -s --max-time {COMPLETION_MAX_TIME} -H 'Content-Type: application/json' "
             f"-d {body}")
     as_root = "sudo -n " if t.sudo else ""
@@ -138,6 +143,7 @@ def script(cfg: Config, t: Target, uid: int) -> str:
         f"h=$(curl -s -o /dev/null --max-time {HEALTH_MAX_TIME} -w '%{{http_code}}' "
         f"{url}/health 2>/dev/null)",
         'echo "health=$h"',
+        *([models_line(url, header, as_root, COMPLETION_MAX_TIME)] if cfg.models else []),
         f'if [ "$h" = 200 ]; then if [ $s = yes ] && {as_root}test -f {header}; then '
         f"c=$({as_root}{curl} -H @{header} {url}/completion 2>/dev/null); "
         f"else c=$({curl} {url}/completion 2>/dev/null); fi; "
@@ -187,7 +193,7 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
     """A reachable host's row from its knobs, its target and what its script printed."""
     free, ram_kib = _int(facts.get("disk_free_kib")), _int(facts.get("ram_kib"))
     ram = ram_kib * 1024 if ram_kib is not None else _int(facts.get("ram_bytes"))
-    return Row(
+    row = Row(
         host=host, reachable=True, profile=t.profile, runtime=t.runtime,
         service=facts.get("service") or "unknown", model=cfg.model.name,
         model_sha256=cfg.model.file.sha256, sha256=_sha(facts.get("current")),
@@ -197,6 +203,14 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
         tokens_per_s=tokens_per_second(facts.get("completion")),
         disk_free_bytes=free * 1024 if free is not None else None, ram_bytes=ram,
     )
+    return replace(row, **_set_fields(cfg, facts)) if cfg.models else row
+
+
+def _set_fields(cfg: Config, facts: Mapping[str, str]) -> dict[str, Any]:
+    """A set's row: the model cell counts them, each model's sha256 is in `models`."""
+    models = router_models(facts.get("models"))
+    return {"model": summary(models, len(cfg.models)), "model_sha256": None, "sha256": None,
+            "previous_sha256": None, "models": models}
 
 
 def refused_row(host: str, facts: Mapping[str, str], exc: RefusedError) -> Row:

@@ -23,16 +23,25 @@ from .plan import Switch
 PROMPT = {"prompt": "Hello", "n_predict": 4}
 
 
-def wait_script(url: str, timeout: int, header: str) -> str:
+def wait_script(url: str, timeout: int, header: str, model: str | None = None) -> str:
     """A bounded poll of /health that names what it waited for, then a short completion.
 
     The completion sends the API key header when the device has one (curl reads it from the
     file: the key never appears on a command line). On a rootful device that file is root's,
     so the whole script runs as root (tasks/common.py run_as: sudo with its password on
     stdin, when it needs one).
+    `model`: a router (several models) needs a name in the request: this one when the
+    router lists it, else the first it lists (a rollback's set may not have it).
     """
     tries = max(timeout // 2, 1)
     body = shlex.quote(json.dumps(PROMPT))
+    pick = ""
+    if model is not None:
+        pick = (f"m=$($auth -s --max-time 10 {url}/models | grep -o '\"id\":\"[^\"]*\"' "
+                "| cut -d'\"' -f4); "
+                f'want={shlex.quote(model)}; echo "$m" | grep -qxF "$want" || '
+                'want=$(echo "$m" | head -1); ')
+        body = '"{\\"prompt\\": \\"Hello\\", \\"n_predict\\": 4, \\"model\\": \\"$want\\"}"'
     return (
         f"i=0; code=000; while [ $i -lt {tries} ]; do "
         f"code=$(curl -s -o /dev/null --max-time 2 -w '%{{http_code}}' {url}/health); "
@@ -41,7 +50,7 @@ def wait_script(url: str, timeout: int, header: str) -> str:
         '(last status $code)"; exit 1; fi; '
         f"if test -f {header}; then auth='curl -H @{header}'; "
         "else auth=curl; fi; "
-        f"$auth -fsS --max-time 60 -H 'Content-Type: application/json' -d {body} "
+        f"{pick}$auth -fsS --max-time 60 -H 'Content-Type: application/json' -d {body} "
         f"{url}/completion | grep -q '\"content\"' || "
         f'{{ echo "{url}/health answers but /completion failed"; exit 1; }}'
     )
@@ -65,7 +74,7 @@ def _wait(state, host, url: str, script: str, service: str, root: str,  # noqa: 
     host.run_shell_command(command=" && ".join(cmds))
     run_as(host, restart, sudo, _env=env)
     back, _ = _healthy(host, script, sudo)
-    old = rollback["current.gguf"]
+    old = rollback.get("current.gguf") or rollback.get("current-set.ini")
     state_now = "it answers again" if back else "it does not answer either"
     say_error(host, f"the new model failed its health check ({why}); rolled back to {old}, "
                     f"{state_now}; see: {logs}")
@@ -84,7 +93,8 @@ def health(cfg: Config, t: Target, env: dict[str, str], restarted: bool,
     if not restarted and known and known.get(HttpStatus, url=f"{url}/health") == 200:
         return
     rollback: dict[str, str] = {}
-    if switch and switch.changed and switch.before.get("current.gguf"):
+    if switch and switch.changed and (switch.before.get("current.gguf")
+                                      or switch.before.get("current-set.ini")):
         rollback = {link: target for link, target in switch.before.items() if target}
     service = f"{cfg.service_name}.service"
     user = "--user " if t.manager == "systemd-user" else ""
@@ -92,7 +102,8 @@ def health(cfg: Config, t: Target, env: dict[str, str], restarted: bool,
     logs = f"journalctl {user}-u {service}"
     if t.manager == "launchd":
         restart, logs = restart_and_logs(t, cfg.service_name)
-    script = wait_script(url, cfg.health_timeout, paths(t.config_dir)[1])
+    script = wait_script(url, cfg.health_timeout, paths(t.config_dir)[1],
+                         cfg.models[0].name if cfg.models else None)
     python.call(name=f"Wait for {url}/health and a first completion", function=_wait,
                 url=url, script=script, service=service, root=t.models_dir,
                 rollback=rollback, restart=restart, env=env, logs=logs, sudo=t.sudo)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from llama_docker import config, target
 from llama_docker.controller import LocalFile
+from llama_docker.model_set import Member
 from llama_docker.push import Store
 
 from .batch import Known
@@ -33,6 +34,9 @@ class Plan:
     brew: str | None = None  # macOS: Homebrew's prefix
     # What device commands need beyond SSH's bare environment (macOS: brew's PATH).
     env: dict[str, str] = field(default_factory=dict)
+    # Several models (the models knob, router mode); () when the model knob serves one.
+    models: tuple[Member, ...] = ()
+    models_max: int = 0  # how many of them the router loads at once
 
     @property
     def runtime(self) -> str:

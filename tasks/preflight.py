@@ -14,8 +14,9 @@ from llama_docker import clock, config, fit, profile, target
 from llama_docker.controller import LocalFile, local_file, remote_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
+from llama_docker.spec import ModelFile
 
-from . import busy_port, gateway, runtime, steps
+from . import busy_port, gateway, router, runtime, steps
 from .batch import Known, gather
 from .common import fail_host, host_sudo_password, is_dry, knob_data, run_as, ssh_user
 from .facts import (
@@ -125,10 +126,31 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     specs = [cfg.model.file] + ([cfg.model.mmproj] if cfg.model.mmproj else [])
     # Fit first, from what the URL says (sha256, size): nothing is downloaded for a device
     # that cannot run the model (ollama #10920 downloaded 132 GB, then said no).
-    seen = [remote_file(f) if f.is_url else local_file(f, cache) for f in specs]
+    seen = [] if cfg.models else [remote_file(f) if f.is_url else local_file(f, cache)
+                                  for f in specs]
     known = device_state(cfg, tgt, uid, env)
     busy_port.check(cfg, tgt, known, user)
     runtime.check(cfg, tgt, known)
+    if cfg.models:  # several models: the set is fitted and fetched by tasks/router.py
+        members, models_max, memory_mib = router.prepare(cfg, tgt, ident.get(MemoryBytes),
+                                                         known)
+        model, mmproj = members[0].model, None
+    else:
+        model, mmproj, memory_mib = _one_model(cfg, tgt, specs, seen, cache, ident, known)
+        members, models_max = (), 0
+    store = Store(tgt.models_dir, "shasum -a 256" if kind == "macos" else "sha256sum")
+    threads = cfg.threads or ident.get(MacPhysicalCores if kind == "macos" else PhysicalCores)
+    return Plan(cfg=cfg, profile=kind, arch=arch, threads=threads, user=user, model=model,
+                mmproj=mmproj, store=store, target=tgt, uid=uid,
+                memory_mib=memory_mib, aes=ident.get(CpuHasAes),
+                known=known, brew=brew, env=env, models=members, models_max=models_max)
+
+
+def _one_model(cfg: config.Config, tgt: target.Target, specs: list[ModelFile],
+               seen: list[LocalFile], cache: Path, ident: Known, known: Known
+               ) -> tuple[LocalFile, LocalFile | None, int]:
+    """The model knob's files, fitted (`seen`: from what the URL says), then fetched:
+    (model, projector, memory cap MiB)."""
     _fits(cfg, tgt, seen, ident, known)
     if cfg.model_source == "controller":
         # Downloads once (paths are memoized); a dry run plans from what the URL says.
@@ -137,12 +159,7 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     model, mmproj = seen[0], (seen[1] if len(seen) > 1 else None)
     weights = sum(f.size for f in seen)
     kv = fit.kv_cache_bytes(model.shape, cfg.ctx_size, model.size)
-    store = Store(tgt.models_dir, "shasum -a 256" if kind == "macos" else "sha256sum")
-    threads = cfg.threads or ident.get(MacPhysicalCores if kind == "macos" else PhysicalCores)
-    return Plan(cfg=cfg, profile=kind, arch=arch, threads=threads, user=user, model=model,
-                mmproj=mmproj, store=store, target=tgt, uid=uid,
-                memory_mib=fit.memory_limit_mib(weights, kv), aes=ident.get(CpuHasAes),
-                known=known, brew=brew, env=env)
+    return model, mmproj, fit.memory_limit_mib(weights, kv)
 
 
 @deploy("Preflight")

@@ -10,6 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
 
 from llama_docker.errors import LlamaDockerError
+from llama_docker.model_set import CURRENT_SET, PREVIOUS_SET
 from llama_docker.store import link_commands
 
 from .agents import restart_and_logs
@@ -30,15 +31,19 @@ def rollback(knobs: Mapping[str, Any] | None = None) -> bool:
     root = t.models_dir
     cmds = []
     links = host.get_fact(StoreState, root=root)["links"]
-    for kind in ("", "-mmproj"):
-        cur = links.get(f"current{kind}.gguf")
-        prev = links.get(f"previous{kind}.gguf")
-        if kind == "" and not prev:
-            fail_host(f"no previous model in {root} to roll back to")
+    # Several models (the models knob): the set's preset links, as one model's links.
+    pairs = [(CURRENT_SET, PREVIOUS_SET)] if cfg.models else [
+        ("current.gguf", "previous.gguf"), ("current-mmproj.gguf", "previous-mmproj.gguf")]
+    for i, (current, previous) in enumerate(pairs):
+        cur = links.get(current)
+        prev = links.get(previous)
+        if i == 0 and not prev:
+            what = "set of models" if cfg.models else "model"
+            fail_host(f"no previous {what} in {root} to roll back to")
             return False
         if cur and prev and cur != prev:
-            cmds += [link_commands(root, f"current{kind}.gguf", prev),
-                     link_commands(root, f"previous{kind}.gguf", cur)]
+            cmds += [link_commands(root, current, prev),
+                     link_commands(root, previous, cur)]
     if not cmds:
         return False
     env = t.unit_env(uid)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import gateway, health, image, model, runtime, service
+from . import gateway, health, image, model, router, runtime, service
 from .plan import Plan, Progress
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def _image(plan: Plan, done: Progress) -> None:
 
 
 def _model(plan: Plan, done: Progress) -> None:
-    done.switch = model.model(plan)
+    done.switch = router.model_set(plan) if plan.models else model.model(plan)
 
 
 def _service(plan: Plan, done: Progress) -> None:
@@ -55,13 +55,16 @@ def _gateway(plan: Plan, done: Progress) -> None:
 
 
 def _prune(plan: Plan, done: Progress) -> None:
-    model.prune_store(plan)
+    if plan.models:
+        router.prune_set(plan)
+    else:
+        model.prune_store(plan)
 
 
 ALL = (
     Step("runtime", runtime.wants, _runtime),
     Step("image", image.wants, _image),
-    Step("model", model.wants, _model),
+    Step("model", lambda cfg, tgt: [*model.wants(cfg, tgt), *router.wants(cfg, tgt)], _model),
     Step("service", service.wants, _service),
     Step("health", health.wants, _health),
     Step("prune", lambda cfg, tgt: [], _prune),

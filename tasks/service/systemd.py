@@ -3,26 +3,38 @@ boot, restarted only when the unit, image, model or key changed."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from llama_docker.model_set import CURRENT_SET
 from llama_docker.units import server_args, systemd_unit
 
 from .. import converge
+from ..router import MOUNT
 
 if TYPE_CHECKING:
     from ..plan import Plan
 
 
+def router_unit(plan: Plan) -> dict[str, Any]:
+    """What a unit serving several models changes: the preset instead of a model, and each
+    model's own args in the preset rather than on the command line."""
+    return {"preset": f"{MOUNT}/{CURRENT_SET}", "models_max": plan.models_max,
+            "model_name": ", ".join(m.spec.name for m in plan.models), "mmproj": False,
+            "args": server_args(plan.cfg.cors_origins, (), plan.cfg.server_args)}
+
+
 def serve(plan: Plan, image: str, changed: bool, key_file: str | None) -> bool:
     """Run llama-server from a systemd unit; True when it was (re)started in this run."""
     cfg, t = plan.cfg, plan.target
-    unit = systemd_unit(
-        runtime=t.runtime, image=image, model_name=cfg.model.name, models_dir=t.models_dir,
-        port=cfg.port, bind=cfg.bind, ctx_size=cfg.ctx_size, threads=plan.threads,
-        args=server_args(cfg.cors_origins, cfg.model.args, cfg.server_args),
-        mmproj=plan.mmproj is not None,
-        api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib,
-    )
+    unit = systemd_unit(**{
+        **dict(runtime=t.runtime, image=image, model_name=cfg.model.name,
+               models_dir=t.models_dir, port=cfg.port, bind=cfg.bind, ctx_size=cfg.ctx_size,
+               threads=plan.threads,
+               args=server_args(cfg.cors_origins, cfg.model.args, cfg.server_args),
+               mmproj=plan.mmproj is not None,
+               api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib),
+        **(router_unit(plan) if plan.models else {}),
+    })
     name = f"{cfg.service_name}.service"
     unit_changed = converge.put_text(plan.known, name=f"Unit {name}", text=unit,
                                      dest=t.unit_path, mode="644", _sudo=t.sudo)

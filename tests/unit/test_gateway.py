@@ -138,3 +138,16 @@ def test_no_gateway_no_facts() -> None:
     tgt = choose("debian", "auto", "auto", "/home/pi", "llama-docker")
     assert gateway.wants(cfg, tgt) == []
     assert gateway.wants(config.load({**DEFAULTS, "gateway": True}), tgt)
+
+
+def test_a_device_serving_a_set_is_routed_for_each_of_its_models() -> None:
+    from llama_docker import config
+    from llama_docker.defaults import DEFAULTS
+    from llama_docker.gateway_routes import served_models
+
+    sha = "a" * 64
+    cfg = config.load({**DEFAULTS, "models": [
+        {"name": "chat", "path": "/m/a.gguf", "sha256": sha},
+        {"name": "small", "path": "/m/b.gguf", "sha256": "b" * 64}]})
+    assert served_models(cfg) == ["chat", "small"]
+    assert served_models(config.load(DEFAULTS)) == ["qwen2.5-0.5b-instruct"]
