@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from . import webui
 from .apikey import paths
 from .config import Config
 from .errors import ConfigError, RefusedError
@@ -53,6 +54,8 @@ class Row:
     tokens_per_s: float | None = None
     disk_free_bytes: int | None = None
     ram_bytes: int | None = None
+    webui: str | None = None  # the UI on the port: "llama.cpp", "simplechat" or "none"
+    webui_version: str | None = None  # the llama.cpp UI's folder, e.g. "llama-b11669"
 
     @property
     def healthy(self) -> bool:
@@ -128,6 +131,7 @@ def script(cfg: Config, t: Target, uid: int) -> str:
         _service_state(t, f"{cfg.service_name}.service", uid),
         'echo "current=$(readlink "$d/current.gguf" 2>/dev/null)"',
         'echo "previous=$(readlink "$d/previous.gguf" 2>/dev/null)"',
+        *webui_lines(t),
         'p="$d"; while [ ! -e "$p" ]; do p=$(dirname "$p"); done',
         "echo \"disk_free_kib=$(df -Pk \"$p\" 2>/dev/null | awk 'NR==2 {print $4}')\"",
         "echo \"ram_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)\"",
@@ -196,7 +200,22 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
         api_key={"on": True, "off": False}.get(facts.get("api_key", "")),
         tokens_per_s=tokens_per_second(facts.get("completion")),
         disk_free_bytes=free * 1024 if free is not None else None, ram_bytes=ram,
+        **webui_fields(facts),
     )
+
+
+def webui_lines(t: Target) -> list[str]:
+    """Status script lines: the UI link and the unit's UI arguments (what the server got)."""
+    unit = shlex.quote(t.unit_path)
+    return [f'echo "webui_link=$(readlink "$d/{webui.STORE}/current" 2>/dev/null)"',
+            f"echo \"webui_args=$(grep -oE -- '--no-webui|--path [^ ]+' {unit} 2>/dev/null "
+            "| tr '\\n' ' ')\""]
+
+
+def webui_fields(facts: Mapping[str, str]) -> dict[str, str | None]:
+    """Which UI the device serves, from what webui_lines printed."""
+    kind, version = webui.served(facts.get("webui_link", ""), facts.get("webui_args", ""))
+    return {"webui": kind, "webui_version": version}
 
 
 def refused_row(host: str, facts: Mapping[str, str], exc: RefusedError) -> Row:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from llama_docker import config, target
 from llama_docker.controller import LocalFile
 from llama_docker.push import Store
+from llama_docker.webui_fetch import UiFile
 
 from .batch import Known
 
@@ -33,6 +34,7 @@ class Plan:
     brew: str | None = None  # macOS: Homebrew's prefix
     # What device commands need beyond SSH's bare environment (macOS: brew's PATH).
     env: dict[str, str] = field(default_factory=dict)
+    webui: UiFile | None = None  # the user's own UI (webui knob a path), verified here
 
     @property
     def runtime(self) -> str:

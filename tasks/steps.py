@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import health, image, model, runtime, service
+from . import health, image, model, runtime, service, webui
 from .plan import Plan, Progress
 
 if TYPE_CHECKING:
@@ -40,6 +40,10 @@ def _model(plan: Plan, done: Progress) -> None:
     done.switch = model.model(plan)
 
 
+def _webui(plan: Plan, done: Progress) -> None:
+    webui.webui(plan, done.tag)
+
+
 def _service(plan: Plan, done: Progress) -> None:
     done.restarted = service.service(plan, done.tag, changed=done.built or done.switch.changed)
 
@@ -58,6 +62,7 @@ ALL = (
     Step("runtime", runtime.wants, _runtime),
     Step("image", image.wants, _image),
     Step("model", model.wants, _model),
+    Step("webui", webui.wants, _webui),
     Step("service", service.wants, _service),
     Step("health", health.wants, _health),
     Step("prune", lambda cfg, tgt: [], _prune),

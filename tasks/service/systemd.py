@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from llama_docker import webui
 from llama_docker.units import server_args, systemd_unit
 
 from .. import converge
@@ -19,7 +20,8 @@ def serve(plan: Plan, image: str, changed: bool, key_file: str | None) -> bool:
     unit = systemd_unit(
         runtime=t.runtime, image=image, model_name=cfg.model.name, models_dir=t.models_dir,
         port=cfg.port, bind=cfg.bind, ctx_size=cfg.ctx_size, threads=plan.threads,
-        args=server_args(cfg.cors_origins, cfg.model.args, cfg.server_args),
+        args=(*webui.server_args(cfg.webui),
+              *server_args(cfg.cors_origins, cfg.model.args, cfg.server_args)),
         mmproj=plan.mmproj is not None,
         api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib,
     )
