@@ -11,6 +11,7 @@ at `/`; the run after that moves 0 bytes and changes nothing.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -49,11 +50,15 @@ def stand_in(build: str) -> bytes:
             "<textarea placeholder='Type a message'></textarea></main></body></html>")
     files = {"index.html": page.encode(), "favicon.svg": b"<svg xmlns='http://www.w3.org/"
              b"2000/svg'/>", "_app/immutable/app.js": b"console.log('stand-in');\n"}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    buf = io.BytesIO()  # the same bytes every call: gzip's header time fixed
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
+        top = tarfile.TarInfo(f"llama-{build}")  # "." renamed, as the release's tar does
+        top.type, top.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(top)
         for name, data in files.items():
             info = tarfile.TarInfo(f"llama-{build}/{name}")
-            info.size, info.mode = len(data), 0o644
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
