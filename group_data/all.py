@@ -56,6 +56,14 @@ cors_origins = []
 service_name = "llama-docker"
 # Seconds to wait for /health 200 after a (re)start.
 health_timeout = 300
+# The web UI on the port: "upstream" (llama.cpp's own UI of the image's llama.cpp build,
+# downloaded once here, verified, pushed; SimpleChat until it can be had), "simplechat"
+# (Debian's), "none", or the path of a built UI folder or .tar.gz on this controller.
+webui = "upstream"
+# sha256 of the UI tarball; "" = the one the release publishes (printed, so it can be pinned).
+webui_sha256 = ""
+# Base URL standing in for https://github.com/ggml-org/llama.cpp/releases/download; "" = GitHub.
+webui_mirror = ""
 
 # --- Preflight margins ----------------------------------------------------------------------
 # RAM kept free beyond model + context, in MiB.

@@ -48,6 +48,9 @@ class Config:
     cache_dir: str
     api_key: str
     model_source: str
+    webui: str
+    webui_sha256: str
+    webui_mirror: str
     models: tuple[ModelSpec, ...] = ()  # several models (router mode); () = `model` alone
     models_max: int = 0  # models loaded at once; 0 = decided from the device's RAM
     # The fleet gateway (llama_docker/gateway_routes.py): defaults keep Config(...) callers
@@ -161,6 +164,27 @@ def _lan_address(knob: str, value: Any) -> str:
     raise ConfigError(knob, value, "'' (the inventory name) or a host name or IP address")
 
 
+def _webui(knob: str, value: Any) -> str:
+    if value in ("upstream", "simplechat", "none"):
+        return value
+    if isinstance(value, str) and value.startswith(("/", "~")) and "\n" not in value:
+        return value
+    raise ConfigError(knob, value, "'upstream', 'simplechat', 'none', or the absolute path "
+                                   "of a built UI folder or .tar.gz on this controller")
+
+
+def _sha256_or_empty(knob: str, value: Any) -> str:
+    if value == "" or (isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value)):
+        return value
+    raise ConfigError(knob, value, "'' or a sha256 (64 lowercase hex digits)")
+
+
+def _base_url(knob: str, value: Any) -> str:
+    if value == "" or (isinstance(value, str) and re.fullmatch(r"https?://[^\s]+", value)):
+        return value.rstrip("/")
+    raise ConfigError(knob, value, "'' (GitHub) or an http(s):// base URL")
+
+
 RULES: dict[str, Callable[[str, Any], Any]] = {
     "models_dir": _models_dir,
     "models_keep": _int(1, 100),
@@ -186,6 +210,9 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "lan_address": _lan_address,
     "models": resolve_models,
     "models_max": _int(0, 64),
+    "webui": _webui,
+    "webui_sha256": _sha256_or_empty,
+    "webui_mirror": _base_url,
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")

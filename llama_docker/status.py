@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from . import webui
 from .apikey import paths
 from .config import Config
 from .errors import ConfigError, RefusedError
@@ -56,6 +57,8 @@ class Row:
     ram_bytes: int | None = None
     # Several models (router mode): each {name, sha256, state, failed}; None with one model.
     models: list[dict[str, Any]] | None = None
+    webui: str | None = None  # the UI on the port: "llama.cpp", "simplechat" or "none"
+    webui_version: str | None = None  # the llama.cpp UI's folder, e.g. "llama-b11669"
 
     @property
     def healthy(self) -> bool:
@@ -133,6 +136,7 @@ def script(cfg: Config, t: Target, uid: int) -> str:
         _service_state(t, f"{cfg.service_name}.service", uid),
         'echo "current=$(readlink "$d/current.gguf" 2>/dev/null)"',
         'echo "previous=$(readlink "$d/previous.gguf" 2>/dev/null)"',
+        *webui_lines(t),
         'p="$d"; while [ ! -e "$p" ]; do p=$(dirname "$p"); done',
         "echo \"disk_free_kib=$(df -Pk \"$p\" 2>/dev/null | awk 'NR==2 {print $4}')\"",
         "echo \"ram_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)\"",
@@ -202,6 +206,7 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
         api_key={"on": True, "off": False}.get(facts.get("api_key", "")),
         tokens_per_s=tokens_per_second(facts.get("completion")),
         disk_free_bytes=free * 1024 if free is not None else None, ram_bytes=ram,
+        **webui_fields(facts),
     )
     return replace(row, **_set_fields(cfg, facts)) if cfg.models else row
 
@@ -211,6 +216,20 @@ def _set_fields(cfg: Config, facts: Mapping[str, str]) -> dict[str, Any]:
     models = router_models(facts.get("models"))
     return {"model": summary(models, len(cfg.models)), "model_sha256": None, "sha256": None,
             "previous_sha256": None, "models": models}
+
+
+def webui_lines(t: Target) -> list[str]:
+    """Status script lines: the UI link and the unit's UI arguments (what the server got)."""
+    unit = shlex.quote(t.unit_path)
+    return [f'echo "webui_link=$(readlink "$d/{webui.STORE}/current" 2>/dev/null)"',
+            f"echo \"webui_args=$(grep -oE -- '--no-webui|--path [^ ]+' {unit} 2>/dev/null "
+            "| tr '\\n' ' ')\""]
+
+
+def webui_fields(facts: Mapping[str, str]) -> dict[str, str | None]:
+    """Which UI the device serves, from what webui_lines printed."""
+    kind, version = webui.served(facts.get("webui_link", ""), facts.get("webui_args", ""))
+    return {"webui": kind, "webui_version": version}
 
 
 def refused_row(host: str, facts: Mapping[str, str], exc: RefusedError) -> Row:

@@ -2,11 +2,11 @@
 
 Imports only run downward:
 
-    steps.py       the steps in the order they run (runtime, image, model, service, health,
+    steps.py       the steps in the order they run (runtime, image, model, webui, service, health,
                    prune); preflight.py reads every fact they check in one round trip
     preflight.py   facts and refusals, before anything changes; makes the host's Plan
     runtime/       the container runtime, one module per device family behind __init__
-    image.py, model.py, health.py   one @deploy each
+    image.py, model.py, webui.py, health.py   one @deploy each
     service/       the API key, then systemd.py (Linux) or launchd.py (macOS)
     plan.py        what the steps share: Plan, Switch, Progress
     rollback.py    the rollback deploy

@@ -9,6 +9,7 @@ from llama_docker import config, target
 from llama_docker.controller import LocalFile
 from llama_docker.model_set import Member
 from llama_docker.push import Store
+from llama_docker.webui_fetch import UiFile
 
 from .batch import Known
 
@@ -37,6 +38,7 @@ class Plan:
     # Several models (the models knob, router mode); () when the model knob serves one.
     models: tuple[Member, ...] = ()
     models_max: int = 0  # how many of them the router loads at once
+    webui: UiFile | None = None  # the user's own UI (webui knob a path), verified here
 
     @property
     def runtime(self) -> str:

@@ -10,7 +10,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
-from llama_docker import clock, config, fit, profile, target
+from llama_docker import clock, config, fit, profile, target, webui_fetch
 from llama_docker.controller import LocalFile, local_file, remote_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
@@ -140,10 +140,14 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
         members, models_max = (), 0
     store = Store(tgt.models_dir, "shasum -a 256" if kind == "macos" else "sha256sum")
     threads = cfg.threads or ident.get(MacPhysicalCores if kind == "macos" else PhysicalCores)
+    # The user's own UI (a folder or tarball here) is checked before any byte moves.
+    own_ui = (webui_fetch.local(cfg.webui, cache, cfg.webui_sha256)
+              if cfg.webui.startswith(("/", "~")) else None)
     return Plan(cfg=cfg, profile=kind, arch=arch, threads=threads, user=user, model=model,
                 mmproj=mmproj, store=store, target=tgt, uid=uid,
                 memory_mib=memory_mib, aes=ident.get(CpuHasAes),
-                known=known, brew=brew, env=env, models=members, models_max=models_max)
+                known=known, brew=brew, env=env, models=members, models_max=models_max,
+                webui=own_ui)
 
 
 def _one_model(cfg: config.Config, tgt: target.Target, specs: list[ModelFile],

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import gateway, health, image, model, router, runtime, service
+from . import gateway, health, image, model, router, runtime, service, webui
 from .plan import Plan, Progress
 
 if TYPE_CHECKING:
@@ -40,6 +40,10 @@ def _model(plan: Plan, done: Progress) -> None:
     done.switch = router.model_set(plan) if plan.models else model.model(plan)
 
 
+def _webui(plan: Plan, done: Progress) -> None:
+    webui.webui(plan, done.tag)
+
+
 def _service(plan: Plan, done: Progress) -> None:
     done.restarted = service.service(plan, done.tag, changed=done.built or done.switch.changed)
 
@@ -65,6 +69,7 @@ ALL = (
     Step("runtime", runtime.wants, _runtime),
     Step("image", image.wants, _image),
     Step("model", lambda cfg, tgt: [*model.wants(cfg, tgt), *router.wants(cfg, tgt)], _model),
+    Step("webui", webui.wants, _webui),
     Step("service", service.wants, _service),
     Step("health", health.wants, _health),
     Step("prune", lambda cfg, tgt: [], _prune),

@@ -44,8 +44,9 @@ def make_model(folder: Path, name: str, seed: int) -> dict:
 
 def write_knobs(inv_dir: Path, **knobs: object) -> None:
     """Lab knobs for the group 'lab' beside the inventory (pyinfra reads them from there)."""
+    # GitHub is not reachable from the lab: the upstream UI only where a test serves it.
     base = {"registry_mirror": lab.REGISTRY, "apt_check_valid_until": False,
-            "cache_dir": str(inv_dir / "cache")}
+            "cache_dir": str(inv_dir / "cache"), "webui": "simplechat"}
     base.update(knobs)
     (inv_dir / "group_data").mkdir(parents=True, exist_ok=True)
     text = "".join(f"{k} = {v!r}\n" for k, v in base.items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from llama_docker import webui
 from llama_docker.model_set import CURRENT_SET
 from llama_docker.units import server_args, systemd_unit
 
@@ -20,7 +21,8 @@ def router_unit(plan: Plan) -> dict[str, Any]:
     model's own args in the preset rather than on the command line."""
     return {"preset": f"{MOUNT}/{CURRENT_SET}", "models_max": plan.models_max,
             "model_name": ", ".join(m.spec.name for m in plan.models), "mmproj": False,
-            "args": server_args(plan.cfg.cors_origins, (), plan.cfg.server_args)}
+            "args": (*webui.server_args(plan.cfg.webui),
+                     *server_args(plan.cfg.cors_origins, (), plan.cfg.server_args))}
 
 
 def serve(plan: Plan, image: str, changed: bool, key_file: str | None) -> bool:
@@ -30,7 +32,8 @@ def serve(plan: Plan, image: str, changed: bool, key_file: str | None) -> bool:
         **dict(runtime=t.runtime, image=image, model_name=cfg.model.name,
                models_dir=t.models_dir, port=cfg.port, bind=cfg.bind, ctx_size=cfg.ctx_size,
                threads=plan.threads,
-               args=server_args(cfg.cors_origins, cfg.model.args, cfg.server_args),
+               args=(*webui.server_args(cfg.webui),
+                     *server_args(cfg.cors_origins, cfg.model.args, cfg.server_args)),
                mmproj=plan.mmproj is not None,
                api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib),
         **(router_unit(plan) if plan.models else {}),

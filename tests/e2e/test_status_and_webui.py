@@ -212,12 +212,16 @@ def png_colours(path: Path) -> int:
     return len(colours)
 
 
-def test_webui_dom_is_llama_cpp(device: lab.Device, deployed: Run) -> None:
+def test_webui_dom_is_the_ui_status_names(device: lab.Device, rows: dict[str, dict]) -> None:
+    """The page is the UI the device's status row says it serves: llama.cpp's own (with the
+    webui knob at "upstream" and the release reachable) or Debian's SimpleChat."""
     proc = browse(f"http://127.0.0.1:{device.http_port}/", "--dump-dom")
     dom = proc.stdout
     assert proc.returncode == 0 and dom, proc.stderr[-2000:]
-    # Debian's llama-server serves llama.cpp's SimpleChat page; upstream builds, its newer UI.
-    assert "simplechat" in dom.lower() or "llama.cpp" in dom.lower(), dom[:2000]
+    served = rows[HOST]["webui"]
+    assert served in ("llama.cpp", "simplechat"), rows[HOST]
+    assert ("simplechat" in dom.lower()) == (served == "simplechat"), dom[:2000]
+    assert "llama.cpp" in dom.lower() or served == "simplechat", dom[:2000]
     assert "<textarea" in dom, dom[:2000]  # somewhere to type a prompt
 
 

@@ -17,7 +17,14 @@ from llama_docker.daemon_json import BACKUP, with_mirror
 from llama_docker.image import build_args, image_tag
 from llama_docker.tasks.runtime.rootful import PODMAN_MIRROR, registries_conf
 
-from .fixtures.harness import MODEL_SHA, Run, check_golden, converged, deploy_fixture
+from .fixtures.harness import (
+    MODEL_SHA,
+    Run,
+    check_golden,
+    converged,
+    deploy_fixture,
+    ui_served,
+)
 
 TAG = image_tag(build_args("docker.io/library/debian:forky-slim", True))
 UNIT = "/etc/systemd/system/llama-docker.service"
@@ -160,7 +167,7 @@ def test_second_run_changes_nothing(tmp_path: Path) -> None:
     first = deploy_fixture(tmp_path, "arch")
     models = "/var/lib/llama-docker/models"
     again = deploy_fixture(tmp_path, "arch", facts={
-        **converged(first, user="root", group="root"),
+        **converged(first, user="root", group="root"), **ui_served(tmp_path),
         "PacmanPackages": {"docker": ["1:28.3.3-1"], "curl": ["8.11.1-1"]},
         "SystemdStatus(*)": {"docker.service": True, "llama-docker.service": True},
         "SystemdEnabled(*)": {"docker.service": True, "llama-docker.service": True},

@@ -1,0 +1,232 @@
+"""Web UI: llama.cpp's own UI of the image's build, verified, in the device's store, served
+through `webui/current`; SimpleChat (the image's own UI) until it can be had.
+
+The build number is in the image (llama_docker/webui.py BUILD_FILE), which may only be
+built later in this same run, so the work happens when the run executes: read the build
+from the image (and remember it beside the store, per image tag), get the verified tarball
+on the controller, push it like a model, unpack it read-only, move the link, restart the
+server if it runs. A converged device is recognised from preflight's one batch: its store,
+its link and the build it remembered, so a run with nothing to do adds no round trip.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyinfra import host
+from pyinfra.api import FactBase, deploy
+from pyinfra.operations import python
+
+from llama_docker import apikey, webui_fetch
+from llama_docker import webui as ui
+from llama_docker.errors import LlamaDockerError
+from llama_docker.image import build_args, image_tag
+from llama_docker.push import SshTarget, Store, push
+from llama_docker.status import device_url
+
+from .common import run_as, say, say_error
+from .health import wait_script
+from .summary import note_move
+
+if TYPE_CHECKING:
+    from llama_docker.config import Config
+    from llama_docker.target import Target
+    from llama_docker.webui_fetch import UiFile
+
+    from .batch import Wanted
+    from .plan import Plan
+
+
+class UiState(FactBase):
+    """The UI store: its names, where `current` points, and the build the image with `tag`
+    holds, as recorded by an earlier run (None until then)."""
+
+    def command(self, root: str, tag: str) -> str:
+        return (f"cd {shlex.quote(root)} 2>/dev/null || exit 0; ls -1 | sed 's/^/F /'; "
+                "t=$(readlink current) && echo \"L $t\"; "
+                f"sed 's/^/B /' {shlex.quote(build_record(tag))} 2>/dev/null; true")
+
+    def process(self, output: list[str]) -> dict:
+        found = self.default()
+        for line in output:
+            kind, _, rest = line.partition(" ")
+            if kind == "F":
+                found["files"].append(rest)
+            elif kind == "L":
+                found["link"] = rest
+            elif kind == "B":
+                found["build"] = ui.parse_build(rest)
+        return found
+
+    @staticmethod
+    def default() -> dict:
+        return {"files": [], "link": None, "build": None}
+
+
+class UiStore(Store):
+    """The model store's verify-then-rename rules for UI tarballs: `<sha256>.tar.gz`."""
+
+    def final(self, sha: str) -> str:
+        return f"{self.root}/{sha}.tar.gz"
+
+    def part(self, sha: str) -> str:
+        return f"{self.root}/{sha}.tar.gz.part"
+
+
+def build_record(tag: str) -> str:
+    """The file beside the store that remembers which build the image `tag` holds."""
+    return f"image-{tag.rsplit(':', 1)[-1]}.build"
+
+
+def root(tgt: Target) -> str:
+    return f"{tgt.models_dir}/{ui.STORE}"
+
+
+def served_here(cfg: Config, tgt: Target) -> bool:
+    """Whether this step has work: a UI from the store, on a device whose server runs in a
+    container from a systemd unit (macOS runs Homebrew's llama-server, with its own UI)."""
+    return cfg.webui not in ("simplechat", "none") and tgt.manager != "launchd"
+
+
+def _tag(cfg: Config) -> str:
+    return image_tag(build_args(cfg.image_base, cfg.apt_check_valid_until))
+
+
+def wants(cfg: Config, tgt: Target) -> list[Wanted]:
+    return [(UiState, {"root": root(tgt), "tag": _tag(cfg)})] if served_here(cfg, tgt) else []
+
+
+def unpack_command(store: str, sha: str) -> str:
+    """Unpack the verified tarball into `<sha>/` (read-only) unless it is there already: in
+    a hidden folder first, so a half-unpacked UI never has the name that gets linked."""
+    q = shlex.quote
+    tmp = q(f".{sha}.tmp")
+    return (f"cd {q(store)} && if [ ! -d {sha} ]; then "
+            f"rm -rf {tmp} && mkdir {tmp} && tar -xzf {q(sha + '.tar.gz')} -C {tmp} "
+            f"--no-same-owner --no-same-permissions && chmod -R a+rX,a-w {tmp} && "
+            f"mv {tmp} {sha}; fi")
+
+
+def link_command(store: str, target: str) -> str:
+    """Point `current` at `target` atomically. `mv -T` (GNU, as on every systemd device):
+    without it mv moves the new link into the folder the old one points at."""
+    tmp, link = shlex.quote(f"{store}/.current.tmp"), shlex.quote(f"{store}/current")
+    return f"ln -sfn {shlex.quote(target)} {tmp} && mv -fT {tmp} {link}"
+
+
+def _run(h, command: str, sudo: bool, env: dict[str, str]) -> str:  # noqa: ANN001
+    ok, out = run_as(h, command, sudo, _env=env) if env else run_as(h, command, sudo)
+    text = " ".join(out.stdout_lines + out.stderr_lines).strip()
+    if not ok:
+        raise LlamaDockerError(text or f"{command.split()[0]} failed")
+    return text
+
+
+def _device_build(h, plan: Plan, tag: str) -> str:  # noqa: ANN001
+    """The llama.cpp build the image holds (read once per image tag, then remembered)."""
+    t = plan.target
+    out = _run(h, f"{t.runtime} run --rm --entrypoint cat {shlex.quote(tag)} {ui.BUILD_FILE}",
+               t.sudo, {**t.unit_env(plan.uid), **plan.env})
+    build = ui.parse_build(out)
+    if build is None:
+        raise LlamaDockerError(f"the image {tag} names no llama.cpp build in {ui.BUILD_FILE}")
+    record = shlex.quote(f"{root(t)}/{build_record(tag)}")
+    _run(h, f"mkdir -p {shlex.quote(root(t))} && echo {build} > {record}", False, {})
+    return build
+
+
+def _restart(h, plan: Plan) -> None:  # noqa: ANN001
+    """Restart a running server so it serves the new link (llama-server resolves --path
+    once, at start), then wait for it as the health step does; a stopped one is left."""
+    t = plan.target
+    unit = f"{plan.cfg.service_name}.service"
+    ctl = "systemctl --user" if t.rootless else "systemctl"
+    env = t.unit_env(plan.uid)
+    ok, _ = (run_as(h, f"{ctl} is-active -q {unit}", t.sudo, _env=env) if env
+             else run_as(h, f"{ctl} is-active -q {unit}", t.sudo))
+    if not ok:
+        return  # not started yet: the service step starts it with the link as it is now
+    _run(h, f"{ctl} restart {unit}", t.sudo, env)
+    header = apikey.paths(t.config_dir)[1]
+    _run(h, wait_script(device_url(plan.cfg.bind, plan.cfg.port), plan.cfg.health_timeout,
+                        header), t.sudo, {})
+
+
+def _place(state, host, plan: Plan, tag: str, local: UiFile | None,  # noqa: ANN001
+           found: dict) -> bool:
+    cfg, store = plan.cfg, root(plan.target)
+    try:
+        if local is None:
+            build = _device_build(host, plan, tag)
+            local = webui_fetch.upstream(Path(cfg.cache_dir).expanduser(), build,
+                                         cfg.webui_mirror, cfg.webui_sha256)
+    except LlamaDockerError as exc:
+        # Whatever the reason, one line; a verified UI already served stays, else the
+        # image's own (SimpleChat). Nothing unverified is ever linked.
+        keep = _verified_link(found)
+        say(host, f"web UI: llama.cpp's UI cannot be had ({webui_fetch.unavailable(exc)}); "
+                  + ("keeping the verified UI it serves" if keep else "serving SimpleChat")
+                  + ", the next run that can fetch it switches")
+        target, label = (found["link"], "") if keep else (ui.IMAGE_UI, "SimpleChat")
+    else:
+        target, label = ui.link_target(local.sha256, local.folder), local.label
+    try:
+        if target != ui.IMAGE_UI and local is not None and label:
+            _store(host, plan, local)
+        if target != found["link"]:
+            _run(host, f"mkdir -p {shlex.quote(store)} && {link_command(store, target)}",
+                 False, {})
+            say(host, f"web UI: serving {label}")
+            _restart(host, plan)
+    except LlamaDockerError as exc:
+        say_error(host, f"web UI: {exc}")
+        return False
+    return True
+
+
+def _verified_link(found: dict) -> bool:
+    """`current` points into the store at a tarball that was verified on the device."""
+    head = (found["link"] or "").split("/", 1)[0]
+    return len(head) == 64 and f"{head}.ok" in found["files"]
+
+
+def _store(h, plan: Plan, local: UiFile) -> None:  # noqa: ANN001
+    """Push the tarball like a model (resumable, hashed on the device), unpack it."""
+    store = UiStore(root(plan.target))
+    client = h.connector.client
+    sent, offset = push(client, local.path, local.sha256, store, h.name,
+                        SshTarget.from_data(h.name, h.data), plan.aes)
+    if sent:
+        resumed = f", resumed from byte {offset}" if offset else ""
+        say(h, f"sent {sent} bytes of {local.label}{resumed}; sha256 verified")
+    _run(h, unpack_command(store.root, local.sha256), False, {})
+
+
+def _converged(plan: Plan, found: dict, local: UiFile | None) -> bool:
+    """The device already serves the UI this run would: no operation, no round trip."""
+    link = found["link"] or ""
+    if local is not None:
+        sha: str | None = local.sha256
+    elif found["build"]:
+        sha = webui_fetch.known_digest(Path(plan.cfg.cache_dir).expanduser(), found["build"],
+                                       plan.cfg.webui_sha256)
+    else:
+        sha = None
+    return bool(sha) and link.startswith(f"{sha}/") and f"{sha}.ok" in found["files"]
+
+
+@deploy("Web UI")
+def webui(plan: Plan, tag: str) -> None:
+    """Serve llama.cpp's own web UI from the device's store (or SimpleChat until it can)."""
+    if not served_here(plan.cfg, plan.target) or not tag:
+        return
+    found = plan.known.get(UiState, root=root(plan.target), tag=tag)
+    local = plan.webui
+    if _converged(plan, found, local):
+        return
+    if local is not None and f"{local.sha256}.ok" not in found["files"]:
+        note_move(host.name, local.label, local.size)
+    python.call(name="Web UI: llama.cpp's own, verified (else SimpleChat)", function=_place,
+                plan=plan, tag=tag, local=local, found=found)
