@@ -52,6 +52,15 @@ cors_origins = []
 service_name = "llama-docker"
 # Seconds to wait for /health 200 after a (re)start.
 health_timeout = 300
+# Linux GPU through Vulkan: "auto" uses an AMD (amdgpu) or Intel (i915/xe) GPU, the CPU
+# otherwise (a Pi's v3d is slower than its CPU); "vulkan" forces it, "off" never. Macs: Metal
+# comes with runtime "native".
+gpu = "auto"
+# Layers offloaded to the GPU: "all", "auto" (llama-server fits them to free GPU memory), or N.
+n_gpu_layers = "all"
+# LAB ONLY (tests): GGML_VK_VISIBLE_DEVICES for the server, so ggml uses the lab's software
+# Vulkan device (lavapipe), which it skips otherwise. "" on real devices.
+lab_only_vk_visible_devices = ""
 
 # --- Preflight margins ----------------------------------------------------------------------
 # RAM kept free beyond model + context, in MiB.

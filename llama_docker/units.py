@@ -22,17 +22,19 @@ _env = jinja2.Environment(
 def systemd_unit(*, runtime: str, image: str, model_name: str, models_dir: str, port: int,
                  bind: str, ctx_size: int, threads: int, args: tuple[str, ...],
                  mmproj: bool, api_key_file: str | None = None, rootless: bool = False,
-                 memory_mib: int = 0) -> str:
+                 memory_mib: int = 0, gpu_flags: tuple[str, ...] = ()) -> str:
     """The unit that runs llama-server in a container, restarted by systemd.
 
     `rootless`: a user unit (SteamOS) whose podman maps the user to the image's uid 10001,
     so the user's own files (models, key) are readable inside and nothing runs as root.
+    `gpu_flags`: the render node, its groups and the entrypoint's GPU settings (gpu.py).
     """
     return _env.get_template("llama-docker.service.j2").render(
         runtime=runtime, image=image, model_name=model_name, models_dir=models_dir,
         port=port, bind=bind, ctx_size=ctx_size, threads=threads, container=CONTAINER,
         args=[_unit_quote(a) for a in args], mmproj=mmproj, api_key_file=api_key_file,
         rootless=rootless, memory_mib=memory_mib,
+        gpu_flags=[_unit_quote(f) for f in gpu_flags],
     )
 
 

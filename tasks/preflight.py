@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +11,14 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
-from llama_docker import clock, config, fit, profile, target
+from llama_docker import clock, config, fit, gpu, profile, target
 from llama_docker.controller import LocalFile, local_file, remote_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
 
 from . import busy_port, runtime, steps
 from .batch import Known, gather
-from .common import fail_host, host_sudo_password, is_dry, knob_data, run_as, ssh_user
+from .common import fail_host, host_sudo_password, is_dry, knob_data, run_as, say, ssh_user
 from .facts import (
     CpuHasAes,
     DeviceClock,
@@ -29,6 +30,7 @@ from .facts import (
     SudoWorks,
     UserId,
 )
+from .gpu import RenderNodes
 from .plan import Plan
 from .runtime import macos as runtime_macos
 
@@ -38,7 +40,7 @@ SUPPORTED = ("debian", "steamos", "arch", "macos")
 # Who the device is, in one round trip: every family's facts (a Mac's answer to a Linux
 # question is empty, and the question is not asked again unless a step needs it).
 IDENTITY = (Kernel, LinuxDistribution, Home, UserId, Arch, SudoWorks, MemoryBytes,
-            PhysicalCores, MacPhysicalCores, CpuHasAes, DeviceClock)
+            PhysicalCores, MacPhysicalCores, CpuHasAes, DeviceClock, RenderNodes)
 
 
 def device_target(knobs: Mapping[str, Any] | None = None
@@ -58,6 +60,8 @@ def device_target(knobs: Mapping[str, Any] | None = None
         raise RefusedError(f"{kind} devices are not supported by this version")
     tgt = target.choose(kind, cfg.runtime, cfg.models_dir,
                         ident.get(Home) or f"/home/{ssh_user()}", cfg.service_name)
+    tgt = replace(tgt, gpu=gpu.choose(cfg.gpu, kind, tgt.runtime,
+                                      gpu.facts_from_json(ident.get(RenderNodes))))
     return cfg, tgt, ident.get(UserId), ident
 
 
@@ -136,6 +140,10 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     model, mmproj = seen[0], (seen[1] if len(seen) > 1 else None)
     weights = sum(f.size for f in seen)
     kv = fit.kv_cache_bytes(model.shape, cfg.ctx_size, model.size)
+    say(host, tgt.gpu.line())
+    note = gpu.fit_note(tgt.gpu, weights + kv, kind)
+    if note:
+        host.log_styled(f"llama-docker: {note}", fg="yellow", log_func=logger.warning)
     store = Store(tgt.models_dir, "shasum -a 256" if kind == "macos" else "sha256sum")
     threads = cfg.threads or ident.get(MacPhysicalCores if kind == "macos" else PhysicalCores)
     return Plan(cfg=cfg, profile=kind, arch=arch, threads=threads, user=user, model=model,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import health, image, model, runtime, service
+from . import gpu, health, image, model, runtime, service
 from .plan import Plan, Progress
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ def _health(plan: Plan, done: Progress) -> None:
                   known=plan.known)
 
 
+def _gpu(plan: Plan, done: Progress) -> None:
+    gpu.check_backend(plan, done)
+
+
 def _prune(plan: Plan, done: Progress) -> None:
     model.prune_store(plan)
 
@@ -60,6 +64,7 @@ ALL = (
     Step("model", model.wants, _model),
     Step("service", service.wants, _service),
     Step("health", health.wants, _health),
+    Step("gpu", lambda cfg, tgt: [], _gpu),
     Step("prune", lambda cfg, tgt: [], _prune),
 )
 # After a change of the model knob: everything but the runtime, which is already there.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from llama_docker.gpu import container_flags
 from llama_docker.units import server_args, systemd_unit
 
 from .. import converge
@@ -22,6 +23,8 @@ def serve(plan: Plan, image: str, changed: bool, key_file: str | None) -> bool:
         args=server_args(cfg.cors_origins, cfg.model.args, cfg.server_args),
         mmproj=plan.mmproj is not None,
         api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib,
+        gpu_flags=container_flags(t.gpu, t.rootless, cfg.n_gpu_layers,
+                                  cfg.lab_only_vk_visible_devices),
     )
     name = f"{cfg.service_name}.service"
     unit_changed = converge.put_text(plan.known, name=f"Unit {name}", text=unit,
