@@ -20,6 +20,7 @@ from .apikey import paths
 from .config import Config
 from .errors import ConfigError, RefusedError
 from .fit import GIB, MIB
+from .gpu_status import backend, probe
 from .profile import detect
 from .target import Target, choose
 
@@ -53,6 +54,8 @@ class Row:
     tokens_per_s: float | None = None
     disk_free_bytes: int | None = None
     ram_bytes: int | None = None
+    backend: str | None = None  # cpu | vulkan | metal, from the server's log (gpu_status.py)
+    gpu_device: str | None = None  # the Vulkan device that serves, e.g. `Vulkan0: llvmpipe ...`
 
     @property
     def healthy(self) -> bool:
@@ -135,6 +138,7 @@ def script(cfg: Config, t: Target, uid: int) -> str:
         f"if {'sudo -n true 2>/dev/null' if t.sudo else 'true'}; then s=yes; else s=no; fi",
         f"k=unknown; [ $s = yes ] && {{ {as_root}test -f {key_file} && k=on || k=off; }}",
         'echo "api_key=$k"',
+        probe(t, uid),
         f"h=$(curl -s -o /dev/null --max-time {HEALTH_MAX_TIME} -w '%{{http_code}}' "
         f"{url}/health 2>/dev/null)",
         'echo "health=$h"',
@@ -187,6 +191,7 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
     """A reachable host's row from its knobs, its target and what its script printed."""
     free, ram_kib = _int(facts.get("disk_free_kib")), _int(facts.get("ram_kib"))
     ram = ram_kib * 1024 if ram_kib is not None else _int(facts.get("ram_bytes"))
+    serves, device = backend(t, facts)
     return Row(
         host=host, reachable=True, profile=t.profile, runtime=t.runtime,
         service=facts.get("service") or "unknown", model=cfg.model.name,
@@ -196,6 +201,7 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
         api_key={"on": True, "off": False}.get(facts.get("api_key", "")),
         tokens_per_s=tokens_per_second(facts.get("completion")),
         disk_free_bytes=free * 1024 if free is not None else None, ram_bytes=ram,
+        backend=serves, gpu_device=device,
     )
 
 
@@ -261,12 +267,12 @@ def _cells(row: Row) -> list[str]:
         sha, (row.previous_sha256 or "-")[:SHORT], str(row.health) if row.health else "down",
         _listen(row), "?" if row.api_key is None else "on" if row.api_key else "off",
         f"{row.tokens_per_s:.1f}" if row.tokens_per_s else "-",
-        size(row.disk_free_bytes), size(row.ram_bytes),
+        size(row.disk_free_bytes), size(row.ram_bytes), row.backend or "-",
     ]
 
 
 HEADER = ["HOST", "PROFILE", "RUNTIME", "SERVICE", "MODEL", "SHA", "PREVIOUS", "HEALTH",
-          "LISTEN", "KEY", "TOK/S", "FREE", "RAM"]
+          "LISTEN", "KEY", "TOK/S", "FREE", "RAM", "BACKEND"]
 RIGHT = {"TOK/S", "FREE", "RAM"}
 
 

@@ -34,7 +34,8 @@ def systemd_unit(*, runtime: str, image: str, model_name: str, models_dir: str, 
         port=port, bind=bind, ctx_size=ctx_size, threads=threads, container=CONTAINER,
         args=[_unit_quote(a) for a in args], mmproj=mmproj, api_key_file=api_key_file,
         rootless=rootless, memory_mib=memory_mib,
-        gpu_flags=[_unit_quote(f) for f in gpu_flags],
+        gpu_flags=[f"{flag} {_unit_quote(value)}"  # pairs: --env X, --device X, --group-add X
+                   for flag, value in zip(gpu_flags[::2], gpu_flags[1::2], strict=True)],
     )
 
 
