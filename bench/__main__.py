@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import download, fleet, hashcost, noop, push, report, resume, serve, upstream
+from . import download, fleet, hashcost, noop, push, report, resume, serve, upstream, vulkan
 from .common import Lab, Result, log, save_result
 
 BENCHES: dict[str, Callable[[Lab], Result]] = {
@@ -26,6 +26,7 @@ BENCHES: dict[str, Callable[[Lab], Result]] = {
     "noop": noop.bench,
     "fleet": fleet.bench,
     "serve": serve.bench,
+    "vulkan": vulkan.bench,
 }
 
 

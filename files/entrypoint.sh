@@ -15,4 +15,24 @@ fi
 if [ -r /run/secrets/llama-api-key ]; then
   set -- "$@" --api-key-file /run/secrets/llama-api-key
 fi
-exec llama-server "$@"
+if [ "${LLAMA_GPU:-}" != vulkan ]; then
+  exec llama-server "$@"
+fi
+# GPU (the unit sets LLAMA_GPU only where the deploy chose one). -lv 4 is the lowest
+# verbosity at which llama-server names the device it serves from: the deploy's check and
+# status read that line. A GPU llama-server cannot see, or a server that dies on it, falls
+# back to the CPU with one line saying so: a slower server, never a dead one.
+if ! llama-server --list-devices 2>/dev/null | grep -q '^ *Vulkan[0-9]'; then
+  echo "llama-docker: gpu vulkan: llama-server sees no Vulkan device; serving on the CPU" >&2
+  exec llama-server "$@" --device none
+fi
+llama-server "$@" --n-gpu-layers "${LLAMA_GPU_LAYERS:-all}" --log-verbosity 4 &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
+code=0
+wait "$child" || code=$?
+if [ "$code" = 0 ]; then
+  exit 0
+fi
+echo "llama-docker: gpu vulkan: llama-server exited with status $code on the GPU; serving on the CPU" >&2
+exec llama-server "$@" --device none

@@ -64,6 +64,15 @@ webui = "upstream"
 webui_sha256 = ""
 # Base URL standing in for https://github.com/ggml-org/llama.cpp/releases/download; "" = GitHub.
 webui_mirror = ""
+# Linux GPU through Vulkan: "auto" uses an AMD (amdgpu) or Intel (i915/xe) GPU, the CPU
+# otherwise (a Pi's v3d is slower than its CPU); "vulkan" forces it, "off" never. Macs: Metal
+# comes with runtime "native".
+gpu = "auto"
+# Layers offloaded to the GPU: "all", "auto" (llama-server fits them to free GPU memory), or N.
+n_gpu_layers = "all"
+# LAB ONLY (tests): GGML_VK_VISIBLE_DEVICES for the server, so ggml uses the lab's software
+# Vulkan device (lavapipe), which it skips otherwise. "" on real devices.
+lab_only_vk_visible_devices = ""
 
 # --- Preflight margins ----------------------------------------------------------------------
 # RAM kept free beyond model + context, in MiB.

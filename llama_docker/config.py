@@ -58,6 +58,9 @@ class Config:
     gateway: bool = False
     gateway_port: int = 4000
     lan_address: str = ""
+    gpu: str = "auto"
+    n_gpu_layers: str = "all"
+    lab_only_vk_visible_devices: str = ""
 
 
 def _int(lo: int, hi: int) -> Callable[[str, Any], int]:
@@ -185,6 +188,21 @@ def _base_url(knob: str, value: Any) -> str:
     raise ConfigError(knob, value, "'' (GitHub) or an http(s):// base URL")
 
 
+def _gpu_layers(knob: str, value: Any) -> str:
+    if value in ("all", "auto"):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10000:
+        raise ConfigError(knob, value, "'all', 'auto' (what fits the GPU's free memory) or a "
+                                       "number of layers from 0 to 10000")
+    return str(value)
+
+
+def _vk_devices(knob: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^(\d+(,\d+)*)?$", value):
+        raise ConfigError(knob, value, "'' (real devices) or Vulkan device indexes such as '0'")
+    return value
+
+
 RULES: dict[str, Callable[[str, Any], Any]] = {
     "models_dir": _models_dir,
     "models_keep": _int(1, 100),
@@ -213,6 +231,9 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "webui": _webui,
     "webui_sha256": _sha256_or_empty,
     "webui_mirror": _base_url,
+    "gpu": _choice("auto", "vulkan", "off"),
+    "n_gpu_layers": _gpu_layers,
+    "lab_only_vk_visible_devices": _vk_devices,
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")

@@ -14,6 +14,11 @@ def build_args(base: str, check_valid_until: bool) -> dict[str, str]:
     return {"BASE": base, "APT_CHECK_VALID_UNTIL": str(check_valid_until).lower()}
 
 
+def gpu_build_args(args: dict[str, str], backend: str) -> dict[str, str]:
+    """The GPU image adds the Vulkan backend and Mesa; a CPU device keeps the small image."""
+    return {**args, "GPU": "vulkan"} if backend == "vulkan" else args
+
+
 def image_tag(args: dict[str, str]) -> str:
     """`llama-docker/server:<12 hex>`: a changed Containerfile or arg means a new tag."""
     h = hashlib.sha256()

@@ -21,6 +21,7 @@ from .apikey import paths
 from .config import Config
 from .errors import ConfigError, RefusedError
 from .fit import GIB, MIB
+from .gpu_status import backend, probe
 from .profile import detect
 from .status_models import models_line, router_models, summary
 from .target import Target, choose
@@ -59,6 +60,8 @@ class Row:
     models: list[dict[str, Any]] | None = None
     webui: str | None = None  # the UI on the port: "llama.cpp", "simplechat" or "none"
     webui_version: str | None = None  # the llama.cpp UI's folder, e.g. "llama-b11669"
+    backend: str | None = None  # cpu | vulkan | metal, from the server's log (gpu_status.py)
+    gpu_device: str | None = None  # the Vulkan device that serves, e.g. `Vulkan0: llvmpipe ...`
 
     @property
     def healthy(self) -> bool:
@@ -144,6 +147,7 @@ def script(cfg: Config, t: Target, uid: int) -> str:
         f"if {'sudo -n true 2>/dev/null' if t.sudo else 'true'}; then s=yes; else s=no; fi",
         f"k=unknown; [ $s = yes ] && {{ {as_root}test -f {key_file} && k=on || k=off; }}",
         'echo "api_key=$k"',
+        probe(t, uid),
         f"h=$(curl -s -o /dev/null --max-time {HEALTH_MAX_TIME} -w '%{{http_code}}' "
         f"{url}/health 2>/dev/null)",
         'echo "health=$h"',
@@ -197,6 +201,7 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
     """A reachable host's row from its knobs, its target and what its script printed."""
     free, ram_kib = _int(facts.get("disk_free_kib")), _int(facts.get("ram_kib"))
     ram = ram_kib * 1024 if ram_kib is not None else _int(facts.get("ram_bytes"))
+    serves, device = backend(t, facts)
     row = Row(
         host=host, reachable=True, profile=t.profile, runtime=t.runtime,
         service=facts.get("service") or "unknown", model=cfg.model.name,
@@ -207,6 +212,7 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
         tokens_per_s=tokens_per_second(facts.get("completion")),
         disk_free_bytes=free * 1024 if free is not None else None, ram_bytes=ram,
         **webui_fields(facts),
+        backend=serves, gpu_device=device,
     )
     return replace(row, **_set_fields(cfg, facts)) if cfg.models else row
 
@@ -294,12 +300,12 @@ def _cells(row: Row) -> list[str]:
         sha, (row.previous_sha256 or "-")[:SHORT], str(row.health) if row.health else "down",
         _listen(row), "?" if row.api_key is None else "on" if row.api_key else "off",
         f"{row.tokens_per_s:.1f}" if row.tokens_per_s else "-",
-        size(row.disk_free_bytes), size(row.ram_bytes),
+        size(row.disk_free_bytes), size(row.ram_bytes), row.backend or "-",
     ]
 
 
 HEADER = ["HOST", "PROFILE", "RUNTIME", "SERVICE", "MODEL", "SHA", "PREVIOUS", "HEALTH",
-          "LISTEN", "KEY", "TOK/S", "FREE", "RAM"]
+          "LISTEN", "KEY", "TOK/S", "FREE", "RAM", "BACKEND"]
 RIGHT = {"TOK/S", "FREE", "RAM"}
 
 

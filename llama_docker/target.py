@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import RefusedError
+from .gpu import CPU, Gpu
 
 ROOT_PROFILES = ("debian", "arch")
 
@@ -22,6 +23,7 @@ class Target:
     build_dir: str
     config_dir: str  # API key files
     unit_path: str
+    gpu: Gpu = CPU   # the backend that serves (llama_docker/gpu.py), decided at preflight
 
     @property
     def sudo(self) -> bool:

@@ -22,7 +22,8 @@ _env = jinja2.Environment(
 def systemd_unit(*, runtime: str, image: str, model_name: str, models_dir: str, port: int,
                  bind: str, ctx_size: int, threads: int, args: tuple[str, ...],
                  mmproj: bool, api_key_file: str | None = None, rootless: bool = False,
-                 memory_mib: int = 0, preset: str | None = None, models_max: int = 0) -> str:
+                 memory_mib: int = 0, preset: str | None = None, models_max: int = 0,
+                 gpu_flags: tuple[str, ...] = ()) -> str:
     """The unit that runs llama-server in a container, restarted by systemd.
 
     `rootless`: a user unit (SteamOS) whose podman maps the user to the image's uid 10001,
@@ -30,12 +31,15 @@ def systemd_unit(*, runtime: str, image: str, model_name: str, models_dir: str, 
     `preset`: several models (router mode): llama-server itself is the entrypoint, started
     without a model, reading the preset (context size and threads are in it, so that a
     model's own can win: the command line would beat them).
+    `gpu_flags`: the render node, its groups and the entrypoint's GPU settings (gpu.py).
     """
     return _env.get_template("llama-docker.service.j2").render(
         runtime=runtime, image=image, model_name=model_name, models_dir=models_dir,
         port=port, bind=bind, ctx_size=ctx_size, threads=threads, container=CONTAINER,
         args=[_unit_quote(a) for a in args], mmproj=mmproj, api_key_file=api_key_file,
         rootless=rootless, memory_mib=memory_mib, preset=preset, models_max=models_max,
+        gpu_flags=[f"{flag} {_unit_quote(value)}"  # pairs: --env X, --device X, --group-add X
+                   for flag, value in zip(gpu_flags[::2], gpu_flags[1::2], strict=True)],
     )
 
 

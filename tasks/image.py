@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
-from llama_docker.image import BUILD_FILES, build_args, image_tag
+from llama_docker.image import BUILD_FILES, build_args, gpu_build_args, image_tag
 from llama_docker.units import FILES
 
 from .facts import ImageId
@@ -29,13 +29,17 @@ def build_command(runtime: str, args: dict[str, str], tag: str, context: str) ->
             f"{shlex.quote(context)}")
 
 
-def _tag(cfg: Config) -> str:
-    return image_tag(build_args(cfg.image_base, cfg.apt_check_valid_until))
+def _args(cfg: Config, tgt: Target) -> dict[str, str]:
+    return gpu_build_args(build_args(cfg.image_base, cfg.apt_check_valid_until), tgt.gpu.backend)
+
+
+def _tag(cfg: Config, tgt: Target) -> str:
+    return image_tag(_args(cfg, tgt))
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
     return [] if tgt.runtime == "native" else [(ImageId, {"runtime": tgt.runtime,
-                                                          "tag": _tag(cfg)})]
+                                                          "tag": _tag(cfg, tgt)})]
 
 
 @deploy("Server image")
@@ -44,7 +48,7 @@ def image(plan: Plan) -> tuple[str, bool]:
     t = plan.target
     if t.runtime == "native":
         return "", False  # Homebrew's llama-server runs on the Mac itself: no image
-    args = build_args(plan.cfg.image_base, plan.cfg.apt_check_valid_until)
+    args = _args(plan.cfg, t)
     tag = image_tag(args)
     env = plan.env  # macOS: Homebrew's docker and colima's context; {} elsewhere
     if plan.known.get(ImageId, runtime=t.runtime, tag=tag):

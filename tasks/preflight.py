@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
-from llama_docker import clock, config, fit, profile, target, webui_fetch
+from llama_docker import clock, config, fit, gpu, profile, target, webui_fetch
 from llama_docker.controller import LocalFile, local_file, remote_file
 from llama_docker.errors import LlamaDockerError, RefusedError
 from llama_docker.push import Store
@@ -18,7 +19,7 @@ from llama_docker.spec import ModelFile
 
 from . import busy_port, gateway, router, runtime, steps
 from .batch import Known, gather
-from .common import fail_host, host_sudo_password, is_dry, knob_data, run_as, ssh_user
+from .common import fail_host, host_sudo_password, is_dry, knob_data, run_as, say, ssh_user
 from .facts import (
     CpuHasAes,
     DeviceClock,
@@ -30,6 +31,7 @@ from .facts import (
     SudoWorks,
     UserId,
 )
+from .gpu import RenderNodes
 from .plan import Plan
 from .runtime import macos as runtime_macos
 
@@ -39,7 +41,7 @@ SUPPORTED = ("debian", "steamos", "arch", "macos")
 # Who the device is, in one round trip: every family's facts (a Mac's answer to a Linux
 # question is empty, and the question is not asked again unless a step needs it).
 IDENTITY = (Kernel, LinuxDistribution, Home, UserId, Arch, SudoWorks, MemoryBytes,
-            PhysicalCores, MacPhysicalCores, CpuHasAes, DeviceClock)
+            PhysicalCores, MacPhysicalCores, CpuHasAes, DeviceClock, RenderNodes)
 
 
 def device_target(knobs: Mapping[str, Any] | None = None
@@ -59,6 +61,8 @@ def device_target(knobs: Mapping[str, Any] | None = None
         raise RefusedError(f"{kind} devices are not supported by this version")
     tgt = target.choose(kind, cfg.runtime, cfg.models_dir,
                         ident.get(Home) or f"/home/{ssh_user()}", cfg.service_name)
+    tgt = replace(tgt, gpu=gpu.choose(cfg.gpu, kind, tgt.runtime,
+                                      gpu.facts_from_json(ident.get(RenderNodes))))
     return cfg, tgt, ident.get(UserId), ident
 
 
@@ -138,6 +142,7 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     else:
         model, mmproj, memory_mib = _one_model(cfg, tgt, specs, seen, cache, ident, known)
         members, models_max = (), 0
+    say(host, tgt.gpu.line())
     store = Store(tgt.models_dir, "shasum -a 256" if kind == "macos" else "sha256sum")
     threads = cfg.threads or ident.get(MacPhysicalCores if kind == "macos" else PhysicalCores)
     # The user's own UI (a folder or tarball here) is checked before any byte moves.
@@ -163,6 +168,9 @@ def _one_model(cfg: config.Config, tgt: target.Target, specs: list[ModelFile],
     model, mmproj = seen[0], (seen[1] if len(seen) > 1 else None)
     weights = sum(f.size for f in seen)
     kv = fit.kv_cache_bytes(model.shape, cfg.ctx_size, model.size)
+    note = gpu.fit_note(tgt.gpu, weights + kv, tgt.profile)
+    if note:
+        host.log_styled(f"llama-docker: {note}", fg="yellow", log_func=logger.warning)
     return model, mmproj, fit.memory_limit_mib(weights, kv)
 
 

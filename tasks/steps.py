@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import gateway, health, image, model, router, runtime, service, webui
+from . import gateway, gpu, health, image, model, router, runtime, service, webui
 from .plan import Plan, Progress
 
 if TYPE_CHECKING:
@@ -58,6 +58,10 @@ def _gateway(plan: Plan, done: Progress) -> None:
     gateway.gateway(plan)
 
 
+def _gpu(plan: Plan, done: Progress) -> None:
+    gpu.check_backend(plan, done)
+
+
 def _prune(plan: Plan, done: Progress) -> None:
     if plan.models:
         router.prune_set(plan)
@@ -72,6 +76,7 @@ ALL = (
     Step("webui", webui.wants, _webui),
     Step("service", service.wants, _service),
     Step("health", health.wants, _health),
+    Step("gpu", lambda cfg, tgt: [], _gpu),
     Step("prune", lambda cfg, tgt: [], _prune),
     Step("gateway", gateway.wants, _gateway),
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llama_docker import webui
+from llama_docker.gpu import container_flags
 from llama_docker.model_set import CURRENT_SET
 from llama_docker.units import server_args, systemd_unit
 
@@ -35,7 +36,9 @@ def serve(plan: Plan, image: str, changed: bool, key_file: str | None) -> bool:
                args=(*webui.server_args(cfg.webui),
                      *server_args(cfg.cors_origins, cfg.model.args, cfg.server_args)),
                mmproj=plan.mmproj is not None,
-               api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib),
+               api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib,
+               gpu_flags=container_flags(t.gpu, t.rootless, cfg.n_gpu_layers,
+                                         cfg.lab_only_vk_visible_devices)),
         **(router_unit(plan) if plan.models else {}),
     })
     name = f"{cfg.service_name}.service"

@@ -1,0 +1,87 @@
+"""GPU: the render-node fact preflight reads, and the check after a restart that the backend
+the run asked for is the one serving (llama-server's own log line says which)."""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING
+
+from pyinfra import logger
+from pyinfra.api import FactBase, deploy
+from pyinfra.operations import python
+
+from llama_docker import gpu
+from llama_docker.units import CONTAINER
+
+from .common import run_as, say
+
+if TYPE_CHECKING:
+    from .plan import Plan, Progress
+
+# The lines the check reads: llama-server's device and offload lines (-lv 4) and the
+# entrypoint's own line when it fell back to the CPU.
+LOG_PATTERN = "llama-docker: gpu|using device |offloaded [0-9]+/[0-9]+ layers"
+
+
+class RenderNodes(FactBase):
+    """Each /dev/dri/renderD* with its kernel driver, group, PCI id, lspci name and amdgpu's
+    VRAM size; the `video` group; NVIDIA's proprietary driver. Empty on a Mac or without a
+    GPU. Read as the SSH user: /dev and /sys need no root."""
+
+    def command(self) -> str:
+        return (
+            "for n in /dev/dri/renderD*; do [ -e \"$n\" ] || continue; "
+            "d=/sys/class/drm/${n##*/}/device; echo \"node=$n\"; "
+            "echo \"driver=$(basename \"$(readlink \"$d/driver\" 2>/dev/null)\" 2>/dev/null)\"; "
+            "echo \"gid=$(stat -c %g \"$n\" 2>/dev/null)\"; "
+            "echo \"pci=$(cat \"$d/vendor\" \"$d/device\" 2>/dev/null | tr '\\n' ' ')\"; "
+            "echo \"vram=$(cat \"$d/mem_info_vram_total\" 2>/dev/null)\"; "
+            "s=$(basename \"$(readlink -f \"$d\")\"); "
+            "command -v lspci >/dev/null 2>&1 && echo \"lspci=$(lspci -s \"$s\" 2>/dev/null "
+            "| head -1)\"; done; "
+            "echo \"video_gid=$(getent group video 2>/dev/null | cut -d: -f3)\"; "
+            "[ -r /proc/driver/nvidia/version ] && "
+            "echo \"nvidia=$(head -1 /proc/driver/nvidia/version)\"; true"
+        )
+
+    def process(self, output: list[str]) -> gpu.GpuFacts:
+        return gpu.parse_facts(output)
+
+    @staticmethod
+    def default() -> gpu.GpuFacts:
+        return gpu.GpuFacts()
+
+
+def logs_command(runtime: str) -> str:
+    """The server container's lines that say which backend serves."""
+    return (f"{runtime} logs {CONTAINER} 2>&1 | grep -m 4 -E {shlex.quote(LOG_PATTERN)}; "
+            "true")
+
+
+def _check(state, host, command: str, sudo: bool, env: dict[str, str],  # noqa: ANN001
+           wanted: str) -> bool:
+    """Say which backend serves; a Vulkan run that fell back to the CPU is said, not failed:
+    the server answers (health passed), only slower."""
+    _, out = run_as(host, command, sudo, _env=env, _timeout=60)
+    seen = gpu.served(out.stdout_lines)
+    if seen.backend == "vulkan":
+        layers = (f", {seen.offloaded[0]}/{seen.offloaded[1]} layers offloaded"
+                  if seen.offloaded else "")
+        say(host, f"llama-docker: {wanted} serves on {seen.device}{layers}")
+        return True
+    why = seen.fallback or "llama-server named no Vulkan device in its log"
+    host.log_styled(f"llama-docker: gpu vulkan was asked, the server runs on the CPU: {why} "
+                    f"(check the device with `vulkaninfo --summary`)", fg="yellow",
+                    log_func=logger.warning)
+    return True
+
+
+@deploy("GPU")
+def check_backend(plan: Plan, done: Progress) -> None:
+    """After a restart of a Vulkan device: read the log for the device that serves."""
+    t, choice = plan.target, plan.target.gpu
+    if choice.backend != "vulkan" or not (done.restarted or done.runtime_changed):
+        return
+    python.call(name="Which backend serves (llama-server's log)", function=_check,
+                command=logs_command(t.runtime), sudo=t.sudo, env=t.unit_env(plan.uid),
+                wanted="gpu vulkan")
