@@ -47,6 +47,9 @@ class Config:
     cache_dir: str
     api_key: str
     model_source: str
+    llama_cpp_version: str
+    debian_snapshot: str
+    image_rebuild: str
 
 
 def _int(lo: int, hi: int) -> Callable[[str, Any], int]:
@@ -140,6 +143,28 @@ def _api_key(knob: str, value: Any) -> str:
     return value
 
 
+_PKG_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+~:-]{0,63}$")
+_SNAPSHOT = re.compile(r"^(\d{8}(T\d{6}Z)?|https?://[^\s\"'$`\\]+)$")
+
+
+def _pkg_version(knob: str, value: Any) -> str:
+    if value == "" or (isinstance(value, str) and _PKG_VERSION.match(value)):
+        return value
+    raise ConfigError(knob, value, "'' (unpinned) or a Debian package version such as "
+                                   "'1:0.7.0+dfsg-2'")
+
+
+def _snapshot(knob: str, value: Any) -> str:
+    if value == "" or (isinstance(value, str) and _SNAPSHOT.match(value)):
+        return value
+    raise ConfigError(knob, value, "'' (unpinned), a snapshot.debian.org date such as "
+                                   "'20250601T000000Z', or the http(s) URL of a snapshot archive")
+
+
+def _rebuild_mark(knob: str, value: Any) -> str:
+    return "" if value == "" else _name(knob, value)
+
+
 RULES: dict[str, Callable[[str, Any], Any]] = {
     "models_dir": _models_dir,
     "models_keep": _int(1, 100),
@@ -160,6 +185,9 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "cache_dir": _abs_path,
     "api_key": _api_key,
     "model_source": _choice("controller", "direct"),
+    "llama_cpp_version": _pkg_version,
+    "debian_snapshot": _snapshot,
+    "image_rebuild": _rebuild_mark,
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")
