@@ -37,6 +37,12 @@ registry_mirror = ""
 image_base = "docker.io/library/debian:forky-slim"
 # False only for a package mirror that serves an expired snapshot.
 apt_check_valid_until = True
+# Pin the llama.cpp-tools package the image installs, e.g. "1:0.7.0+dfsg-2"; "" = unpinned.
+llama_cpp_version = ""
+# Pin apt to one Debian snapshot: a date ("20250601T000000Z", snapshot.debian.org) or a URL.
+debian_snapshot = ""
+# Any new value (a date, "2") builds the server image anew once and ships it to every device.
+image_rebuild = ""
 
 # --- Server -----------------------------------------------------------------------------------
 # Port of the web UI and API on the device.

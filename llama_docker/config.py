@@ -48,6 +48,9 @@ class Config:
     cache_dir: str
     api_key: str
     model_source: str
+    llama_cpp_version: str
+    debian_snapshot: str
+    image_rebuild: str
     webui: str
     webui_sha256: str
     webui_mirror: str
@@ -203,6 +206,28 @@ def _vk_devices(knob: str, value: Any) -> str:
     return value
 
 
+_PKG_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+~:-]{0,63}$")
+_SNAPSHOT = re.compile(r"^(\d{8}(T\d{6}Z)?|https?://[^\s\"'$`\\]+)$")
+
+
+def _pkg_version(knob: str, value: Any) -> str:
+    if value == "" or (isinstance(value, str) and _PKG_VERSION.match(value)):
+        return value
+    raise ConfigError(knob, value, "'' (unpinned) or a Debian package version such as "
+                                   "'1:0.7.0+dfsg-2'")
+
+
+def _snapshot(knob: str, value: Any) -> str:
+    if value == "" or (isinstance(value, str) and _SNAPSHOT.match(value)):
+        return value
+    raise ConfigError(knob, value, "'' (unpinned), a snapshot.debian.org date such as "
+                                   "'20250601T000000Z', or the http(s) URL of a snapshot archive")
+
+
+def _rebuild_mark(knob: str, value: Any) -> str:
+    return "" if value == "" else _name(knob, value)
+
+
 RULES: dict[str, Callable[[str, Any], Any]] = {
     "models_dir": _models_dir,
     "models_keep": _int(1, 100),
@@ -234,6 +259,9 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "gpu": _choice("auto", "vulkan", "off"),
     "n_gpu_layers": _gpu_layers,
     "lab_only_vk_visible_devices": _vk_devices,
+    "llama_cpp_version": _pkg_version,
+    "debian_snapshot": _snapshot,
+    "image_rebuild": _rebuild_mark,
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")

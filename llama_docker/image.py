@@ -27,3 +27,26 @@ def image_tag(args: dict[str, str]) -> str:
     for key in sorted(args):
         h.update(f"{key}={args[key]}\0".encode())
     return f"{REPO}:{h.hexdigest()[:12]}"
+
+
+# The label that records which llama.cpp package an image holds (read from dpkg at build).
+VERSION_LABEL = "org.llama-docker.llama-cpp-version"
+SNAPSHOT_URL = "http://snapshot.debian.org/archive/debian"
+
+
+def snapshot_url(snapshot: str) -> str:
+    """The apt archive a pinned build uses: a snapshot.debian.org date, or a URL as given
+    (a snapshot mirror of your own); "" when unpinned."""
+    if not snapshot or "://" in snapshot:
+        return snapshot.rstrip("/")
+    return f"{SNAPSHOT_URL}/{snapshot}"
+
+
+def pinned_build_args(base: str, check_valid_until: bool, llama_cpp_version: str = "",
+                      debian_snapshot: str = "", rebuild: str = "") -> dict[str, str]:
+    """build_args plus the pins and the rebuild mark, each only when set: an unpinned
+    build keeps the tag it had, a new pin or rebuild mark means a new tag (a new build)."""
+    args = build_args(base, check_valid_until)
+    extra = {"LLAMA_CPP_VERSION": llama_cpp_version,
+             "DEBIAN_SNAPSHOT_URL": snapshot_url(debian_snapshot), "REBUILD": rebuild}
+    return {**args, **{k: v for k, v in extra.items() if v}}

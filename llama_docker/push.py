@@ -90,12 +90,13 @@ class Store:
 
     root: str
     hash_cmd: str = "sha256sum"
+    ext: str = "gguf"  # "tar": the server image's archive rides the same push
 
     def final(self, sha: str) -> str:
-        return f"{self.root}/{sha}.gguf"
+        return f"{self.root}/{sha}.{self.ext}"
 
     def part(self, sha: str) -> str:
-        return f"{self.root}/{sha}.gguf.part"
+        return f"{self.root}/{sha}.{self.ext}.part"
 
     def marker(self, sha: str) -> str:
         return f"{self.root}/{sha}.ok"

@@ -22,9 +22,11 @@ from .config import Config
 from .errors import ConfigError, RefusedError
 from .fit import GIB, MIB
 from .gpu_status import backend, probe
-from .profile import detect
+from .image import VERSION_LABEL
+from .profile import ARCHES, detect
 from .status_models import models_line, router_models, summary
 from .target import Target, choose
+from .units import CONTAINER
 
 PROMPT = {"prompt": "Hello", "n_predict": 16, "temperature": 0, "ignore_eos": True}
 HEALTH_MAX_TIME = 5
@@ -62,6 +64,8 @@ class Row:
     webui_version: str | None = None  # the llama.cpp UI's folder, e.g. "llama-b11669"
     backend: str | None = None  # cpu | vulkan | metal, from the server's log (gpu_status.py)
     gpu_device: str | None = None  # the Vulkan device that serves, e.g. `Vulkan0: llvmpipe ...`
+    arch: str | None = None  # Debian's name for the CPU (amd64, arm64)
+    llama_cpp: str | None = None  # the llama.cpp version the running server's image records
 
     @property
     def healthy(self) -> bool:
@@ -144,6 +148,7 @@ def script(cfg: Config, t: Target, uid: int) -> str:
         "echo \"disk_free_kib=$(df -Pk \"$p\" 2>/dev/null | awk 'NR==2 {print $4}')\"",
         "echo \"ram_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)\"",
         'echo "ram_bytes=$(sysctl -n hw.memsize 2>/dev/null)"',
+        *image_lines(t),
         f"if {'sudo -n true 2>/dev/null' if t.sudo else 'true'}; then s=yes; else s=no; fi",
         f"k=unknown; [ $s = yes ] && {{ {as_root}test -f {key_file} && k=on || k=off; }}",
         'echo "api_key=$k"',
@@ -158,6 +163,26 @@ def script(cfg: Config, t: Target, uid: int) -> str:
         "printf 'completion=%s\\n' \"$c\" | tr -d '\\r'; fi",
         "exit 0",
     ])
+
+
+def image_lines(t: Target) -> list[str]:
+    """The CPU, and the llama.cpp version label of the server container's image."""
+    lines = ['echo "arch=$(uname -m)"']
+    if t.runtime in ("docker", "podman"):
+        fmt = shlex.quote(f'{{{{index .Config.Labels "{VERSION_LABEL}"}}}}')
+        root = "sudo -n " if t.sudo else ""
+        lines.append(f'echo "llama_cpp=$({root}{t.runtime} inspect --format {fmt} '
+                     f'{CONTAINER} 2>/dev/null)"')
+    return lines
+
+
+def version_drift(rows: list[Row]) -> set[str]:
+    """Hosts whose llama.cpp differs from another device's of the same CPU architecture."""
+    seen: dict[str, set[str]] = {}
+    for r in rows:
+        if r.arch and r.llama_cpp:
+            seen.setdefault(r.arch, set()).add(r.llama_cpp)
+    return {r.host for r in rows if r.arch and r.llama_cpp and len(seen[r.arch]) > 1}
 
 
 def parse(lines: Iterable[str]) -> dict[str, str]:
@@ -211,9 +236,11 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
         api_key={"on": True, "off": False}.get(facts.get("api_key", "")),
         tokens_per_s=tokens_per_second(facts.get("completion")),
         disk_free_bytes=free * 1024 if free is not None else None, ram_bytes=ram,
-        **webui_fields(facts),
         backend=serves, gpu_device=device,
+        arch=ARCHES.get(facts.get("arch", ""), facts.get("arch") or None),
+        llama_cpp=facts.get("llama_cpp") or None,
     )
+    row = replace(row, **webui_fields(facts))
     return replace(row, **_set_fields(cfg, facts)) if cfg.models else row
 
 
@@ -293,19 +320,21 @@ def _listen(row: Row) -> str:
     return f"[{row.bind}]:{row.port}" if row.bind and ":" in row.bind else f"{row.bind}:{row.port}"
 
 
-def _cells(row: Row) -> list[str]:
+def _cells(row: Row, differs: bool = False) -> list[str]:
     sha = (row.sha256 or "-")[:SHORT] + ("*" if row.drift else "")
     return [
         row.host, row.profile or "-", row.runtime or "-", row.service or "-", row.model or "-",
         sha, (row.previous_sha256 or "-")[:SHORT], str(row.health) if row.health else "down",
         _listen(row), "?" if row.api_key is None else "on" if row.api_key else "off",
         f"{row.tokens_per_s:.1f}" if row.tokens_per_s else "-",
-        size(row.disk_free_bytes), size(row.ram_bytes), row.backend or "-",
+        size(row.disk_free_bytes), size(row.ram_bytes),
+        (row.llama_cpp or "-").split(":", 1)[-1] + ("!" if differs else ""),  # no epoch
+        row.backend or "-",
     ]
 
 
 HEADER = ["HOST", "PROFILE", "RUNTIME", "SERVICE", "MODEL", "SHA", "PREVIOUS", "HEALTH",
-          "LISTEN", "KEY", "TOK/S", "FREE", "RAM", "BACKEND"]
+          "LISTEN", "KEY", "TOK/S", "FREE", "RAM", "LLAMA.CPP", "BACKEND"]
 RIGHT = {"TOK/S", "FREE", "RAM"}
 
 
@@ -314,7 +343,8 @@ def table(rows: list[Row]) -> str:
 
     A host that could not be asked gets its reason after its name instead of empty cells.
     """
-    body = [_cells(r) if r.error is None else None for r in rows]
+    differ = version_drift(rows)
+    body = [_cells(r, r.host in differ) if r.error is None else None for r in rows]
     widths = [max([len(h)] + [len(c[i]) for c in body if c]) for i, h in enumerate(HEADER)]
     # Hosts that could not be asked still set the width of the first column.
     widths[0] = max([widths[0]] + [len(r.host) for r in rows])
@@ -336,6 +366,9 @@ def table(rows: list[Row]) -> str:
     if any(r.drift for r in rows):
         lines.append("* serves a model other than the model knob's: run pyinfra inventory.py "
                      "deploy.py")
+    if differ:
+        lines.append("! runs another llama.cpp than other devices of its CPU: run pyinfra "
+                     "inventory.py deploy.py (every device then gets the cached image)")
     return "\n".join(lines)
 
 

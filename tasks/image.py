@@ -1,17 +1,31 @@
-"""Server image: pushed build context, built on the device, skipped when the tag exists."""
+"""Server image: built once per (architecture, build args) on the first device that needs
+it, shipped from the controller's cache to the others (tasks/image_once.py); skipped when
+the device holds the cached image's ID."""
 
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server
+from pyinfra.operations import files, python
 
-from llama_docker.image import BUILD_FILES, build_args, gpu_build_args, image_tag
+from llama_docker.image import (
+    BUILD_FILES,
+    gpu_build_args,
+    image_tag,
+    pinned_build_args,
+    snapshot_url,
+)
+from llama_docker.image_archive import ImageCache, plain_id
+from llama_docker.image_ship import stage_tag
 from llama_docker.units import FILES
 
+from . import image_once
 from .facts import ImageId
+from .summary import note_move
 
 if TYPE_CHECKING:
     from llama_docker.config import Config
@@ -29,17 +43,21 @@ def build_command(runtime: str, args: dict[str, str], tag: str, context: str) ->
             f"{shlex.quote(context)}")
 
 
-def _args(cfg: Config, tgt: Target) -> dict[str, str]:
-    return gpu_build_args(build_args(cfg.image_base, cfg.apt_check_valid_until), tgt.gpu.backend)
+def config_build_args(cfg: Config, tgt: Target) -> dict[str, str]:
+    """The build args of this device's image: the pins, then the GPU variant."""
+    pinned = pinned_build_args(cfg.image_base, cfg.apt_check_valid_until,
+                               cfg.llama_cpp_version, cfg.debian_snapshot, cfg.image_rebuild)
+    return gpu_build_args(pinned, tgt.gpu.backend)
 
 
-def _tag(cfg: Config, tgt: Target) -> str:
-    return image_tag(_args(cfg, tgt))
+def server_tag(cfg: Config, tgt: Target) -> str:
+    """The content-hash tag of the server image this device runs."""
+    return image_tag(config_build_args(cfg, tgt))
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
     return [] if tgt.runtime == "native" else [(ImageId, {"runtime": tgt.runtime,
-                                                          "tag": _tag(cfg, tgt)})]
+                                                          "tag": server_tag(cfg, tgt)})]
 
 
 @deploy("Server image")
@@ -48,17 +66,32 @@ def image(plan: Plan) -> tuple[str, bool]:
     t = plan.target
     if t.runtime == "native":
         return "", False  # Homebrew's llama-server runs on the Mac itself: no image
-    args = _args(plan.cfg, t)
+    args = config_build_args(plan.cfg, t)
     tag = image_tag(args)
-    env = plan.env  # macOS: Homebrew's docker and colima's context; {} elsewhere
-    if plan.known.get(ImageId, runtime=t.runtime, tag=tag):
-        return tag, False
-    files.directory(name="Build context folder", path=t.build_dir, mode="755", _sudo=t.sudo)
-    for name in BUILD_FILES:
-        files.put(name=f"Build context: {name}", src=str(FILES / name),
-                  dest=f"{t.build_dir}/{name}", mode="755" if name.endswith(".sh") else "644",
-                  _sudo=t.sudo)
-    server.shell(name=f"Build {tag} (llama-server from Debian's llama.cpp)",
-                 commands=[build_command(t.runtime, args, tag, t.build_dir)], _sudo=t.sudo,
-                 _env=env)
+    cache = ImageCache(Path(plan.cfg.cache_dir).expanduser())
+    entry = cache.lookup(tag, plan.arch)
+    have = plain_id(plan.known.get(ImageId, runtime=t.runtime, tag=tag))
+    if entry is not None and have == entry.image_id:
+        return tag, False  # the same bits as every other device of its architecture
+    if entry is None and have is None:  # this device may be the one that builds it
+        files.directory(name="Build context folder", path=t.build_dir, mode="755",
+                        _sudo=t.sudo)
+        for name in BUILD_FILES:
+            files.put(name=f"Build context: {name}", src=str(FILES / name),
+                      dest=f"{t.build_dir}/{name}",
+                      mode="755" if name.endswith(".sh") else "644", _sudo=t.sudo)
+    if entry is not None:
+        note_move(host.name, f"server image {tag} ({plan.arch})", entry.size)
+    pin = ", ".join(f"{k}={v}" for k, v in (("llama.cpp-tools", plan.cfg.llama_cpp_version),
+                                            ("apt", snapshot_url(plan.cfg.debian_snapshot)))
+                    if v) or "unpinned"
+    need = image_once.Need(
+        tag=tag, arch=plan.arch, runtime=t.runtime, sudo=t.sudo, user=plan.user,
+        build_dir=t.build_dir,
+        stage_build=build_command(t.runtime, args, stage_tag(tag), t.build_dir),
+        images_dir=image_once.images_dir(t.models_dir), hash_cmd=plan.store.hash_cmd,
+        cache_dir=plan.cfg.cache_dir, aes=plan.aes, env=plan.env)
+    how = (f"ship the cached archive (llama.cpp {entry.version}, made on {entry.made_on})"
+           if entry else f"build once for {plan.arch} ({pin}) on the first device, then ship")
+    python.call(name=f"Server image {tag}: {how}", function=image_once.ensure, need=need)
     return tag, True

@@ -22,12 +22,12 @@ from pyinfra.operations import python
 from llama_docker import apikey, webui_fetch
 from llama_docker import webui as ui
 from llama_docker.errors import LlamaDockerError
-from llama_docker.image import build_args, image_tag
 from llama_docker.push import SshTarget, Store, push
 from llama_docker.status import device_url
 
 from .common import run_as, say, say_error
 from .health import wait_script
+from .image import server_tag
 from .summary import note_move
 
 if TYPE_CHECKING:
@@ -90,12 +90,11 @@ def served_here(cfg: Config, tgt: Target) -> bool:
     return cfg.webui not in ("simplechat", "none") and tgt.manager != "launchd"
 
 
-def _tag(cfg: Config) -> str:
-    return image_tag(build_args(cfg.image_base, cfg.apt_check_valid_until))
-
-
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
-    return [(UiState, {"root": root(tgt), "tag": _tag(cfg)})] if served_here(cfg, tgt) else []
+    # The tag of the image this device runs (pins and GPU variant included): the UI's build
+    # is the one that image holds.
+    return ([(UiState, {"root": root(tgt), "tag": server_tag(cfg, tgt)})]
+            if served_here(cfg, tgt) else [])
 
 
 def unpack_command(store: str, sha: str) -> str:

@@ -25,6 +25,7 @@ from .fixtures.harness import (
     deploy_fixture,
     ui_served,
 )
+from .fixtures.image_cache import IMAGE_ID, seed_image_cache
 
 TAG = image_tag(build_args("docker.io/library/debian:forky-slim", True))
 UNIT = "/etc/systemd/system/llama-docker.service"
@@ -137,8 +138,8 @@ def test_podman_from_pacman_no_docker_service(tmp_path: Path) -> None:
         "pacman --noconfirm -S podman"]
     assert not [c for c in run.commands() if c.endswith(" docker.service")]
     assert "Requires=docker.service" not in run.upload(UNIT)
-    build = run.op("Server image | Build llama")
-    assert build.commands[0].startswith("podman build ") and build.sudo
+    need = run.op("Server image | Server image").calls[0]["need"]
+    assert need.stage_build.startswith("podman build ") and need.sudo
     no_debian_tools(run)
 
 
@@ -165,13 +166,14 @@ def test_clock_years_behind_refused_before_any_change(tmp_path: Path) -> None:
 
 def test_second_run_changes_nothing(tmp_path: Path) -> None:
     first = deploy_fixture(tmp_path, "arch")
+    seed_image_cache(tmp_path / "cache", TAG, "arm64")
     models = "/var/lib/llama-docker/models"
     again = deploy_fixture(tmp_path, "arch", facts={
         **converged(first, user="root", group="root"), **ui_served(tmp_path),
         "PacmanPackages": {"docker": ["1:28.3.3-1"], "curl": ["8.11.1-1"]},
         "SystemdStatus(*)": {"docker.service": True, "llama-docker.service": True},
         "SystemdEnabled(*)": {"docker.service": True, "llama-docker.service": True},
-        f"ImageId(docker,{TAG})": "sha256:0123",
+        f"ImageId(docker,{TAG})": f"sha256:{IMAGE_ID}",
         f"Directory({models})": {"mode": 755, "user": "me", "group": "me"},
         f"StoreState({models})": {"files": [f"{MODEL_SHA}.gguf", f"{MODEL_SHA}.ok"],
                                    "links": {"current.gguf": f"{MODEL_SHA}.gguf"}},

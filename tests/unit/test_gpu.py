@@ -116,8 +116,8 @@ def _unit(run) -> str:  # noqa: ANN001
 def test_intel_box_deploys_gpu_image_and_render_node(tmp_path: Path) -> None:
     run = deploy_fixture(tmp_path, "debian", {"RenderNodes": facts("intel-n100"),
                                               "Arch": "x86_64"})
-    build = run.op("Server image | Build llama")
-    assert "--build-arg GPU=vulkan" in build.commands[0] and VK_TAG in build.commands[0]
+    need = run.op("Server image | Server image").calls[0]["need"]
+    assert "--build-arg GPU=vulkan" in need.stage_build and need.tag == VK_TAG
     unit = _unit(run)
     assert "--device /dev/dri" in unit and "--group-add 44" in unit
     assert "--group-add 105" in unit and "--env LLAMA_GPU=vulkan" in unit
@@ -126,8 +126,8 @@ def test_intel_box_deploys_gpu_image_and_render_node(tmp_path: Path) -> None:
 
 def test_pi_deploys_cpu_image_without_gpu_flags(tmp_path: Path) -> None:
     run = deploy_fixture(tmp_path, "debian", {"RenderNodes": facts("pi5")})
-    build = run.op("Server image | Build llama")
-    assert "GPU=" not in build.commands[0] and CPU_TAG in build.commands[0]
+    need = run.op("Server image | Server image").calls[0]["need"]
+    assert "GPU=" not in need.stage_build and need.tag == CPU_TAG
     assert CPU_TAG != VK_TAG
     unit = _unit(run)
     assert "/dev/dri" not in unit and "LLAMA_GPU" not in unit
@@ -135,8 +135,8 @@ def test_pi_deploys_cpu_image_without_gpu_flags(tmp_path: Path) -> None:
 
 def test_steam_deck_rootless_podman_keeps_groups(tmp_path: Path) -> None:
     run = deploy_fixture(tmp_path, "steamos", {"RenderNodes": facts("steamdeck")})
-    build = run.op("Server image | Build llama")
-    assert build.commands[0].startswith("podman build") and "GPU=vulkan" in build.commands[0]
+    need = run.op("Server image | Server image").calls[0]["need"]
+    assert need.stage_build.startswith("podman build") and "GPU=vulkan" in need.stage_build
     unit = _unit(run)
     assert "--device /dev/dri" in unit and "--group-add keep-groups" in unit
     assert "--userns=keep-id:uid=10001" in unit and "--group-add 9" not in unit

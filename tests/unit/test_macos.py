@@ -18,6 +18,7 @@ from llama_docker.image import build_args, image_tag
 from llama_docker.tasks.runtime.macos import BREW_INSTALL
 
 from .fixtures.harness import MODEL_SHA, Run, check_golden, converged, deploy_fixture
+from .fixtures.image_cache import IMAGE_ID, seed_image_cache
 
 HOME = "/Users/me"
 BREW_PATH = "/opt/homebrew/bin:/opt/homebrew/sbin:/usr/bin:/bin:/usr/sbin:/sbin"
@@ -90,14 +91,14 @@ def test_colima_is_bootstrapped_then_checked_with_colima_status(docker: Run) -> 
     assert wait.env == {"PATH": BREW_PATH, "DOCKER_CONTEXT": "colima-llama-docker"}
     names = docker.names()
     assert names.index(load.name) < names.index(wait.name) < names.index(
-        docker.op("Server image | Build llama").name)
+        docker.op("Server image | Server image").name)
 
 
 def test_image_is_built_by_brews_docker_in_colimas_context(docker: Run) -> None:
-    build = docker.op("Server image | Build llama")
-    assert build.commands[0].startswith("DOCKER_BUILDKIT=0 docker build ")
-    assert build.env == {"PATH": BREW_PATH, "DOCKER_CONTEXT": "colima-llama-docker"}
-    assert (f"ImageId(docker,{TAG})", False, build.env) in docker.facts
+    need = docker.op("Server image | Server image").calls[0]["need"]
+    assert need.stage_build.startswith("DOCKER_BUILDKIT=0 docker build ")
+    assert need.env == {"PATH": BREW_PATH, "DOCKER_CONTEXT": "colima-llama-docker"}
+    assert (f"ImageId(docker,{TAG})", False, need.env) in docker.facts
 
 
 def test_server_agent_runs_docker_run_with_the_units_flags(docker: Run) -> None:
@@ -186,7 +187,7 @@ def _settled(first: Run, runtime: str) -> dict:
     brewed = {"docker": {"colima": ["0.9.1"], "docker": ["28.3.3"]},
               "native": {"llama.cpp": ["8770"]}}[runtime]
     return {**converged(first), "BrewPackages": brewed, "LaunchAgentLoaded(*)": True,
-            "ColimaRunning(*)": True, f"ImageId(docker,{TAG})": "sha256:0123",
+            "ColimaRunning(*)": True, f"ImageId(docker,{TAG})": f"sha256:{IMAGE_ID}",
             f"StoreState({MODELS})": {"files": [f"{MODEL_SHA}.gguf", f"{MODEL_SHA}.ok"],
                                       "links": {"current.gguf": f"{MODEL_SHA}.gguf"}},
             "HttpStatus(*)": 200}
@@ -195,6 +196,7 @@ def _settled(first: Run, runtime: str) -> dict:
 @pytest.mark.parametrize("runtime", ["docker", "native"])
 def test_second_run_changes_nothing(tmp_path: Path, runtime: str) -> None:
     first = deploy_fixture(tmp_path, "macos", runtime=runtime)
+    seed_image_cache(tmp_path / "cache", TAG, "arm64")
     again = deploy_fixture(tmp_path, "macos", runtime=runtime, facts=_settled(first, runtime))
     assert again.ops == []
 

@@ -185,7 +185,8 @@ def test_table_columns_align() -> None:
     assert down[header.index("HEALTH"):].startswith("down")
     # right-aligned numbers end where their header ends
     assert ok[:header.index("TOK/S") + 5].endswith("123.5")
-    assert ok.endswith("  40G  16G  -")  # BACKEND last: unknown without the server's log
+    # LLAMA.CPP, then BACKEND last: both unknown without the image's label and the log
+    assert ok.endswith("  40G  16G  -          -")
 
 
 def test_table_unreachable_rows_carry_reason() -> None:
@@ -196,11 +197,11 @@ def test_table_unreachable_rows_carry_reason() -> None:
 
 
 def test_table_width_for_a_typical_home() -> None:
-    """14 columns with two 12-hex shas cannot fit 100; a home with a preset fits 144."""
+    """14 columns with two 12-hex shas cannot fit 100; a home with a preset fits 160."""
     home = [make_row("pinebook.local", config.load(DEFAULTS, "p"), healthy_facts()),
             make_row("raspi.local", cfg(), healthy_facts(service="inactive"))]
     width = max(len(line) for line in status.table(home).splitlines())
-    assert width <= 144, width
+    assert width <= 160, width
 
 
 @pytest.mark.parametrize(("n", "text"), [

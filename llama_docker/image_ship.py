@@ -1,0 +1,90 @@
+"""Device commands that make, save and load the server image, and the stream that brings a
+saved image to the controller's cache. Pure command text plus one paramiko stream."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from pathlib import Path
+
+import paramiko
+
+from .errors import LlamaDockerError
+from .image import VERSION_LABEL
+from .interrupt import interrupted
+
+CHUNK = 1 << 20
+STALL_SECONDS = 300
+
+
+def _q(text: str) -> str:
+    return shlex.quote(text)
+
+
+def stage_tag(tag: str) -> str:
+    """The build's first stage, before the llama.cpp version is put on it as a label."""
+    return f"{tag}-stage"
+
+
+def build_script(runtime: str, stage_build: str, tag: str, context: str) -> str:
+    """`stage_build` (the build of stage_tag(tag)), then the llama.cpp version dpkg
+    installed, read from that stage and put on the image as a label.
+
+    A LABEL's value is fixed before the build runs, so the version (known only once apt has
+    chosen it) goes on in a second, one-line build from the first stage.
+    """
+    stage = stage_tag(tag)
+    env = "DOCKER_BUILDKIT=0 " if runtime == "docker" else ""
+    labelfile = f"{context}/Labelfile"
+    return (
+        "set -e; "
+        f"{stage_build}; "
+        f"v=$({runtime} run --rm --network none --entrypoint dpkg-query {_q(stage)} "
+        "-W -f '${Version}' llama.cpp-tools | tr -cd 'A-Za-z0-9.:+~-'); "
+        f'printf \'FROM %s\\nLABEL {VERSION_LABEL}="%s"\\n\' {_q(stage)} "$v" > {_q(labelfile)}; '
+        f"{env}{runtime} build -t {_q(tag)} -f {_q(labelfile)} {_q(context)}; "
+        f"{runtime} rmi {_q(stage)} >/dev/null"
+    )
+
+
+def inspect_command(runtime: str, tag: str) -> str:
+    """`<image id> <llama.cpp version>` of a local image, or nothing when it is absent."""
+    fmt = f'{{{{.Id}}}} {{{{index .Config.Labels "{VERSION_LABEL}"}}}}'
+    return f"{runtime} image inspect --format {_q(fmt)} {_q(tag)} 2>/dev/null || true"
+
+
+def load_command(runtime: str, archive: str) -> str:
+    return f"{runtime} load -i {_q(archive)}"
+
+
+def save_to(client: paramiko.SSHClient, command: str, stdin: str | None, part: Path
+            ) -> str:
+    """Run `command` (an image save to stdout) and write its bytes to `part`, hashing them
+    as they come; return the sha256. A failed save or a dropped link raises and leaves no
+    file that could be taken for a whole archive."""
+    transport = client.get_transport()
+    assert transport is not None
+    h = hashlib.sha256()
+    part.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with transport.open_session() as chan, open(part, "wb") as out:
+            chan.settimeout(STALL_SECONDS)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall((stdin + "\n").encode())
+            chan.shutdown_write()
+            while (chunk := chan.recv(CHUNK)) and not interrupted():
+                out.write(chunk)
+                h.update(chunk)
+            if interrupted():
+                raise LlamaDockerError("interrupted: the image save stopped; re-run")
+            code = chan.recv_exit_status()
+            err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
+    except (OSError, paramiko.SSHException) as exc:
+        part.unlink(missing_ok=True)
+        raise LlamaDockerError(f"saving the image from the device failed: {exc}") from None
+    if code != 0:
+        part.unlink(missing_ok=True)
+        last = err.splitlines()[-1] if err else f"exit {code}"
+        raise LlamaDockerError(f"saving the image from the device failed: {last}")
+    return h.hexdigest()

@@ -1,0 +1,173 @@
+"""The server image made once per (architecture, build args) and shipped to the others.
+
+Every device that needs the image runs the same operation. Under one controller-side lock
+per image, the first device to get there finds the cache empty and makes the archive: it
+builds the image (or, when it already holds the tag, saves what it has), and its archive
+goes into the controller's cache. Every other device then gets that archive through the
+models' resumable, verified push, hashed on the device before `load`, and checked by image
+ID after it. The build runs on a device, never on the controller: a laptop has no docker of
+its own to count on, nor one that builds for a Pi's CPU, and a device has the runtime and
+the registry mirror the build needs.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gevent.lock import Semaphore
+
+from llama_docker.errors import LlamaDockerError, VerifyError
+from llama_docker.hashing import verify_once
+from llama_docker.image_archive import CachedImage, ImageCache, plain_id
+from llama_docker.image_ship import build_script, inspect_command, load_command, save_to
+from llama_docker.login import root_command
+from llama_docker.push import SshTarget, Store, push
+
+from .common import host_sudo_password, run_as, say, say_error
+
+# One maker per image: (cache, tag, arch) -> lock. pyinfra runs a host's operation in a
+# greenlet, so the others wait here while the first builds.
+_locks: defaultdict[tuple[str, str, str], Semaphore] = defaultdict(Semaphore)
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one device needs to make or receive the image (decided at prepare time)."""
+
+    tag: str
+    arch: str
+    runtime: str
+    sudo: bool
+    user: str
+    build_dir: str
+    stage_build: str  # the build command of the first stage (build_script finishes it)
+    images_dir: str  # where the pushed archive lands on the device
+    hash_cmd: str
+    cache_dir: str
+    aes: bool
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def images_dir(models_dir: str) -> str:
+    """Beside the model store: `/var/lib/llama-docker/images` for the default store."""
+    return posixpath.join(posixpath.dirname(models_dir.rstrip("/")) or "/", "images")
+
+
+def _short(image_id: str) -> str:
+    return image_id[:12]
+
+
+def _run(host, need: Need, command: str, timeout: int = 600) -> str | None:  # noqa: ANN001
+    """Run a device command as the runtime's user; None, or the last line of what failed."""
+    ok, out = run_as(host, command, need.sudo, _env=need.env, _timeout=timeout,
+                     print_output=False)
+    if ok:
+        return None
+    lines = [line for line in out.stderr_lines + out.stdout_lines if line.strip()]
+    return lines[-1].strip() if lines else "no message"
+
+
+def device_image(host, need: Need) -> tuple[str | None, str]:  # noqa: ANN001
+    """(image ID, llama.cpp version) of the tag on the device; (None, "") when absent."""
+    ok, out = run_as(host, inspect_command(need.runtime, need.tag), need.sudo, _env=need.env,
+                     _timeout=60, print_output=False)
+    line = out.stdout_lines[0].strip() if ok and out.stdout_lines else ""
+    image_id, _, version = line.partition(" ")
+    return plain_id(image_id) or None, version.strip()
+
+
+def _env_prefix(env: dict[str, str]) -> str:
+    return "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()) + " " \
+        if env else ""
+
+
+def _make(host, need: Need, cache: ImageCache) -> CachedImage:  # noqa: ANN001
+    have, version = device_image(host, need)
+    made = "saved"
+    if have is None:
+        say(host, f"building {need.tag} for {need.arch} on this device, the first "
+                  f"{need.arch} device to need it (once; the others get its archive)")
+        err = _run(host, need, build_script(need.runtime, need.stage_build, need.tag,
+                                            need.build_dir), timeout=3600)
+        if err:
+            raise LlamaDockerError(f"building {need.tag} failed: {err}")
+        have, version = device_image(host, need)
+        made = "built"
+        if have is None:
+            raise LlamaDockerError(f"{need.tag} is not on the device after its build")
+    save = _env_prefix(need.env) + f"{need.runtime} save {shlex.quote(need.tag)}"
+    cmd, stdin = (root_command(save, host_sudo_password(host)) if need.sudo
+                  else (save, None))
+    part = cache.part(need.tag, need.arch)
+    sha = save_to(host.connector.client, cmd, stdin, part)
+    entry = cache.add(need.tag, need.arch, part, sha, host.name)
+    if entry.image_id != have:
+        cache.forget(need.tag, need.arch)
+        raise LlamaDockerError(f"the saved archive holds image {entry.image_id}, the device "
+                               f"has {have}")
+    say(host, f"{made} {need.tag} on this device ({need.arch}, llama.cpp "
+              f"{version or 'unknown'}, image {_short(have)}); its archive ({entry.size} "
+              f"bytes, sha256 {_short(sha)}) is in the controller's cache for every other "
+              f"{need.arch} device")
+    return entry
+
+
+def _receive(host, need: Need, entry: CachedImage, cache: ImageCache) -> None:  # noqa: ANN001
+    try:  # a cache damaged since it was written is never sent (hashed once per change)
+        verify_once(Path(entry.path), entry.sha256, cache.root / "verified")
+    except VerifyError:
+        cache.forget(need.tag, need.arch)
+        raise LlamaDockerError(f"the cached archive {entry.path} is damaged (its sha256 is "
+                               "not the one recorded): deleted; re-run to make it "
+                               "again") from None
+    d = shlex.quote(need.images_dir)
+    err = _run(host, need, f"mkdir -p {d} && chown {shlex.quote(need.user)} {d}"
+               if need.sudo else f"mkdir -p {d}")
+    if err:
+        raise LlamaDockerError(f"cannot create {need.images_dir} on the device: {err}")
+    store = Store(need.images_dir, need.hash_cmd, ext="tar")
+    transport = host.connector.client.get_transport()
+    if transport is not None:
+        transport.set_keepalive(15)
+    target = SshTarget.from_data(host.name, host.data)
+    sent, offset = push(host.connector.client, Path(entry.path), entry.sha256, store,
+                        f"{host.name} image", target, need.aes)
+    # Only a verified file has the final name: nothing else is ever loaded.
+    err = _run(host, need, load_command(need.runtime, store.final(entry.sha256)), 1800)
+    if err:
+        raise LlamaDockerError(f"{need.runtime} load of {store.final(entry.sha256)} failed: "
+                               f"{err}; the running server is untouched")
+    have, version = device_image(host, need)
+    if have != entry.image_id:
+        raise LlamaDockerError(f"after the load {need.tag} is image {have}, expected "
+                               f"{entry.image_id}; the running server is untouched")
+    _run(host, need, f"rm -f {shlex.quote(store.final(entry.sha256))} "
+                     f"{shlex.quote(store.marker(entry.sha256))}")
+    via = "ssh" if target else "paramiko"
+    resumed = f", resumed from byte {offset}" if offset else ""
+    say(host, f"loaded {need.tag} (llama.cpp {version or 'unknown'}, image "
+              f"{_short(have)} as made on {entry.made_on}): sent {sent} bytes of its archive "
+              f"via {via}{resumed}; sha256 verified before the load, image ID after it")
+
+
+def ensure(state, host, need: Need) -> bool:  # noqa: ANN001 - pyinfra's callback shape
+    """The image on this device, the same bits as on every other of its architecture."""
+    cache = ImageCache(Path(need.cache_dir))
+    try:
+        with _locks[(str(cache.root), need.tag, need.arch)]:
+            entry = cache.lookup(need.tag, need.arch)
+            if entry is None:
+                _make(host, need, cache)
+                return True
+        have, _ = device_image(host, need)
+        if have == entry.image_id:
+            return True
+        _receive(host, need, entry, cache)
+    except LlamaDockerError as exc:
+        say_error(host, str(exc))
+        return False
+    return True

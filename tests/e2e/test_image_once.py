@@ -1,0 +1,157 @@
+"""One server image per CPU architecture: built once, the same bits on every device.
+
+Two fresh devices in one run (one build, counted), a third added later that gets the cached
+archive (its first push cut half-way), and a damaged archive refused while the old server
+keeps serving. Every device here is amd64: the arm64 image cannot run in an emulated device
+(tests/e2e/test_arm64.py says why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from llama_docker.image import image_tag, pinned_build_args
+from llama_docker.image_archive import ImageCache
+from tests.conftest import deploy, http_json, inventory, make_model, wait_healthy, write_knobs
+from tests.lab import lab
+
+pytestmark = pytest.mark.lab
+NAMES = ("e2e-img-1", "e2e-img-2")
+LATER = "e2e-img-3"
+IMAGES = "/var/lib/llama-docker/images"
+LABEL = "org.llama-docker.llama-cpp-version"
+BASE = "docker.io/library/debian:forky-slim"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One controller for the whole module: its cache is what the later devices get."""
+    path = tmp_path_factory.mktemp("img")
+    write_knobs(path, model=make_model(path, "tiny-img", seed=81))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pair(device_image: str) -> Iterator[list[lab.Device]]:
+    devs = [lab.start_device(n, device_image, index=80 + i, fresh=True)
+            for i, n in enumerate(NAMES)]
+    yield devs
+    for d in devs:
+        lab.remove_device(d)
+
+
+@pytest.fixture(scope="module")
+def later(device_image: str) -> Iterator[lab.Device]:
+    dev = lab.start_device(LATER, device_image, index=82, fresh=True)
+    yield dev
+    lab.remove_device(dev)
+
+
+def cached(folder: Path, rebuild: str = "") -> dict:
+    """The controller cache's index entry for the lab's knobs (and a rebuild mark)."""
+    tag = image_tag(pinned_build_args(BASE, False, rebuild=rebuild))
+    entry = ImageCache(folder / "cache").lookup(tag, "amd64")
+    assert entry is not None, f"no {tag} in the controller cache"
+    return asdict(entry)
+
+
+def image_of(dev: lab.Device, tag: str) -> tuple[str, str]:
+    out = dev.exec("docker", "image", "inspect", "--format",
+                   f'{{{{.Id}}}} {{{{index .Config.Labels "{LABEL}"}}}}', tag)
+    image_id, _, version = out.strip().partition(" ")
+    return image_id.removeprefix("sha256:"), version
+
+
+def has_base(dev: lab.Device) -> bool:
+    """The build's base image: on a device only if a build ran there."""
+    return dev.exec("docker", "image", "inspect", BASE, check=False).strip() not in ("", "[]")
+
+
+def serves(dev: lab.Device) -> bool:
+    status, body = http_json(f"http://127.0.0.1:{dev.http_port}/completion",
+                             {"prompt": "Hi", "n_predict": 3, "ignore_eos": True})
+    return status == 200 and body.get("tokens_predicted") == 3
+
+
+def running_image(dev: lab.Device) -> str:
+    return dev.exec("docker", "inspect", "--format", "{{.Image}}", "llama").strip() \
+        .removeprefix("sha256:")
+
+
+def test_two_devices_one_build_same_image(pair: list[lab.Device], folder: Path) -> None:
+    inv = inventory(folder, pair)
+    run = deploy(inv)
+    assert run.code == 0, run.output[-4000:]
+    assert run.output.count("building llama-docker/server:") == 1, run.output[-4000:]
+    entry = cached(folder)
+    assert [has_base(d) for d in pair].count(True) == 1  # one build, on one device
+    assert entry["made_on"] in NAMES and entry["version"]
+    for dev in pair:
+        assert image_of(dev, entry["tag"]) == (entry["image_id"], entry["version"])
+        assert serves(dev)
+    receiver = next(d for d in pair if d.name != entry["made_on"])
+    assert f"[{receiver.name}] loaded {entry['tag']}" in run.output
+    assert receiver.exec("ls", "-A", IMAGES).strip() == ""  # the archive is not kept
+
+    again = deploy(inv)
+    assert again.code == 0, again.output[-3000:]
+    for dev in pair:
+        assert again.changed(dev.name) == 0, again.output[-3000:]
+
+
+def test_device_added_later_resumes_the_cached_archive(
+        pair: list[lab.Device], later: lab.Device, folder: Path) -> None:
+    """Fault: the image archive's push is cut half-way | Seen: `resumed from byte N` | Left:
+    the device loads the same image ID as the others, nothing built on it"""
+    entry = cached(folder)
+    data = Path(entry["path"]).read_bytes()
+    later.exec("install", "-d", "-o", later.user, IMAGES)
+    later.write(f"{IMAGES}/{entry['sha256']}.tar.part", data[:len(data) // 2])
+    later.exec("chown", later.user, f"{IMAGES}/{entry['sha256']}.tar.part")
+    run = deploy(inventory(folder, [*pair, later]))
+    assert run.code == 0, run.output[-4000:]
+    assert "building llama-docker/server:" not in run.output
+    assert f"resumed from byte {len(data) // 2}; sha256 verified before the load" in run.output
+    assert not has_base(later)  # no build, no apt for the image on this device
+    assert image_of(later, entry["tag"]) == (entry["image_id"], entry["version"])
+    assert serves(later)
+    for dev in pair:
+        assert run.changed(dev.name) == 0, run.output[-3000:]
+
+
+def test_flipped_byte_refused_old_server_serving(pair: list[lab.Device], folder: Path) -> None:
+    """Fault: a byte of the image archive flipped on its way to the device | Seen: `... on
+    the device hashes X, expected Y` | Left: nothing loaded, the old server still serving"""
+    old = cached(folder)
+    builder = next(d for d in pair if d.name == old["made_on"])
+    other = next(d for d in pair if d is not builder)
+    # A rebuild (a new value of image_rebuild), made on the builder only.
+    write_knobs(folder, model=make_model(folder, "tiny-img", seed=81), image_rebuild="r2")
+    made = deploy(inventory(folder, [builder]))
+    assert made.code == 0, made.output[-4000:]
+    new = cached(folder, rebuild="r2")
+    assert new["image_id"] != old["image_id"]
+    data = bytearray(Path(new["path"]).read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    other.exec("install", "-d", "-o", other.user, IMAGES)
+    other.write(f"{IMAGES}/{new['sha256']}.tar.part", bytes(data))  # whole, one byte off
+    other.exec("chown", other.user, f"{IMAGES}/{new['sha256']}.tar.part")
+    before = running_image(other)
+    run = deploy(inventory(folder, [other]))
+    assert run.code != 0
+    assert "on the device hashes " in run.output and f"expected {new['sha256']}" in run.output
+    assert other.exec("docker", "image", "inspect", new["tag"], check=False).strip() in ("", "[]")
+    assert other.exec("ls", "-A", IMAGES).strip() == ""  # the bad copy is deleted
+    assert running_image(other) == before
+    wait_healthy(other.http_port, 30)
+    assert serves(other)
+
+    fixed = deploy(inventory(folder, [other]))  # the next run sends it whole and loads it
+    assert fixed.code == 0, fixed.output[-4000:]
+    assert image_of(other, new["tag"]) == (new["image_id"], new["version"])
+    wait_healthy(other.http_port, 120)
+    assert serves(other)

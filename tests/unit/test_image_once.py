@@ -1,0 +1,160 @@
+"""The server image made once: its archive read and filed by image ID, the pins as build
+args, the knobs that set them, and the commands that build and label it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from llama_docker import config
+from llama_docker.defaults import DEFAULTS
+from llama_docker.errors import ConfigError, LlamaDockerError
+from llama_docker.image import (
+    VERSION_LABEL,
+    build_args,
+    image_tag,
+    pinned_build_args,
+    snapshot_url,
+)
+from llama_docker.image_archive import ImageCache, inspect_archive, plain_id
+from llama_docker.image_ship import build_script, stage_tag
+from llama_docker.tasks.image_once import images_dir
+
+BASE = "docker.io/library/debian:forky-slim"
+TAG = "llama-docker/server:0123456789ab"
+
+
+def write_archive(path: Path, arch: str = "amd64", version: str = "1:0.7.0+dfsg-2",
+                  name: str | None = None) -> str:
+    """A docker-archive as `docker save` writes it: manifest.json naming the config by its
+    sha256, the config, a layer. Returns the image ID."""
+    cfg = json.dumps({"architecture": arch, "os": "linux",
+                      "config": {"Labels": {VERSION_LABEL: version}}}).encode()
+    image_id = hashlib.sha256(cfg).hexdigest()
+    members = {f"{name or image_id}.json": cfg, "layer.tar": b"\0" * 1024,
+               "manifest.json": json.dumps([{"Config": f"{name or image_id}.json",
+                                             "RepoTags": [TAG],
+                                             "Layers": ["layer.tar"]}]).encode()}
+    with tarfile.open(path, "w") as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return image_id
+
+
+def test_archive_says_its_image_id_arch_and_version(tmp_path: Path) -> None:
+    image_id = write_archive(tmp_path / "a.tar", arch="arm64")
+    info = inspect_archive(tmp_path / "a.tar")
+    assert (info.image_id, info.arch, info.version) == (image_id, "arm64", "1:0.7.0+dfsg-2")
+
+
+def test_archive_whose_config_is_not_its_name_refused(tmp_path: Path) -> None:
+    write_archive(tmp_path / "a.tar", name="f" * 64)
+    with pytest.raises(LlamaDockerError, match="hashes"):
+        inspect_archive(tmp_path / "a.tar")
+
+
+def test_truncated_archive_refused(tmp_path: Path) -> None:
+    write_archive(tmp_path / "a.tar")
+    data = (tmp_path / "a.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[:700])
+    with pytest.raises(LlamaDockerError, match="not a readable image archive"):
+        inspect_archive(tmp_path / "cut.tar")
+
+
+def test_cache_files_by_image_id_and_finds_by_tag_and_arch(tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path)
+    part = cache.part(TAG, "amd64")
+    part.parent.mkdir(parents=True)
+    image_id = write_archive(part)
+    entry = cache.add(TAG, "amd64", part, "a" * 64, "pi.local")
+    assert Path(entry.path) == tmp_path / "images" / f"{image_id}.tar"
+    assert not part.exists()
+    assert cache.lookup(TAG, "amd64") == entry
+    assert cache.lookup(TAG, "arm64") is None  # another architecture: another image
+    cache.forget(TAG, "amd64")
+    assert cache.lookup(TAG, "amd64") is None and not Path(entry.path).exists()
+
+
+def test_cache_refuses_an_archive_of_another_arch(tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path)
+    part = cache.part(TAG, "arm64")
+    part.parent.mkdir(parents=True)
+    write_archive(part, arch="amd64")
+    with pytest.raises(LlamaDockerError, match="holds a amd64 image, not arm64"):
+        cache.add(TAG, "arm64", part, "a" * 64, "pi.local")
+
+
+def test_cache_entry_without_its_archive_is_no_entry(tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path)
+    part = cache.part(TAG, "amd64")
+    part.parent.mkdir(parents=True)
+    write_archive(part)
+    entry = cache.add(TAG, "amd64", part, "a" * 64, "pi.local")
+    Path(entry.path).unlink()
+    assert cache.lookup(TAG, "amd64") is None
+
+
+def test_unpinned_tag_is_unchanged_pins_and_rebuild_make_new_tags() -> None:
+    plain = image_tag(build_args(BASE, True))
+    assert image_tag(pinned_build_args(BASE, True)) == plain
+    tags = {image_tag(pinned_build_args(BASE, True, llama_cpp_version="1:0.7.0+dfsg-2")),
+            image_tag(pinned_build_args(BASE, True, debian_snapshot="20250601T000000Z")),
+            image_tag(pinned_build_args(BASE, True, rebuild="2"))}
+    assert len(tags) == 3 and plain not in tags
+
+
+def test_snapshot_date_becomes_a_snapshot_debian_org_url() -> None:
+    assert snapshot_url("20250601T000000Z") == \
+        "http://snapshot.debian.org/archive/debian/20250601T000000Z"
+    assert snapshot_url("http://snap.lan/archive/debian/20250601/") == \
+        "http://snap.lan/archive/debian/20250601"
+    assert snapshot_url("") == ""
+    args = pinned_build_args(BASE, True, debian_snapshot="20250601")
+    assert args["DEBIAN_SNAPSHOT_URL"] == "http://snapshot.debian.org/archive/debian/20250601"
+
+
+def test_containerfile_takes_the_pins() -> None:
+    text = (Path(__file__).resolve().parents[2] / "files" / "Containerfile").read_text()
+    for arg in ("LLAMA_CPP_VERSION", "DEBIAN_SNAPSHOT_URL", "REBUILD"):
+        assert f"ARG {arg}=" in text
+    assert '"llama.cpp-tools${LLAMA_CPP_VERSION:+=$LLAMA_CPP_VERSION}"' in text
+
+
+@pytest.mark.parametrize(("knob", "good", "bad"), [
+    ("llama_cpp_version", "1:0.7.0+dfsg-2", "0.7 ; rm"),
+    ("debian_snapshot", "20250601T000000Z", "yesterday"),
+    ("debian_snapshot", "http://snap.lan/archive/debian/20250601", "ftp://x"),
+    ("image_rebuild", "2025-06", "two words"),
+])
+def test_pin_knobs_checked(knob: str, good: str, bad: str) -> None:
+    assert getattr(config.load({**DEFAULTS, knob: good}), knob) == good
+    with pytest.raises(ConfigError, match=f"knob {knob}="):
+        config.load({**DEFAULTS, knob: bad}, host="pi")
+
+
+def test_build_script_labels_the_version_dpkg_installed() -> None:
+    script = build_script("docker", "DOCKER_BUILDKIT=0 docker build -t X-stage ctx", TAG, "/b")
+    assert script.startswith("set -e; DOCKER_BUILDKIT=0 docker build -t X-stage ctx; ")
+    assert f"--entrypoint dpkg-query {stage_tag(TAG)} -W -f '${{Version}}' llama.cpp-tools" \
+        in script
+    assert f'LABEL {VERSION_LABEL}="%s"' in script
+    assert f"DOCKER_BUILDKIT=0 docker build -t {TAG} -f /b/Labelfile /b" in script
+    assert script.endswith(f"docker rmi {stage_tag(TAG)} >/dev/null")
+
+
+def test_image_ids_compare_across_runtimes() -> None:
+    assert plain_id("sha256:" + "a" * 64) == plain_id("a" * 64) == "a" * 64
+    assert plain_id(None) is None
+
+
+def test_archives_land_beside_the_model_store() -> None:
+    assert images_dir("/var/lib/llama-docker/models") == "/var/lib/llama-docker/images"
+    assert images_dir("/home/deck/.local/share/llama-docker/models/") == \
+        "/home/deck/.local/share/llama-docker/images"
