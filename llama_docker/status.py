@@ -240,7 +240,8 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
         arch=ARCHES.get(facts.get("arch", ""), facts.get("arch") or None),
         llama_cpp=facts.get("llama_cpp") or None,
     )
-    row = replace(row, **webui_fields(facts))
+    kind, version = webui.served(facts.get("webui_link", ""), facts.get("webui_args", ""))
+    row = replace(row, webui=kind, webui_version=version)
     return replace(row, **_set_fields(cfg, facts)) if cfg.models else row
 
 
@@ -257,12 +258,6 @@ def webui_lines(t: Target) -> list[str]:
     return [f'echo "webui_link=$(readlink "$d/{webui.STORE}/current" 2>/dev/null)"',
             f"echo \"webui_args=$(grep -oE -- '--no-webui|--path [^ ]+' {unit} 2>/dev/null "
             "| tr '\\n' ' ')\""]
-
-
-def webui_fields(facts: Mapping[str, str]) -> dict[str, str | None]:
-    """Which UI the device serves, from what webui_lines printed."""
-    kind, version = webui.served(facts.get("webui_link", ""), facts.get("webui_args", ""))
-    return {"webui": kind, "webui_version": version}
 
 
 def refused_row(host: str, facts: Mapping[str, str], exc: RefusedError) -> Row:
