@@ -28,6 +28,8 @@ _unreachable: dict[str, str] = {}
 # host name -> [(what, bytes)]: the model bytes each host's steps move.
 _moves: dict[str, list[tuple[str, int]]] = {}
 _HOST_LINE = re.compile(r"^\[(?P<host>[^\]]+)\]\s+(?P<msg>.+)$")
+# The packaged deploy's own name, before every step's: the summary names the step.
+_OUR_DEPLOY = re.compile(r"^llama-docker( \w+)? \| ")
 
 
 class _ConnectErrors(logging.Handler):
@@ -51,6 +53,10 @@ def _unreachable_reason(name: str) -> str:
     return f"could not connect: {found[1]}" if found else (why or "could not connect")
 
 
+def _op_name(op_hash: str) -> str:
+    return " / ".join(sorted(_OUR_DEPLOY.sub("", n) for n in state.op_meta[op_hash].names))
+
+
 def _failed_step(host) -> str:  # noqa: ANN001 - a pyinfra Host
     """The failed operation's name and the line of its output that names the cause."""
     for op_hash in state.get_op_order():
@@ -58,7 +64,7 @@ def _failed_step(host) -> str:  # noqa: ANN001 - a pyinfra Host
         meta = data.operation_meta if data else None
         if meta is None or not meta.is_complete() or meta.did_succeed():
             continue
-        step = " / ".join(sorted(state.op_meta[op_hash].names))
+        step = _op_name(op_hash)
         output = getattr(meta, "_combined_output", None)
         return diagnose.explain(step, output.output_lines if output else [])
     return "an operation failed (see above)"
@@ -71,7 +77,7 @@ def _steps(host) -> list[str]:  # noqa: ANN001 - a pyinfra Host
         data = state.ops[host].get(op_hash)
         if data is None or data.operation_meta._maybe_is_change is False:
             continue  # without -y pyinfra has checked it: nothing to do there
-        names.append(" / ".join(sorted(state.op_meta[op_hash].names)))
+        names.append(_op_name(op_hash))
     return names
 
 

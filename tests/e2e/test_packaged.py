@@ -71,7 +71,10 @@ def test_the_wheel_carries_the_steps_templates_and_defaults(wheel: Path) -> None
 
 def run_user_deploy(venv: Path, folder: Path) -> Run:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([str(venv / "bin" / "pyinfra"), "-y", "inventory.py", "deploy.py"],
+    # pyinfra comes from the system's site (no index is reached): its console script is not
+    # in the virtualenv, its module is.
+    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pyinfra", "-y", "inventory.py",
+                           "deploy.py"],
                           cwd=folder, capture_output=True, text=True, timeout=900, env=env)
     return Run(proc.returncode, proc.stdout + proc.stderr)
 
