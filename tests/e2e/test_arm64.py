@@ -95,7 +95,7 @@ def test_preflight_passes_cpu_then_refuses_ram(device: lab.Device, inv: Path) ->
     assert "no server image for CPU" not in run.output
     assert "unsupported OS" not in run.output
     assert "Traceback" not in run.output
-    assert re.search(rf"{HOST}\s+FAILED\s+not enough RAM", run.output)
+    assert re.search(rf"{HOST}\s+REFUSED\s+not enough RAM", run.output)
     assert device.exec("sh", "-c", "command -v docker podman || echo none").strip() == "none"
     assert not device.exec("sh", "-c", "ls /etc/systemd/system | grep llama || true").strip()
 
