@@ -202,6 +202,7 @@ def inventory(folder: Path, devices: list[lab.Device]) -> Path:
 def write_knobs(folder: Path, **knobs: object) -> None:
     """The lab's knobs for group 'lab' beside the inventory, where pyinfra reads them."""
     base: dict[str, object] = {"registry_mirror": lab.REGISTRY, "apt_check_valid_until": False,
+                               "webui": "simplechat",
                                "cache_dir": str(folder / "cache")}
     base.update(knobs)
     (folder / "group_data").mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from llama_docker import deploys
 
 files.put(name="My own note", src=StringIO("managed by my deploy\\n"), dest="/tmp/my-note")
 deploys.llama_server(model=MODEL, registry_mirror=MIRROR, apt_check_valid_until=False,
-                     cache_dir=CACHE)
+                     cache_dir=CACHE, webui="simplechat")
 '''
 
 

@@ -270,7 +270,9 @@ def write_inventory(devices: list[Device], model: dict, path: Path | None = None
     (path.parent / "group_data").mkdir(exist_ok=True)
     (path.parent / "group_data" / "lab.py").write_text(
         "# The lab mirror stands in for Docker Hub; its forky snapshot has an expired Release.\n"
+        "# The lab reaches nothing but Debian's mirror: Debian's SimpleChat, not GitHub's UI.\n"
         f"registry_mirror = {REGISTRY!r}\napt_check_valid_until = False\nmodel = {model!r}\n"
+        'webui = "simplechat"\n'
         f"cache_dir = {str(STATE / 'cache')!r}\n"
     )
     return path
