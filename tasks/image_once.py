@@ -20,6 +20,7 @@ from pathlib import Path
 
 from gevent.lock import Semaphore
 
+from llama_docker import diagnose
 from llama_docker.errors import LlamaDockerError, VerifyError
 from llama_docker.hashing import verify_once
 from llama_docker.image_archive import CachedImage, ImageCache, plain_id
@@ -62,13 +63,16 @@ def _short(image_id: str) -> str:
 
 
 def _run(host, need: Need, command: str, timeout: int = 600) -> str | None:  # noqa: ANN001
-    """Run a device command as the runtime's user; None, or the last line of what failed."""
+    """Run a device command as the runtime's user; None, or the line of its output that
+    names the cause (apt's `E:` line rather than the builder's exit code), with the knob or
+    command that fixes it where one does (llama_docker/diagnose.py)."""
     ok, out = run_as(host, command, need.sudo, _env=need.env, _timeout=timeout,
                      print_output=False)
     if ok:
         return None
-    lines = [line for line in out.stderr_lines + out.stdout_lines if line.strip()]
-    return lines[-1].strip() if lines else "no message"
+    lines = out.stdout_lines + out.stderr_lines
+    why, fix = diagnose.cause(lines) or "no message", diagnose.hint(lines)
+    return f"{why} ({fix})" if fix else why
 
 
 def device_image(host, need: Need) -> tuple[str | None, str]:  # noqa: ANN001

@@ -76,7 +76,7 @@ def test_first_dry_run_plans_every_step_without_downloading(
     assert result.code == 0, result.output[-3000:]
     table = summary(result.output)
     assert "(--dry: nothing was changed)" in table
-    for step in ("Install docker", "Build llama-docker/server:", "Push ", "Serve tiny-first",
+    for step in ("Install docker", "Server image llama-docker/server:", "Push ", "Serve tiny-first",
                  "Unit llama-docker.service", "Wait for http://127.0.0.1:8080/health"):
         assert f"- {step}" in table or f"| {step}" in table, table
     size = len(model)
@@ -157,8 +157,8 @@ def test_a_failed_build_names_the_cause_and_the_knob(inv: Path, hub: FaultServer
     assert result.code != 0
     table = summary(result.output)
     assert "UNREACHABLE" not in table
-    assert re.search(rf"{HOST}\s+FAILED\s+Server image \| Build .* failed: E: Release file "
-                     r"for .* is expired", table), table
+    assert re.search(rf"{HOST}\s+FAILED\s+building llama-docker/server:\S+ failed: E: Release "
+                     r"file for .* is expired", table), table
     assert "set apt_check_valid_until = False" in table
 
 
