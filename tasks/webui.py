@@ -25,7 +25,7 @@ from llama_docker.errors import LlamaDockerError
 from llama_docker.push import SshTarget, Store, push
 from llama_docker.status import device_url
 
-from .common import run_as, say, say_error
+from .common import is_dry, run_as, say, say_error
 from .health import wait_script
 from .image import server_tag
 from .summary import note_move
@@ -225,6 +225,24 @@ def webui(plan: Plan, tag: str) -> None:
     local = plan.webui
     if _converged(plan, found, local):
         return
+    if local is None and found["build"] and not is_dry():
+        # The device's build is known: fetch (or find in the cache) its UI now, so a run
+        # that cannot have it and finds the device as it should be stays a no-op.
+        try:
+            local = webui_fetch.upstream(Path(plan.cfg.cache_dir).expanduser(),
+                                         found["build"], plan.cfg.webui_mirror,
+                                         plan.cfg.webui_sha256)
+        except LlamaDockerError as exc:
+            keep = _verified_link(found)
+            if keep or found["link"] == ui.IMAGE_UI:
+                say(host, f"web UI: llama.cpp's UI cannot be had "
+                          f"({webui_fetch.unavailable(exc)}); "
+                          + ("keeping the verified UI it serves" if keep
+                             else "serving SimpleChat")
+                          + ", the next run that can fetch it switches")
+                return
+        if local is not None and _converged(plan, found, local):
+            return
     if local is not None and f"{local.sha256}.ok" not in found["files"]:
         note_move(host.name, local.label, local.size)
     python.call(name="Web UI: llama.cpp's own, verified (else SimpleChat)", function=_place,

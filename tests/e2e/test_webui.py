@@ -130,6 +130,15 @@ def test_unreachable_mirror_falls_back_with_one_line(unreachable: Run,
     assert "SimpleChat" in page(device.http_port)
 
 
+def test_still_unreachable_a_second_run_changes_nothing(inv: Path, unreachable: Run) -> None:
+    """The UI still cannot be had and the device serves SimpleChat as it should: the run
+    says so in its one line and changes nothing."""
+    again = deploy(inv / "inventory.py")
+    assert again.code == 0, again.output[-4000:]
+    assert again.changed(HOST) == 0, again.output[-4000:]
+    assert sum("cannot be had" in ln for ln in again.output.splitlines()) == 1
+
+
 def test_status_says_simplechat(inv: Path, unreachable: Run) -> None:
     row = status_row(inv)
     assert (row["webui"], row["webui_version"]) == ("simplechat", None)
