@@ -2,11 +2,14 @@
 
 Imports only run downward:
 
-    steps.py       the steps in the order they run (runtime, image, model, webui, service, health,
-                   prune); preflight.py reads every fact they check in one round trip
+    steps.py       the steps in the order they run (runtime, image, model, webui, service,
+                   health, gpu, prune, gateway); preflight.py reads every fact they check in
+                   one round trip
     preflight.py   facts and refusals, before anything changes; makes the host's Plan
     runtime/       the container runtime, one module per device family behind __init__
-    image.py, model.py, webui.py, health.py   one @deploy each
+    image.py       the server image: built once per CPU and build args (image_once.py ships it)
+    model.py, router.py   one model, or a set of them served in router mode
+    webui.py, health.py, gpu.py, gateway.py   one @deploy each
     service/       the API key, then systemd.py (Linux) or launchd.py (macOS)
     plan.py        what the steps share: Plan, Switch, Progress
     rollback.py    the rollback deploy
