@@ -165,9 +165,7 @@ def _place(state, host, plan: Plan, tag: str, local: UiFile | None,  # noqa: ANN
         # Whatever the reason, one line; a verified UI already served stays, else the
         # image's own (SimpleChat). Nothing unverified is ever linked.
         keep = _verified_link(found)
-        say(host, f"web UI: llama.cpp's UI cannot be had ({webui_fetch.unavailable(exc)}); "
-                  + ("keeping the verified UI it serves" if keep else "serving SimpleChat")
-                  + ", the next run that can fetch it switches")
+        say(host, _cannot_have(exc, keep))
         target, label = (found["link"], "") if keep else (ui.IMAGE_UI, "SimpleChat")
     else:
         target, label = ui.link_target(local.sha256, local.folder), local.label
@@ -183,6 +181,13 @@ def _place(state, host, plan: Plan, tag: str, local: UiFile | None,  # noqa: ANN
         say_error(host, f"web UI: {exc}")
         return False
     return True
+
+
+def _cannot_have(exc: LlamaDockerError, keep: bool) -> str:
+    """The one line for a UI that cannot be had, and what is served instead."""
+    return (f"web UI: llama.cpp's UI cannot be had ({webui_fetch.unavailable(exc)}); "
+            + ("keeping the verified UI it serves" if keep else "serving SimpleChat")
+            + ", the next run that can fetch it switches")
 
 
 def _verified_link(found: dict) -> bool:
@@ -235,11 +240,7 @@ def webui(plan: Plan, tag: str) -> None:
         except LlamaDockerError as exc:
             keep = _verified_link(found)
             if keep or found["link"] == ui.IMAGE_UI:
-                say(host, f"web UI: llama.cpp's UI cannot be had "
-                          f"({webui_fetch.unavailable(exc)}); "
-                          + ("keeping the verified UI it serves" if keep
-                             else "serving SimpleChat")
-                          + ", the next run that can fetch it switches")
+                say(host, _cannot_have(exc, keep))
                 return
         if local is not None and _converged(plan, found, local):
             return
