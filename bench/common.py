@@ -29,7 +29,10 @@ from tests.lab.tiny_model import write_tiny_gguf  # noqa: E402
 REPO = lab.REPO
 WORK = lab.STATE / "work"
 MIB, GIB = 1 << 20, 1 << 30
-FIRST_INDEX = 40  # bench devices use lab indexes 40-49 (fixed IPs apart from the tests')
+# Bench devices use lab indexes 40-49 (fixed IPs apart from the tests'); BENCH_FIRST_INDEX moves
+# them, so two benchmarks can run side by side on one machine.
+FIRST_INDEX = int(os.environ.get("BENCH_FIRST_INDEX", "40"))
+PREFIX = "bench" if FIRST_INDEX == 40 else f"bench{FIRST_INDEX}"
 QUICK = os.environ.get("BENCH_QUICK") == "1"  # smaller files and fewer rounds, for trying
 
 
@@ -160,8 +163,8 @@ class Lab:
             self.up = True
         while len(self.devs) < n:
             i = len(self.devs)
-            log(f"starting device bench-{i + 1}")
-            self.devs.append(lab.start_device(f"bench-{i + 1}", images.DEVICE.tag,
+            log(f"starting device {PREFIX}-{i + 1}")
+            self.devs.append(lab.start_device(f"{PREFIX}-{i + 1}", images.DEVICE.tag,
                                               FIRST_INDEX + i, fresh=True))
         return self.devs[:n]
 
