@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import re
+import signal
 import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 import pyinfra
 from pyinfra import state
@@ -23,6 +28,8 @@ from llama_docker.fit import gib
 from .common import errors, is_dry, refused
 
 _registered = False
+_interrupted = False  # Ctrl-C reached pyinfra: hosts not done say so, and the exit code too
+INTERRUPTED_EXIT = 130  # what shells report for a command ended by SIGINT
 # Why pyinfra could not connect to a host: it logs the reason and keeps no record of it.
 _unreachable: dict[str, str] = {}
 # host name -> [(what, bytes)]: the model bytes each host's steps move.
@@ -87,7 +94,9 @@ def _rows() -> list[tuple[str, str, str, list[str]]]:
         name = host.name
         if not state.is_host_in_limit(host):
             continue
-        if host not in state.activated_hosts:
+        if host not in state.activated_hosts and _interrupted and name not in _unreachable:
+            rows.append((name, "INTERRUPTED", "stopped by Ctrl-C while connecting", []))
+        elif host not in state.activated_hosts:
             rows.append((name, "UNREACHABLE", _unreachable_reason(name), []))
         elif name in errors:
             rows.append((name, "REFUSED" if name in refused else "FAILED", errors[name], []))
@@ -97,6 +106,9 @@ def _rows() -> list[tuple[str, str, str, list[str]]]:
             # A deploy file that raised, or a confirmation answered no: nothing ran anywhere.
             rows.append((name, "NOT RUN", "the run stopped before changing anything "
                                           "(see above)", []))
+        elif _interrupted:
+            rows.append((name, "INTERRUPTED", "stopped by Ctrl-C; the next run resumes where "
+                                              "this one stopped", []))
         elif is_dry():
             steps = _steps(host)
             rows.append((name, f"{len(steps)} steps" if steps else "up to date", "", steps))
@@ -133,6 +145,21 @@ def _print() -> None:
     if moves:
         out.append(f"    would move: {moves}")
     print("\n".join(out), file=sys.stderr, flush=True)
+    if _interrupted:
+        # pyinfra exits 0 after Ctrl-C: a script running the deploy must see it did not finish.
+        sys.stdout.flush()
+        os._exit(INTERRUPTED_EXIT)
+
+
+def _noting_interrupt(before: Callable[[int, FrameType | None], Any] | int | None
+                      ) -> Callable[[int, FrameType | None], Any]:
+    def handler(signum: int, frame: FrameType | None) -> Any:
+        global _interrupted
+        _interrupted = True
+        if callable(before):
+            return before(signum, frame)  # pyinfra's own: its message, then exit
+        raise KeyboardInterrupt
+    return handler
 
 
 def print_summary_at_exit() -> None:
@@ -145,3 +172,7 @@ def print_summary_at_exit() -> None:
         _registered = True
         logging.getLogger("pyinfra").addHandler(_ConnectErrors())
         atexit.register(_print)
+        try:
+            signal.signal(signal.SIGINT, _noting_interrupt(signal.getsignal(signal.SIGINT)))
+        except ValueError:  # not the main thread: the signal is not ours to watch
+            pass

@@ -90,12 +90,14 @@ def wait_healthy(port: int, seconds: float = 120) -> None:
 
 @pytest.fixture(scope="session")
 def lab_ready() -> None:
-    """Images, network, forwarder and mirror: built once per session."""
-    tags = lab.images.build_all()
-    lab.ensure_network()
-    lab.ensure_keys()
-    lab.ensure_dns(tags["infra"])
-    lab.ensure_registry(tags["infra"], tags["debian-forky"])
+    """Images, network, forwarder and mirror: built once per session (under a lock, so test
+    workers running side by side build them once, the others finding them ready)."""
+    with lab.locked("setup"):
+        tags = lab.images.build_all()
+        lab.ensure_network()
+        lab.ensure_keys()
+        lab.ensure_dns(tags["infra"])
+        lab.ensure_registry(tags["infra"], tags["debian-forky"])
 
 
 def own_known_hosts(folder: Path, device: lab.Device) -> dict:

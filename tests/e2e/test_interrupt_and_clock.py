@@ -110,18 +110,19 @@ def stopped_growing(dev: lab.Device, sha: str) -> tuple[int, int]:
 
 
 def interrupt_push(dev: lab.Device, inv: Path, model: dict, log: Path, sig: signal.Signals
-                   ) -> tuple[list[int], int, int]:
+                   ) -> tuple[list[int], int, int, int]:
     """Start a push on a slowed link, send pyinfra `sig`, and return the ssh pushes still
-    running 5 s later (killed before returning) and the .part's size 3 s apart. The link
-    stays slow until the checks: an orphaned push must not finish in time to hide."""
+    running 5 s later (killed before returning), the .part's size 3 s apart and pyinfra's
+    exit code. The link stays slow until the checks: an orphaned push must not finish in
+    time to hide."""
     try:
         proc = start_push(dev, inv, model, log)
         assert ssh_pushes(dev.ssh_port), "the push does not go through OpenSSH"
         os.kill(proc.pid, sig)  # pyinfra alone, as `kill`; a terminal's Ctrl-C hits the group
         if sig == signal.SIGKILL:
-            proc.wait(timeout=10)
+            code = proc.wait(timeout=10)
         else:
-            wait_exit(proc, 10, log)
+            code = wait_exit(proc, 10, log)
         deadline = time.monotonic() + 5
         while ssh_pushes(dev.ssh_port) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -131,7 +132,7 @@ def interrupt_push(dev: lab.Device, inv: Path, model: dict, log: Path, sig: sign
         dev.limit_rate(None)
     for pid in orphans:  # do not leave them running after a failed assertion
         os.kill(pid, signal.SIGKILL)
-    return orphans, first, second
+    return orphans, first, second, code
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
@@ -141,8 +142,13 @@ def test_interrupt_stops_the_push_and_the_next_run_resumes(
     seconds, its ssh child with it; the next run says `resumed from byte N` | Left: the
     `.part` as far as it got, no lock held; the next run completes it, verified"""
     model = big_model(inv, seed=60 + sig)
-    orphans, first, second = interrupt_push(device, inv, model,
-                                            inv / f"interrupted-{sig.name}.log", sig)
+    log = inv / f"interrupted-{sig.name}.log"
+    orphans, first, second, code = interrupt_push(device, inv, model, log, sig)
+    if sig == signal.SIGINT:  # a script running the deploy sees it did not finish
+        assert code == 130 and re.search(rf"{HOST}\s+INTERRUPTED\s+stopped by Ctrl-C",
+                                         log.read_text()), log.read_text()[-3000:]
+    else:
+        assert code == -signal.SIGTERM
     assert orphans == []
     assert 0 < first == second < Path(model["path"]).stat().st_size
     assert lock_holders(device, model["sha256"]) == ""
@@ -162,8 +168,8 @@ def test_sigkill_of_pyinfra_takes_its_ssh_push_with_it(device: lab.Device, inv: 
     with it within seconds; the next run resumes | Left: the `.part` as far as it got,
     no writer and no lock holder on the device"""
     model = big_model(inv, seed=69)
-    orphans, first, second = interrupt_push(device, inv, model, inv / "killed.log",
-                                            signal.SIGKILL)
+    orphans, first, second, _ = interrupt_push(device, inv, model, inv / "killed.log",
+                                               signal.SIGKILL)
     assert orphans == []
     assert 0 < first == second < Path(model["path"]).stat().st_size
     assert "held" not in lock_holders(device, model["sha256"])

@@ -7,10 +7,13 @@ inside the devices.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,8 +123,9 @@ def ensure_keys() -> None:
     key = STATE / "id_ed25519"
     if not key.exists():
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "llama-lab", "-f", str(key)])
-    resolv = STATE / "resolv.conf"
-    resolv.write_text(f"nameserver {DNS_IP}\n")
+    resolv, text = STATE / "resolv.conf", f"nameserver {DNS_IP}\n"
+    if not resolv.exists() or resolv.read_text() != text:  # running devices mount it
+        resolv.write_text(text)
 
 
 def ensure_dns(infra: str) -> None:
@@ -158,6 +162,16 @@ def _http_ok(url: str) -> bool:
         return resp.status == 200
 
 
+@contextmanager
+def locked(name: str) -> Iterator[None]:
+    """An exclusive lock on STATE/NAME.lock: test workers running side by side share the
+    lab's state (devices.json, known_hosts) and its one-time set-up."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(STATE / f"{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def _load_devices() -> dict[str, Device]:
     path = STATE / "devices.json"
     if not path.exists():
@@ -166,7 +180,14 @@ def _load_devices() -> dict[str, Device]:
 
 
 def _save_devices(devices: dict[str, Device]) -> None:
-    (STATE / "devices.json").write_text(json.dumps([asdict(d) for d in devices.values()]))
+    _write_atomic(STATE / "devices.json", json.dumps([asdict(d) for d in devices.values()]))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers (pyinfra reading known_hosts) never see a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 # SteamOS: `/` read-only, /etc, /var and /home writable (as on a Deck, where /etc is an
@@ -183,33 +204,37 @@ def start_device(name: str, image: str, index: int, fresh: bool = False,
     if dev and _running(dev.container) and not fresh:
         return dev
     user = images.STEAMOS_USER if profile == "steamos" else images.DEVICE_USER
-    dev = Device(name=name, ip=f"198.18.0.{10 + index}", ssh_port=_free_port(),
-                 http_port=_free_port(), user=user)
-    extra: list[str] = []
-    if profile == "steamos":
-        extra = [*STEAMOS_FLAGS]
-        for vol in STEAMOS_VOLUMES:
-            extra += ["-v", f"{dev.container}-{vol}:/{vol}"]
     hostkey = STATE / name / "ssh_host_ed25519_key"
     hostkey.parent.mkdir(parents=True, exist_ok=True)
     if not hostkey.exists():
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(hostkey)])
-    remove_device(dev)
-    docker(
-        "run", "-d", "--name", dev.container, "--hostname", name,
-        "--network", NET, "--ip", dev.ip, *DEVICE_RUN_FLAGS,
-        "-v", f"{dev.container}-docker:/var/lib/docker",
-        "-v", f"{dev.container}-containers:/var/lib/containers", *extra,
-        "-v", f"{hostkey}:/etc/ssh/ssh_host_ed25519_key:ro",
-        "-v", f"{STATE / 'id_ed25519.pub'}:/home/{dev.user}/.ssh/authorized_keys:ro",
-        "-v", f"{STATE / 'resolv.conf'}:/etc/resolv.conf:ro",
-        "-p", f"127.0.0.1:{dev.ssh_port}:22", "-p", f"127.0.0.1:{dev.http_port}:8080",
-        image, capture=True,
-    )
+    # Free ports are picked and taken under one lock: workers side by side never pick the same.
+    with locked("ports"):
+        dev = Device(name=name, ip=f"198.18.0.{10 + index}", ssh_port=_free_port(),
+                     http_port=_free_port(), user=user)
+        extra: list[str] = []
+        if profile == "steamos":
+            extra = [*STEAMOS_FLAGS]
+            for vol in STEAMOS_VOLUMES:
+                extra += ["-v", f"{dev.container}-{vol}:/{vol}"]
+        remove_device(dev)
+        docker(
+            "run", "-d", "--name", dev.container, "--hostname", name,
+            "--network", NET, "--ip", dev.ip, *DEVICE_RUN_FLAGS,
+            "-v", f"{dev.container}-docker:/var/lib/docker",
+            "-v", f"{dev.container}-containers:/var/lib/containers", *extra,
+            "-v", f"{hostkey}:/etc/ssh/ssh_host_ed25519_key:ro",
+            "-v", f"{STATE / 'id_ed25519.pub'}:/home/{dev.user}/.ssh/authorized_keys:ro",
+            "-v", f"{STATE / 'resolv.conf'}:/etc/resolv.conf:ro",
+            "-p", f"127.0.0.1:{dev.ssh_port}:22", "-p", f"127.0.0.1:{dev.http_port}:8080",
+            image, capture=True,
+        )
     wait_for(f"sshd on {name}", lambda: _ssh_banner(dev.ssh_port), seconds=60)
-    known[name] = dev
-    _save_devices(known)
-    _write_known_hosts(known)
+    with locked("devices"):
+        known = _load_devices()
+        known[name] = dev
+        _save_devices(known)
+        _write_known_hosts(known)
     return dev
 
 
@@ -218,7 +243,7 @@ def _write_known_hosts(devices: dict[str, Device]) -> None:
     for dev in devices.values():
         pub = (STATE / dev.name / "ssh_host_ed25519_key.pub").read_text().split()
         lines.append(f"[127.0.0.1]:{dev.ssh_port} {pub[0]} {pub[1]}")
-    (STATE / "known_hosts").write_text("\n".join(lines) + "\n")
+    _write_atomic(STATE / "known_hosts", "\n".join(lines) + "\n")
 
 
 def restart_device(dev: Device) -> None:
@@ -231,9 +256,10 @@ def remove_device(dev: Device) -> None:
     docker("rm", "-f", "-v", dev.container, check=False, capture=True)
     for vol in ("docker", "containers", *STEAMOS_VOLUMES):
         docker("volume", "rm", f"{dev.container}-{vol}", check=False, capture=True)
-    known = _load_devices()
-    known.pop(dev.name, None)
-    _save_devices(known)
+    with locked("devices"):
+        known = _load_devices()
+        known.pop(dev.name, None)
+        _save_devices(known)
 
 
 def up(names: list[str]) -> list[Device]:

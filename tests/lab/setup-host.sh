@@ -26,7 +26,7 @@ fi
 # The project must be installed from *this* checkout: pyinfra puts the current folder last on
 # sys.path, so an install from another folder would shadow this one.
 here=$(pwd -P)
-installed=$(cd / && python3 -c 'import pyinfra, paramiko, gguf, pytest, mypy, wheel, openai, llama_docker.tasks, llama_docker, os; print(os.path.dirname(os.path.dirname(os.path.realpath(llama_docker.__file__))))' 2>/dev/null || true)
+installed=$(cd / && python3 -c 'import pyinfra, paramiko, gguf, pytest, xdist, mypy, wheel, openai, llama_docker.tasks, llama_docker, os; print(os.path.dirname(os.path.dirname(os.path.realpath(llama_docker.__file__))))' 2>/dev/null || true)
 if [ "$installed" != "$here" ]; then
   echo "setup: pip install -e .[test]"
   python3 -m pip install -q -e '.[test]'
@@ -63,7 +63,7 @@ missing=()
 for pair in $commands; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair%%:*} (apt package ${pair#*:})")
 done
-for mod in pyinfra paramiko gguf numpy pytest wheel openai llama_docker.tasks; do
+for mod in pyinfra paramiko gguf numpy pytest xdist wheel openai llama_docker.tasks; do
   (cd / && python3 -c "import $mod") >/dev/null 2>&1 || missing+=("python module $mod")
 done
 for tool in ruff mypy pyinfra; do
