@@ -5,7 +5,8 @@ router mode) and `models_max = 1`, so asking for the model that is not loaded ma
 stop the other one's child process and start one for it before the first token. Each round asks
 each model twice in a row: the first request finds it unloaded (the other model was the last one
 used), the second finds it loaded; /models is checked before every request so that the state
-measured is the state named. The rounds alternate which model goes first. The clock is the
+measured is the state named. Every round goes small then big, so each model's first request
+follows the other model's. The clock is the
 controller's: from sending the streamed chat completion to the first chunk that carries text,
 through the device's published port, as a client sees it.
 """
@@ -97,16 +98,13 @@ def bench(L: Lab) -> Result:
     for name in ("small", "big", "small", "big"):  # warm: page cache, first-request setup
         _first_token(dev, name)
     got: dict[str, dict[str, list[float]]] = {n: {"cold": [], "warm": []} for n in files}
-    order = ["small", "big"]  # big was the last one asked: small starts unloaded
     for r in range(rounds(9)):
-        for name in order:
+        for name in ("small", "big"):  # big was the last one asked: small starts unloaded
             got[name]["cold"].append(_asked(dev, name, "unloaded"))
             got[name]["warm"].append(_asked(dev, name, "loaded"))
         log(f"round {r + 1}: " + ", ".join(
             f"{n} {got[n]['cold'][-1] * 1000:.0f}/{got[n]['warm'][-1] * 1000:.0f} ms"
             for n in files))
-        # Next round starts with the model used last, which is loaded: ask the other first.
-        order.reverse()
     rows = []
     for name in ("big", "small"):
         cold, warm = med(got[name]["cold"]), med(got[name]["warm"])
@@ -122,7 +120,7 @@ def bench(L: Lab) -> Result:
         "the last one used, so the router stops its child process and starts one for this "
         "model (the file is in the page cache after the warm-up); loaded: the same model "
         "asked again right after. /models is checked before every request. "
-        f"{len(got['big']['cold'])} rounds, alternating which model goes first; ms per round: "
+        f"{len(got['big']['cold'])} rounds, each small then big; ms per round: "
         f"big not loaded {ms(got['big']['cold'])}; big loaded {ms(got['big']['warm'])}; small "
         f"not loaded {ms(got['small']['cold'])}; small loaded {ms(got['small']['warm'])}. "
         "Ratio = median not loaded / median loaded, of the same model.")
