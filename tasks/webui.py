@@ -199,6 +199,9 @@ def _verified_link(found: dict) -> bool:
 def _store(h, plan: Plan, local: UiFile) -> None:  # noqa: ANN001
     """Push the tarball like a model (resumable, hashed on the device), unpack it."""
     store = UiStore(root(plan.target))
+    # A UI given as a path skips the build record that makes the store for an upstream one:
+    # on a fresh device the store is not there yet.
+    _run(h, f"mkdir -p {shlex.quote(store.root)}", False, {})
     client = h.connector.client
     sent, offset = push(client, local.path, local.sha256, store, h.name,
                         SshTarget.from_data(h.name, h.data), plan.aes)
