@@ -286,10 +286,16 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=3)
 
 
+def hashed_on_arrival(offset: int) -> bool:
+    """Whether the device hashes the bytes as they arrive: only when they are the whole file
+    (a resumed .part's first bytes came in an earlier run, so it is hashed after the last)."""
+    return offset == 0
+
+
 def writer_command(store: Store, sha: str, offset: int, size: int) -> str:
-    """The device command that receives local[offset:]: from 0, written and hashed at once
-    (receive_command); from a .part's size, appended (its hash comes after the last byte)."""
-    if offset == 0:
+    """The device command that receives local[offset:]: written and hashed at once
+    (receive_command), or appended to the .part (hashed after the last byte)."""
+    if hashed_on_arrival(offset):
         return receive_command(store, sha, size)
     return append_command(store.part(sha), offset)
 
@@ -333,7 +339,7 @@ def _stream_openssh(target: SshTarget, aes: bool, local: Path, offset: int, stor
     failed = lock_error(proc.returncode, err, lock)
     if failed:
         raise failed
-    stored = _received(proc.returncode, err, offset == 0, local.name, sha)
+    stored = _received(proc.returncode, err, hashed_on_arrival(offset), local.name, sha)
     if stored is not None:
         return stored
     raise LlamaDockerError(f"ssh push to {dest} failed (exit {proc.returncode}: "
@@ -378,7 +384,7 @@ def _stream(client: paramiko.SSHClient, local: Path, offset: int, store: Store, 
     failed = lock_error(code, err, store.lock(sha))
     if failed:
         raise failed
-    stored = _received(code, err, offset == 0, local.name, sha)
+    stored = _received(code, err, hashed_on_arrival(offset), local.name, sha)
     if stored is None:
         raise LlamaDockerError(f"writing {dest} failed ({err or f'exit {code}'})")
     return stored
