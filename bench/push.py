@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
@@ -93,6 +94,58 @@ def hashing(mode: str, seconds: list[float]) -> Iterator[None]:
         yield
 
 
+class CpuMeter:
+    """CPU seconds spent while a variant ran: by the device's container (its cgroup, read on
+    this machine), by this process and its children (ssh, paramiko's thread), and left idle
+    on the whole machine (other work on it shares the cores)."""
+
+    def __init__(self, dev: lab.Device) -> None:
+        cid = run(["docker", "inspect", "-f", "{{.Id}}", dev.container]).strip()
+        self.cgroup = next((p for p in (
+            Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage"),  # cgroup v1
+            Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat"))  # v2
+            if p.exists()), None)
+        self.seen: dict[str, list[tuple[float, float, float]]] = {}
+
+    def _device(self) -> float:
+        if self.cgroup is None:
+            return float("nan")
+        text = self.cgroup.read_text()
+        if self.cgroup.name == "cpu.stat":
+            return int(text.split("usage_usec")[1].split()[0]) / 1e6
+        return int(text) / 1e9
+
+    @staticmethod
+    def _here() -> float:
+        return sum(getattr(resource.getrusage(who), f) for who in
+                   (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                   for f in ("ru_utime", "ru_stime"))
+
+    @staticmethod
+    def _idle() -> float:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        return (int(fields[3]) + int(fields[4])) / os.sysconf("SC_CLK_TCK")
+
+    def wrap(self, name: str, variant: Callable[[], float]) -> Callable[[], float]:
+        def measured() -> float:
+            before = (self._device(), self._here(), self._idle())
+            t = variant()
+            after = (self._device(), self._here(), self._idle())
+            self.seen.setdefault(name, []).append(
+                tuple(b - a for a, b in zip(before, after, strict=True)))  # type: ignore[arg-type]
+            return t
+        return measured
+
+    def table(self, wall: dict[str, list[float]]) -> str:
+        rows = []
+        for name, xs in self.seen.items():
+            dev, here, idle = (med([x[i] for x in xs]) for i in range(3))
+            rows.append(f"| {name} | {med(wall[name]):.2f} | {dev:.2f} | {here:.2f} | "
+                        f"{idle:.2f} |")
+        return ("| variant | wall s | device CPU s | controller CPU s (ssh, paramiko) | "
+                "machine idle CPU s |\n|---|---|---|---|---|\n" + "\n".join(rows))
+
+
 def bench(L: Lab) -> Result:
     (dev,) = L.devices(1)
     size = (256 if QUICK else 1024) * MIB
@@ -130,6 +183,8 @@ def bench(L: Lab) -> Result:
         "scp-aes": lambda: timed(lambda: run([*scp, "-c", "aes128-gcm@openssh.com", str(local),
                                               dest])),
     }
+    meter = CpuMeter(dev)
+    variants = {k: meter.wrap(k, v) for k, v in variants.items()}
     clean()
     try:
         t = interleave(variants, rounds(4), between=clean)
@@ -187,8 +242,12 @@ def bench(L: Lab) -> Result:
         "Where the time goes: hashed after the last byte, a push costs transfer + hash, one "
         f"after the other: the device's hash of {size // MIB} MiB took "
         f"{med(after_s):.2f} s (median, {mbs(size, med(after_s))}). Hashed as it arrives, "
-        "the hash runs beside the transfer and its cost is the CPU it takes from it "
-        "(controller and device share these 2 cores). coreutils' sha256sum uses no SHA "
+        "the hash runs beside the transfer and its cost is the CPU it takes from it: "
+        "controller and device share these 2 cores, with whatever else runs on the machine. "
+        "CPU seconds per variant (medians; device: its container's cgroup, so sshd, tee, "
+        "openssl, cat; machine idle: what no process used while it ran, out of 2 cores x "
+        "wall time):\n\n" + meter.table(t) + "\n\n"
+        "coreutils' sha256sum uses no SHA "
         "instructions; OpenSSL uses them where the CPU has them (x86 SHA-NI, ARMv8 crypto "
         "extensions; a Raspberry Pi 4 has neither, a Pi 5 has the ARM ones). Against scp's "
         "default, push() gains by its cipher choice (compare the row against "
