@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -46,6 +47,15 @@ def test_bytes_that_hash_to_another_sha_are_deleted(tmp_path: Path, tool: str) -
     assert done.returncode == MISMATCH
     assert done.stderr.decode().strip().splitlines()[-1] == f"hashes {SHA}"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("shasum") is None, reason="needs perl's shasum")
+def test_a_store_with_its_own_hash_tool_hashes_stdin_with_it(tmp_path: Path) -> None:
+    """macOS devices hash with `shasum -a 256` (no sha256sum there)."""
+    store = Store(str(tmp_path), "shasum -a 256")
+    assert receive(store, SHA, DATA).returncode == 0
+    assert Path(store.final(SHA)).read_bytes() == DATA
+    assert receive(store, "1" * 64, DATA).returncode == MISMATCH
 
 
 def test_a_stream_cut_short_keeps_its_prefix_unverified(tmp_path: Path) -> None:
