@@ -3,6 +3,10 @@
 The file lands as `<sha256>.part`, is resumed from its size on the next try, is hashed on
 the device, and only then is renamed to `<sha256>.gguf` with a `<sha256>.ok` marker beside
 it. Nothing unverified ever has the final name, so nothing unverified is ever served.
+
+A fresh push (no .part on the device) is hashed as it is written: `tee` puts the bytes in
+the .part and hands the same bytes to the hash, so the file needs no second read. A resumed
+push hashes the whole .part after the last byte: its first bytes came in an earlier run.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ CHUNK = 1 << 20
 BUSY = 75   # exit status of a device command that found the lock held by another process
 MOVED = 76  # exit status of a write that found the .part not at the size this deploy read
 NOLOCK = 77  # exit status of a device command that could not create the lock file at all
+MISMATCH = 78  # exit status of a fresh push whose bytes hash to another sha (.part deleted)
+SHORT = 79  # exit status of a fresh push that ended before the last byte (.part kept)
 STALL_SECONDS = 300  # no byte accepted for this long: the push fails, the next run resumes
 # AES-GCM is the fastest OpenSSH cipher where both ends have AES instructions; ChaCha20 is
 # faster on CPUs without them (a Raspberry Pi 4, for one).
@@ -109,6 +115,14 @@ class Store:
         if self.hash_cmd != "sha256sum":
             return f"{self.hash_cmd} {q}"
         return f"openssl dgst -sha256 -r {q} 2>/dev/null || sha256sum {q}"
+
+    def stdin_hash_command(self) -> str:
+        """The same hash of its stdin (the tool chosen before it reads a byte: a failed
+        openssl could not hand the bytes it took to sha256sum)."""
+        if self.hash_cmd != "sha256sum":
+            return self.hash_cmd
+        return ("if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; "
+                "else sha256sum; fi")
 
     def lock(self, sha: str) -> str:
         return f"{self.root}/.{sha}.lock"
@@ -198,10 +212,66 @@ def run_locked(client: paramiko.SSHClient, store: Store, sha: str, body: str,
 def append_command(part: str, offset: int) -> str:
     """Append stdin to `part`, but only if it still holds exactly `offset` bytes: another
     deploy may have written it since this one read its size."""
+    return f"{_at_offset(part, offset)}; cat >> {shlex.quote(part)}"
+
+
+def _at_offset(part: str, offset: int) -> str:
     q = shlex.quote(part)
     return (f'[ "$( [ -e {q} ] && wc -c < {q} || echo 0)" -eq {offset} ] || '
-            f"{{ echo 'the .part changed since its size was read' >&2; exit {MOVED}; }}; "
-            f"cat >> {q}")
+            f"{{ echo 'the .part changed since its size was read' >&2; exit {MOVED}; }}")
+
+
+def store_command(store: Store, sha: str) -> str:
+    """Give a verified .part its final name and the `.ok` marker; prints `stored`.
+    Read-only once verified, so a stray write fails. The store belongs to the SSH user
+    (pushes need no sudo); owning it by root would not stop a user with sudo."""
+    part, final, marker = (shlex.quote(p) for p in
+                           (store.part(sha), store.final(sha), store.marker(sha)))
+    return (f"chmod 0444 {part} && mv -f {part} {final} && rm -f {marker} && "
+            f"echo {sha} > {marker} && chmod 0444 {marker} && echo stored")
+
+
+def receive_command(store: Store, sha: str, size: int) -> str:
+    """A fresh push's device side: write stdin to an empty .part and hash the same bytes
+    on their way (`tee` into the hash), then store the file if they hash to `sha`.
+
+    The hash sees what tee wrote: a write that failed makes tee exit non-zero, and the
+    push fails with the .part kept as the prefix it is. Exits SHORT when stdin ended
+    before `size` bytes (the sender stopped: the .part is kept for the next run, which
+    hashes it whole), MISMATCH with `hashes <sha>` on stderr when all bytes arrived and
+    hash to another sha (the .part is deleted, nothing is stored), 0 once stored.
+    """
+    q = shlex.quote(store.part(sha))
+    return (f"{_at_offset(store.part(sha), 0)}; "
+            f'r=$( {{ {{ tee {q}; echo "tee=$?" >&3; }} | {{ {store.stdin_hash_command()}; }}; }} '
+            "3>&1 ); set -f; t=; h=; "
+            # the status and the digest come back in either order; the digest is the word
+            # of 64 characters (openssl's `<hex> *stdin`, sha256sum's `<hex>  -`)
+            'for w in $r; do case $w in tee=*) t=${w#tee=};; *) [ ${#w} -eq 64 ] && h=$w;; '
+            'esac; done; [ "$t" = 0 ] || exit "${t:-1}"; '
+            f'[ "$(wc -c < {q})" -ge {size} ] || exit {SHORT}; '
+            f'if [ "$h" = {sha} ]; then {store_command(store, sha)} >/dev/null; exit; fi; '
+            f'rm -f {q}; echo "hashes ${{h:-nothing}}" >&2; exit {MISMATCH}')
+
+
+def mismatch_error(name: str, said: str, sha: str) -> VerifyError:
+    """The refusal of a file whose bytes on the device are not the expected ones."""
+    return VerifyError(f"{name} on the device {said}, expected {sha}: the partial "
+                       "file was deleted, re-run to send it again")
+
+
+def _received(code: int, err: str, fresh: bool, name: str, sha: str) -> bool | None:
+    """What the device's writer said: True stored (a fresh push verified as it arrived),
+    False written but not verified yet, None for a failure the caller reports."""
+    if fresh and code == MISMATCH:
+        said = next((line for line in err.splitlines() if line.startswith("hashes ")),
+                    "hashes nothing")
+        raise mismatch_error(name, said, sha)
+    if code == 0:
+        return fresh
+    if fresh and code == SHORT:
+        return False
+    return None
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -216,17 +286,34 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=3)
 
 
+def hashed_on_arrival(offset: int) -> bool:
+    """Whether the device hashes the bytes as they arrive: only when they are the whole file
+    (a resumed .part's first bytes came in an earlier run, so it is hashed after the last)."""
+    return offset == 0
+
+
+def writer_command(store: Store, sha: str, offset: int, size: int) -> str:
+    """The device command that receives local[offset:]: written and hashed at once
+    (receive_command), or appended to the .part (hashed after the last byte)."""
+    if hashed_on_arrival(offset):
+        return receive_command(store, sha, size)
+    return append_command(store.part(sha), offset)
+
+
 def _stream_openssh(target: SshTarget, aes: bool, local: Path, offset: int, store: Store,
-                    sha: str, bar: tqdm) -> None:
-    """Append local[offset:] to the .part with the OpenSSH client reading the file directly.
+                    sha: str, bar: tqdm) -> bool:
+    """Send local[offset:] to the .part with the OpenSSH client reading the file directly;
+    True when the device verified and stored it as it arrived (a fresh push).
 
     Whatever ends this call early (Ctrl-C, SIGTERM, an error) ends the ssh child with it;
     if this process dies outright, the kernel sends the child SIGTERM (Linux).
     """
     dest, lock = store.part(sha), store.lock(sha)
+    size = local.stat().st_size
     with open(local, "rb", buffering=0) as f:
         f.seek(offset)
-        proc = subprocess.Popen([*target.argv(aes), under_lock(lock, append_command(dest, offset))],
+        proc = subprocess.Popen([*target.argv(aes),
+                                 under_lock(lock, writer_command(store, sha, offset, size))],
                                 stdin=f, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 preexec_fn=die_with_parent())
         done = offset
@@ -252,16 +339,18 @@ def _stream_openssh(target: SshTarget, aes: bool, local: Path, offset: int, stor
     failed = lock_error(proc.returncode, err, lock)
     if failed:
         raise failed
-    if proc.returncode != 0:
-        raise LlamaDockerError(f"ssh push to {dest} failed (exit {proc.returncode}: "
-                               f"{err.splitlines()[-1] if err else 'no message'}); "
-                               "re-run to resume")
+    stored = _received(proc.returncode, err, hashed_on_arrival(offset), local.name, sha)
+    if stored is not None:
+        return stored
+    raise LlamaDockerError(f"ssh push to {dest} failed (exit {proc.returncode}: "
+                           f"{err.splitlines()[-1] if err else 'no message'}); re-run to resume")
 
 
 def _stream(client: paramiko.SSHClient, local: Path, offset: int, store: Store, sha: str,
-            bar: tqdm) -> None:
-    """Append local[offset:] to the .part through one paramiko exec channel (no OpenSSH
-    client); the device-side writer holds the lock and ends when the channel closes.
+            bar: tqdm) -> bool:
+    """Send local[offset:] to the .part through one paramiko exec channel (no OpenSSH
+    client), with the same device command as the OpenSSH path; True when stored. The
+    device-side writer holds the lock and ends when the channel closes.
 
     pyinfra's connection is used as it is: re-keying it to AES-GCM (0.87 of scp's rate
     against 0.7) deadlocked paramiko now and then (its own thread answered a channel close
@@ -272,7 +361,8 @@ def _stream(client: paramiko.SSHClient, local: Path, offset: int, store: Store, 
     dest = store.part(sha)
     with transport.open_session() as chan, open(local, "rb") as f, stoppable(chan.close):
         chan.settimeout(300)  # a stalled link fails the push; the next run resumes it
-        chan.exec_command(under_lock(store.lock(sha), append_command(dest, offset)))
+        chan.exec_command(under_lock(store.lock(sha),
+                                     writer_command(store, sha, offset, local.stat().st_size)))
         f.seek(offset)
         try:
             while (chunk := f.read(CHUNK)) and not interrupted():
@@ -294,8 +384,10 @@ def _stream(client: paramiko.SSHClient, local: Path, offset: int, store: Store, 
     failed = lock_error(code, err, store.lock(sha))
     if failed:
         raise failed
-    if code != 0:
+    stored = _received(code, err, hashed_on_arrival(offset), local.name, sha)
+    if stored is None:
         raise LlamaDockerError(f"writing {dest} failed ({err or f'exit {code}'})")
+    return stored
 
 
 def push(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label: str,
@@ -311,29 +403,26 @@ def push(client: paramiko.SSHClient, local: Path, sha: str, store: Store, label:
     if offset > size:  # not a prefix of this file: start over
         run_locked(client, store, sha, f"rm -f {shlex.quote(part)}")
         offset = 0
+    stored = False
     with tqdm(total=size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
               desc=f"{label} push", leave=False, disable=None, file=sys.stderr) as bar:
         if offset < size and target is not None:
-            _stream_openssh(target, aes, local, offset, store, sha, bar)
+            stored = _stream_openssh(target, aes, local, offset, store, sha, bar)
         elif offset < size:
-            _stream(client, local, offset, store, sha, bar)
-    verify_and_store(client, sha, store, local.name)
+            stored = _stream(client, local, offset, store, sha, bar)
+    if not stored:
+        verify_and_store(client, sha, store, local.name)
     return size - offset, offset
 
 
 def verify_and_store(client: paramiko.SSHClient, sha: str, store: Store, name: str) -> None:
     """Hash the device's `.part`; only a match gets the final name and the `.ok` marker.
     One command under the lock, so no writer can add bytes between the hash and the rename."""
-    part, final, marker = (shlex.quote(p) for p in
-                           (store.part(sha), store.final(sha), store.marker(sha)))
+    part, marker = shlex.quote(store.part(sha)), shlex.quote(store.marker(sha))
     body = (f"if [ -f {marker} ] && [ ! -e {part} ]; then echo stored; exit 0; fi; "
             f"out=$({store.hash_command(store.part(sha))}) || "
             f"{{ rm -f {part}; echo unhashable; exit 0; }}; "
-            # Read-only once verified, so a stray write fails. The store belongs to the SSH
-            # user (pushes need no sudo); owning it by root would not stop a user with sudo.
-            f'set -- $out; if [ "$1" = {sha} ]; then chmod 0444 {part} && mv -f {part} '
-            f"{final} && rm -f {marker} && echo {sha} > {marker} && chmod 0444 {marker} && "
-            "echo stored; "
+            f'set -- $out; if [ "$1" = {sha} ]; then {store_command(store, sha)}; '
             f'else rm -f {part}; echo "hashes $1"; fi')
     code, out, err = run_locked(client, store, sha, body)
     said = out.strip().splitlines()[-1] if out.strip() else ""
@@ -341,6 +430,5 @@ def verify_and_store(client: paramiko.SSHClient, sha: str, store: Store, name: s
         return
     if said.startswith(("hashes", "unhashable")):
         why = said if said.startswith("hashes") else f"could not be hashed ({err.strip()})"
-        raise VerifyError(f"{name} on the device {why}, expected {sha}: the partial "
-                          "file was deleted, re-run to send it again")
+        raise mismatch_error(name, why, sha)
     raise LlamaDockerError(f"storing {store.final(sha)} failed: {err.strip() or code}")
