@@ -8,7 +8,7 @@ demo: setup
 	python3 -m tests.lab demo
 
 test: setup lint
-	python3 -m pytest -v
+	python3 -m pytest -v -n 2 --dist loadfile --no-loadscope-reorder
 
 lint:
 	ruff check .

@@ -88,6 +88,26 @@ def wait_healthy(port: int, seconds: float = 120) -> None:
     raise AssertionError(f"/health on 127.0.0.1:{port} not 200 after {seconds}s: {last}")
 
 
+# Lab modules, slowest first (a full run's times), then the rest, then the unit tests: the
+# test workers (`-n 2 --dist loadfile`, Makefile) take modules in this order, so no worker
+# starts a long module last while the other one idles.
+SLOW_FIRST = ("test_arm64", "test_gpu", "test_gateway", "test_image_once",
+              "test_model_lifecycle", "test_first_run", "test_ssh_config",
+              "test_interrupt_and_clock", "test_debian_docker", "test_port_and_cors",
+              "test_debian_podman", "test_direct", "test_steamos", "test_fanout")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        name = Path(module).stem
+        if name in SLOW_FIRST:
+            return SLOW_FIRST.index(name)
+        return len(SLOW_FIRST) + (1 if "/unit/" in module else 0)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
+
+
 @pytest.fixture(scope="session")
 def lab_ready() -> None:
     """Images, network, forwarder and mirror: built once per session (under a lock, so test

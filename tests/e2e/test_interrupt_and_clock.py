@@ -104,9 +104,17 @@ def wait_exit(proc: subprocess.Popen, seconds: float, log: Path) -> int:
 
 
 def stopped_growing(dev: lab.Device, sha: str) -> tuple[int, int]:
+    """The .part's size read 3 s apart, once the bytes already on their way have landed:
+    the device may still write what sshd had received (up to its 2 MiB window) when the
+    sender died. Bounded: (a, b) with a != b after 30 s means it never stopped."""
     first = part_size(dev, sha)
-    time.sleep(3)
-    return first, part_size(dev, sha)
+    deadline = time.monotonic() + 30
+    while True:
+        time.sleep(3)
+        second = part_size(dev, sha)
+        if second == first or time.monotonic() > deadline:
+            return first, second
+        first = second
 
 
 def interrupt_push(dev: lab.Device, inv: Path, model: dict, log: Path, sig: signal.Signals
