@@ -158,6 +158,25 @@ def _receive(host, need: Need, entry: CachedImage, cache: ImageCache) -> None:  
               f"via {via}{resumed}; sha256 verified before the load, image ID after it")
 
 
+def build_here(state, host, need: Need) -> bool:  # noqa: ANN001 - pyinfra's callback shape
+    """image_source = "device": this device builds its own image; nothing is saved or
+    shipped, so devices built on other days may hold other llama.cpp versions."""
+    say(host, f"building {need.tag} for {need.arch} on this device (image_source = device: "
+              "every device builds its own)")
+    err = _run(host, need, build_script(need.runtime, need.stage_build, need.tag,
+                                        need.build_dir), timeout=3600)
+    if err:
+        say_error(host, f"building {need.tag} failed: {err}")
+        return False
+    have, version = device_image(host, need)
+    if have is None:
+        say_error(host, f"{need.tag} is not on the device after its build")
+        return False
+    say(host, f"built {need.tag} on this device ({need.arch}, llama.cpp "
+              f"{version or 'unknown'}, image {_short(have)})")
+    return True
+
+
 def ensure(state, host, need: Need) -> bool:  # noqa: ANN001 - pyinfra's callback shape
     """The image on this device, the same bits as on every other of its architecture."""
     cache = ImageCache(Path(need.cache_dir))

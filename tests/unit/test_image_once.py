@@ -132,6 +132,7 @@ def test_containerfile_takes_the_pins() -> None:
     ("debian_snapshot", "20250601T000000Z", "yesterday"),
     ("debian_snapshot", "http://snap.lan/archive/debian/20250601", "ftp://x"),
     ("image_rebuild", "2025-06", "two words"),
+    ("image_source", "device", "each"),
 ])
 def test_pin_knobs_checked(knob: str, good: str, bad: str) -> None:
     assert getattr(config.load({**DEFAULTS, knob: good}), knob) == good
