@@ -38,6 +38,7 @@ from .common import (
     inventory,
     lab,
     log,
+    med,
     model,
     push_rate,
     rounds,
@@ -56,7 +57,15 @@ RESET_ALL = ("systemctl stop llama-docker 2>/dev/null; rm -f /etc/systemd/system
 RESET_MODEL = "systemctl stop llama-docker 2>/dev/null; rm -rf /var/lib/llama-docker; true"
 # The two ways the server image reaches a device, as knobs.
 WAYS = {"built once": {}, "built per device": {"image_source": "device"}}
-STEP = re.compile(r"--> Starting (?:nested )?operation: (.*)")
+STEP = re.compile(r"--> Starting (?:nested )?operation: (?:llama-docker \| )?(.*)")
+# pyinfra operations worth naming apart (their names without the deploy's prefix).
+STEPS = {"model push": "Model | Push", "health": "Health |"}
+# What the image step says it spent (tasks/image_once.py): the build, the save into the
+# controller's cache, and on each other device the push with its hash, then the load.
+PARTS = {"build": re.compile(r"built \S+ on this device in ([\d.]+) s"),
+         "save": re.compile(r"saved in ([\d.]+) s"),
+         "push+hash": re.compile(r"push and hash ([\d.]+) s"),
+         "load": re.compile(r", load ([\d.]+) s\)")}
 
 
 def fleet_model() -> tuple[str, str, int]:
@@ -96,8 +105,18 @@ def steps(lines: list[tuple[float, str]]) -> list[tuple[str, float]]:
     return sorted(got.items(), key=lambda kv: -kv[1])
 
 
+def image_parts(lines: list[tuple[float, str]]) -> dict[str, float]:
+    """The image step's own times: the slowest device's for each part (they run at once)."""
+    got: dict[str, float] = {}
+    for _, line in lines:
+        for part, rx in PARTS.items():
+            if m := rx.search(line):
+                got[part] = max(got.get(part, 0.0), float(m.group(1)))
+    return got
+
+
 def timed_deploy(inv: Path, log_file: Path, timeout: float = 900
-                 ) -> tuple[float, list[tuple[str, float]]]:
+                 ) -> tuple[float, list[tuple[str, float]], dict[str, float]]:
     """`pyinfra -y INV deploy.py`, each output line stamped as it comes (written to
     log_file); the wall time and the slowest steps."""
     env = {**os.environ, "PYINFRA_PROGRESS": "off", "PYTHONPATH": str(REPO),
@@ -118,7 +137,7 @@ def timed_deploy(inv: Path, log_file: Path, timeout: float = 900
     if code != 0:
         tail = "\n".join(line for _, line in lines[-60:])
         raise RuntimeError(f"deploy failed (exit {code}), log {log_file}:\n{tail}")
-    return wall, steps(lines)
+    return wall, steps(lines), image_parts(lines)
 
 
 def _base_everywhere(devs: list[lab.Device]) -> None:
@@ -135,9 +154,9 @@ def bench(L: Lab) -> Result:
     rate = push_rate() or _measure_rate(devs[0], local, sha, size)
     tag = image_tag(pinned_build_args(BASE, False))
     got: dict[tuple[str, int], list[float]] = {}
-    slow: dict[tuple[str, int], list[tuple[str, float]]] = {}
+    parts: dict[tuple[str, int], dict[str, list[float]]] = {}
     archive = 0
-    for r in range(rounds(2)):
+    for r in range(rounds(3)):
         for i, n in enumerate((1, 2, 4)):
             folder = WORK / f"fleet-{n}"
             inv = inventory(folder, devs[:n])
@@ -150,25 +169,24 @@ def bench(L: Lab) -> Result:
                 write_knobs(folder, model={"name": "fleet", "path": local, "sha256": sha},
                             **WAYS[way])
                 log(f"round {r + 1}: first deploy to {n} device(s), image {way}")
-                secs, slow[(way, n)] = timed_deploy(
+                secs, slow, image = timed_deploy(
                     inv, folder / f"{way.replace(' ', '-')}-{r + 1}.log")
                 got.setdefault((way, n), []).append(secs)
-                log(f"  {secs:.1f} s; slowest steps: " + "; ".join(
-                    f"{name} {t:.1f}" for name, t in slow[(way, n)][:4]))
+                split = {**image, **{k: t for name, t in slow for k, prefix in STEPS.items()
+                                     if name.startswith(prefix)}}
+                for k, t in split.items():
+                    parts.setdefault((way, n), {}).setdefault(k, []).append(t)
+                log(f"  {secs:.1f} s: " + ", ".join(f"{k} {t:.1f}" for k, t in split.items()))
                 tars = list((folder / "cache" / "images").glob("*.tar"))
                 archive = tars[0].stat().st_size if tars else archive
             if r == 0:  # the model's fan-out alone, once per N
                 _reset(devs[:n], RESET_MODEL)
                 log(f"model only to {n} device(s)")
-                secs, _ = timed_deploy(inv, folder / "model-only.log")
+                secs, _, _ = timed_deploy(inv, folder / "model-only.log")
                 got[("model only", n)] = [secs]
 
-    def med(key: tuple[str, int]) -> float:
-        xs = sorted(got[key])
-        return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
-
-    once = {n: med(("built once", n)) for n in (1, 2, 4)}
-    each = {n: med(("built per device", n)) for n in (1, 2, 4)}
+    once = {n: med(got[("built once", n)]) for n in (1, 2, 4)}
+    each = {n: med(got[("built per device", n)]) for n in (1, 2, 4)}
     rows = [Row("fleet first deploy N=4 / N=1, image built once", f"{once[4]:.1f} s",
                 f"N=1 {once[1]:.1f} s", once[4] / once[1], f"<= {GOAL}",
                 once[4] / once[1] <= GOAL),
@@ -193,13 +211,15 @@ def bench(L: Lab) -> Result:
         "others, hashed there and loaded. 'built per device': image_source = \"device\", "
         "every device builds its own (apt inside docker build, on each device, all at once), "
         f"as before the cache. Both ways in each round, alternating which goes first; "
-        f"{rounds(2)} round(s), median. Wall time (s): "
+        f"{rounds(3)} round(s), median. Wall time (s): "
         + "; ".join(f"{way} N={n} " + "/".join(f"{v:.1f}" for v in got[(way, n)])
                     for way in WAYS for n in (1, 2, 4))
-        + ". Slowest steps of the last round (s; pyinfra's operations, each until the next "
-        "starts): " + " | ".join(f"{way} N={n}: " + "; ".join(
-            f"{name} {t:.1f}" for name, t in slow[(way, n)][:3]) for way in WAYS
-            for n in (1, 4))
+        + ". Where the time goes (s, median over the rounds; build and save on the one "
+        "device that builds, push+hash and load on the slowest other device, as the image "
+        "step reports them; model push and health are pyinfra operations, each timed until "
+        "the next starts): " + " | ".join(f"{way} N={n}: " + ", ".join(
+            f"{k} {med(v):.1f}" for k, v in parts.get((way, n), {}).items())
+            for way in WAYS for n in (1, 2, 4))
         + ". 'model only': just the model store removed, then a deploy: the model's fan-out "
         f"against a floor of N x size / push rate ({rate / 1e6:.0f} MB/s, push() with its "
         "on-device sha256, from the push benchmark); wall time (s): "
