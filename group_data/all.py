@@ -43,6 +43,9 @@ llama_cpp_version = ""
 debian_snapshot = ""
 # Any new value (a date, "2") builds the server image anew once and ships it to every device.
 image_rebuild = ""
+# "controller": the server image is built once per CPU and shipped from this controller's cache.
+# "device": every device builds its own from Debian's mirror (a slow link from this laptop).
+image_source = "controller"
 
 # --- Server -----------------------------------------------------------------------------------
 # Port of the web UI and API on the device.

@@ -64,6 +64,7 @@ class Config:
     gpu: str = "auto"
     n_gpu_layers: str = "all"
     lab_only_vk_visible_devices: str = ""
+    image_source: str = "controller"  # "device": each device builds its own image
 
 
 def _int(lo: int, hi: int) -> Callable[[str, Any], int]:
@@ -262,6 +263,7 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "llama_cpp_version": _pkg_version,
     "debian_snapshot": _snapshot,
     "image_rebuild": _rebuild_mark,
+    "image_source": _choice("controller", "device"),
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")

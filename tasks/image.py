@@ -1,6 +1,7 @@
 """Server image: built once per (architecture, build args) on the first device that needs
 it, shipped from the controller's cache to the others (tasks/image_once.py); skipped when
-the device holds the cached image's ID."""
+the device holds the cached image's ID. With image_source = "device" each device builds its
+own, as every device did before the cache."""
 
 from __future__ import annotations
 
@@ -68,11 +69,12 @@ def image(plan: Plan) -> tuple[str, bool]:
         return "", False  # Homebrew's llama-server runs on the Mac itself: no image
     args = config_build_args(plan.cfg, t)
     tag = image_tag(args)
+    own = plan.cfg.image_source == "device"
     cache = ImageCache(Path(plan.cfg.cache_dir).expanduser())
-    entry = cache.lookup(tag, plan.arch)
+    entry = None if own else cache.lookup(tag, plan.arch)
     have = plain_id(plan.known.get(ImageId, runtime=t.runtime, tag=tag))
-    if entry is not None and have == entry.image_id:
-        return tag, False  # the same bits as every other device of its architecture
+    if have is not None and (own or (entry is not None and have == entry.image_id)):
+        return tag, False  # its own build, or the same bits as every other device of its CPU
     if entry is None and have is None:  # this device may be the one that builds it
         files.directory(name="Build context folder", path=t.build_dir, mode="755",
                         _sudo=t.sudo)
@@ -91,6 +93,10 @@ def image(plan: Plan) -> tuple[str, bool]:
         stage_build=build_command(t.runtime, args, stage_tag(tag), t.build_dir),
         images_dir=image_once.images_dir(t.models_dir), hash_cmd=plan.store.hash_cmd,
         cache_dir=plan.cfg.cache_dir, aes=plan.aes, env=plan.env)
+    if own:
+        python.call(name=f"Server image {tag}: build on this device ({pin})",
+                    function=image_once.build_here, need=need)
+        return tag, True
     how = (f"ship the cached archive (llama.cpp {entry.version}, made on {entry.made_on})"
            if entry else f"build once for {plan.arch} ({pin}) on the first device, then ship")
     python.call(name=f"Server image {tag}: {how}", function=image_once.ensure, need=need)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,13 @@ from llama_docker import diagnose
 from llama_docker.errors import LlamaDockerError, VerifyError
 from llama_docker.hashing import verify_once
 from llama_docker.image_archive import CachedImage, ImageCache, plain_id
-from llama_docker.image_ship import build_script, inspect_command, load_command, save_to
+from llama_docker.image_ship import (
+    build_script,
+    inspect_command,
+    load_command,
+    save_to,
+    save_via_ssh,
+)
 from llama_docker.login import root_command
 from llama_docker.push import SshTarget, Store, push
 
@@ -91,8 +98,9 @@ def _env_prefix(env: dict[str, str]) -> str:
 
 def _make(host, need: Need, cache: ImageCache) -> CachedImage:  # noqa: ANN001
     have, version = device_image(host, need)
-    made = "saved"
+    made, took = "saved", ""
     if have is None:
+        t = time.monotonic()
         say(host, f"building {need.tag} for {need.arch} on this device, the first "
                   f"{need.arch} device to need it (once; the others get its archive)")
         err = _run(host, need, build_script(need.runtime, need.stage_build, need.tag,
@@ -100,23 +108,27 @@ def _make(host, need: Need, cache: ImageCache) -> CachedImage:  # noqa: ANN001
         if err:
             raise LlamaDockerError(f"building {need.tag} failed: {err}")
         have, version = device_image(host, need)
-        made = "built"
+        made, took = "built", f" in {time.monotonic() - t:.1f} s"
         if have is None:
             raise LlamaDockerError(f"{need.tag} is not on the device after its build")
     save = _env_prefix(need.env) + f"{need.runtime} save {shlex.quote(need.tag)}"
     cmd, stdin = (root_command(save, host_sudo_password(host)) if need.sudo
                   else (save, None))
     part = cache.part(need.tag, need.arch)
-    sha = save_to(host.connector.client, cmd, stdin, part)
+    t = time.monotonic()
+    target = SshTarget.from_data(host.name, host.data)
+    sha = (save_via_ssh(target.argv(need.aes), cmd, stdin, part) if target
+           else save_to(host.connector.client, cmd, stdin, part))
+    saved = time.monotonic() - t
     entry = cache.add(need.tag, need.arch, part, sha, host.name)
     if entry.image_id != have:
         cache.forget(need.tag, need.arch)
         raise LlamaDockerError(f"the saved archive holds image {entry.image_id}, the device "
                                f"has {have}")
-    say(host, f"{made} {need.tag} on this device ({need.arch}, llama.cpp "
+    say(host, f"{made} {need.tag} on this device{took} ({need.arch}, llama.cpp "
               f"{version or 'unknown'}, image {_short(have)}); its archive ({entry.size} "
-              f"bytes, sha256 {_short(sha)}) is in the controller's cache for every other "
-              f"{need.arch} device")
+              f"bytes, sha256 {_short(sha)}, saved in {saved:.1f} s) is in the controller's "
+              f"cache for every other {need.arch} device")
     return entry
 
 
@@ -138,10 +150,14 @@ def _receive(host, need: Need, entry: CachedImage, cache: ImageCache) -> None:  
     if transport is not None:
         transport.set_keepalive(15)
     target = SshTarget.from_data(host.name, host.data)
+    t = time.monotonic()
     sent, offset = push(host.connector.client, Path(entry.path), entry.sha256, store,
                         f"{host.name} image", target, need.aes)
+    pushed, t = time.monotonic() - t, time.monotonic()
     # Only a verified file has the final name: nothing else is ever loaded.
-    err = _run(host, need, load_command(need.runtime, store.final(entry.sha256)), 1800)
+    err = _run(host, need, load_command(need.runtime, store.final(entry.sha256),
+                                           entry.image_id, need.tag), 1800)
+    loaded = time.monotonic() - t
     if err:
         raise LlamaDockerError(f"{need.runtime} load of {store.final(entry.sha256)} failed: "
                                f"{err}; the running server is untouched")
@@ -155,7 +171,28 @@ def _receive(host, need: Need, entry: CachedImage, cache: ImageCache) -> None:  
     resumed = f", resumed from byte {offset}" if offset else ""
     say(host, f"loaded {need.tag} (llama.cpp {version or 'unknown'}, image "
               f"{_short(have)} as made on {entry.made_on}): sent {sent} bytes of its archive "
-              f"via {via}{resumed}; sha256 verified before the load, image ID after it")
+              f"via {via}{resumed}; sha256 verified before the load, image ID after it "
+              f"(push and hash {pushed:.1f} s, load {loaded:.1f} s)")
+
+
+def build_here(state, host, need: Need) -> bool:  # noqa: ANN001 - pyinfra's callback shape
+    """image_source = "device": this device builds its own image; nothing is saved or
+    shipped, so devices built on other days may hold other llama.cpp versions."""
+    say(host, f"building {need.tag} for {need.arch} on this device (image_source = device: "
+              "every device builds its own)")
+    t = time.monotonic()
+    err = _run(host, need, build_script(need.runtime, need.stage_build, need.tag,
+                                        need.build_dir), timeout=3600)
+    if err:
+        say_error(host, f"building {need.tag} failed: {err}")
+        return False
+    have, version = device_image(host, need)
+    if have is None:
+        say_error(host, f"{need.tag} is not on the device after its build")
+        return False
+    say(host, f"built {need.tag} on this device in {time.monotonic() - t:.1f} s "
+              f"({need.arch}, llama.cpp {version or 'unknown'}, image {_short(have)})")
+    return True
 
 
 def ensure(state, host, need: Need) -> bool:  # noqa: ANN001 - pyinfra's callback shape

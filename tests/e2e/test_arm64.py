@@ -5,15 +5,24 @@ iptables under qemu-user, and runc's shim after that):
 - an arm64 Debian device over real SSH: pyinfra's facts say aarch64 and Debian, the deploy's
   preflight gets past the CPU and OS checks to a refusal the test controls (RAM), and nothing
   on the device changes;
-- the arm64 server image, built from files/Containerfile with the deploy's own build command
-  on this machine's docker and run here: llama-server for aarch64 serves the tiny model.
+- the arm64 server image, built from files/Containerfile with the deploy's own build script
+  (the llama.cpp label included) on this machine's docker through binfmt, and run here:
+  llama-server for aarch64 serves the tiny model. It is saved once into a controller cache
+  as the deploy saves it (the archive's config says arm64, its ID is the image's), and that
+  archive is pushed to the arm64 device with the deploy's verified push: the device's own
+  sha256 of the file is the cached one.
+What is not tested: loading the archive on the arm64 device and serving from it there (the
+deploy's `docker load` and image-ID check after the push), since no runtime runs under
+qemu-user; the load itself is tested on amd64 devices (tests/e2e/test_image_once.py).
 Base images are cached by recipe hash; the server image and container are removed after.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +30,12 @@ from pathlib import Path
 import pytest
 
 from llama_docker import profile
-from llama_docker.image import build_args, image_tag
+from llama_docker.image import BUILD_FILES, build_args, image_tag
+from llama_docker.image_archive import CachedImage, ImageCache, inspect_archive
+from llama_docker.image_ship import build_script, stage_tag
+from llama_docker.push import SshTarget, Store, push
 from llama_docker.tasks.image import build_command
+from llama_docker.tasks.image_once import images_dir
 from llama_docker.units import FILES
 from tests.conftest import REPO, deploy, http_json, make_model, wait_healthy, write_knobs
 from tests.lab import images, lab
@@ -34,6 +47,8 @@ HOST = "e2e-arm64"
 SERVER = lab.PREFIX + "arm64-server"
 BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 HUGE_MARGIN_MIB = 1 << 20  # 1 TiB: no lab machine has it, so preflight must refuse on RAM
+IMAGES = images_dir("/var/lib/llama-docker/models")  # where the deploy pushes the archive
+LABEL = "org.llama-docker.llama-cpp-version"
 
 
 def require_qemu() -> None:
@@ -103,16 +118,42 @@ def test_preflight_passes_cpu_then_refuses_ram(device: lab.Device, inv: Path) ->
 # --- the server image ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server_image() -> Iterator[str]:
-    """Built exactly as the deploy builds it on a Pi, from an arm64 debian:forky-slim."""
+def server_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Built exactly as the deploy builds it on a Pi (build_script: the build, then the
+    llama.cpp version as a label), from an arm64 debian:forky-slim."""
     require_qemu()
     args = build_args(images.build_foreign(images.FORKY_ARM64), check_valid_until=False)
     tag = image_tag(args)
-    proc = subprocess.run(["sh", "-c", build_command("docker", args, tag, str(FILES))],
-                          capture_output=True, text=True, timeout=1800)
+    context = tmp_path_factory.mktemp("arm64-context")
+    for name in BUILD_FILES:
+        shutil.copy(FILES / name, context / name)
+    script = build_script("docker", build_command("docker", args, stage_tag(tag), str(context)),
+                          tag, str(context))
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     yield tag
     docker("rmi", "-f", tag, check=False, capture=True)
+
+
+@pytest.fixture(scope="module")
+def archive(server_image: str, tmp_path_factory: pytest.TempPathFactory) -> CachedImage:
+    """The image saved once into a controller cache, hashed as it streams, as the deploy
+    saves the image of the first device of an architecture."""
+    cache = ImageCache(tmp_path_factory.mktemp("arm64-cache"))
+    part = cache.part(server_image, "arm64")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    with subprocess.Popen(["docker", "save", server_image], stdout=subprocess.PIPE) as proc, \
+            open(part, "wb") as f:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(1 << 20):
+            f.write(chunk)
+            h.update(chunk)
+    assert proc.returncode == 0
+    cache.add(server_image, "arm64", part, h.hexdigest(), "this machine (binfmt)")
+    entry = cache.lookup(server_image, "arm64")
+    assert entry is not None
+    return entry
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +180,37 @@ def server(server_image: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 def test_server_image_is_arm64(server_image: str) -> None:
     assert out("image", "inspect", "-f", "{{.Architecture}}", server_image) == "arm64"
+
+
+def test_archive_made_once_holds_the_arm64_image(server_image: str,
+                                                  archive: CachedImage) -> None:
+    """The cache's one archive: its config says arm64, its ID and label are the image's."""
+    image_id, version = out("image", "inspect", "-f",
+                            f'{{{{.Id}}}} {{{{index .Config.Labels "{LABEL}"}}}}',
+                            server_image).split(" ", 1)
+    info = inspect_archive(Path(archive.path))
+    assert (info.arch, info.image_id, info.version) == ("arm64", archive.image_id, version)
+    assert image_id == f"sha256:{archive.image_id}" and version
+    assert [p.name for p in Path(archive.path).parent.glob("*.tar")] == [
+        f"{archive.image_id}.tar"]
+
+
+def test_archive_pushed_to_the_arm64_device_verified(device: lab.Device,
+                                                     archive: CachedImage) -> None:
+    """The deploy's push of the archive: hashed on the emulated device before it takes its
+    final name; the device's own sha256sum of it is the cached one. (Its `docker load` is
+    what cannot run here.)"""
+    device.exec("install", "-d", "-o", device.user, IMAGES)
+    store = Store(IMAGES, ext="tar")
+    client = device.paramiko()
+    try:
+        sent, offset = push(client, Path(archive.path), archive.sha256, store, HOST,
+                            SshTarget.from_data(HOST, device.host_data()), aes=True)
+    finally:
+        client.close()
+    assert (sent, offset) == (archive.size, 0)
+    assert device.exec("sha256sum", store.final(archive.sha256)).split()[0] == archive.sha256
+    device.exec("rm", "-rf", IMAGES)
 
 
 def test_server_runs_as_aarch64(server: int) -> None:

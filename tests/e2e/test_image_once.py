@@ -1,9 +1,12 @@
 """One server image per CPU architecture: built once, the same bits on every device.
 
-Two fresh devices in one run (one build, counted), a third added later that gets the cached
-archive (its first push cut half-way), and a damaged archive refused while the old server
-keeps serving. Every device here is amd64: the arm64 image cannot run in an emulated device
-(tests/e2e/test_arm64.py says why).
+Two fresh Debian devices with docker in one run (one build, counted), a third added later
+that gets the cached archive (its first push cut half-way), and a damaged archive refused
+while the old server keeps serving. The third is a SteamOS device: the archive `docker save`
+wrote on a Debian device is what rootless podman loads there, as user deck, with no build and
+no package manager, and podman reports the same image ID (the sha256 of the image's config,
+which a load does not rewrite). Every device here is amd64: the arm64 image cannot run in an
+emulated device (tests/e2e/test_arm64.py says why).
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import pytest
 from llama_docker.image import image_tag, pinned_build_args
 from llama_docker.image_archive import ImageCache
 from tests.conftest import deploy, http_json, inventory, make_model, wait_healthy, write_knobs
-from tests.lab import lab
+from tests.lab import images, lab
 
 pytestmark = pytest.mark.lab
 NAMES = ("e2e-img-1", "e2e-img-2")
 LATER = "e2e-img-3"
 IMAGES = "/var/lib/llama-docker/images"
+DECK_IMAGES = "/home/deck/.local/share/llama-docker/images"
 LABEL = "org.llama-docker.llama-cpp-version"
 BASE = "docker.io/library/debian:forky-slim"
 
@@ -45,8 +49,10 @@ def pair(device_image: str) -> Iterator[list[lab.Device]]:
 
 
 @pytest.fixture(scope="module")
-def later(device_image: str) -> Iterator[lab.Device]:
-    dev = lab.start_device(LATER, device_image, index=82, fresh=True)
+def later(lab_ready: None) -> Iterator[lab.Device]:
+    """A SteamOS device: rootless podman as deck, no package manager (tests/e2e/test_steamos)."""
+    dev = lab.start_device(LATER, images.build_steamos(), index=82, fresh=True,
+                           profile="steamos")
     yield dev
     lab.remove_device(dev)
 
@@ -62,6 +68,18 @@ def cached(folder: Path, rebuild: str = "") -> dict:
 def image_of(dev: lab.Device, tag: str) -> tuple[str, str]:
     out = dev.exec("docker", "image", "inspect", "--format",
                    f'{{{{.Id}}}} {{{{index .Config.Labels "{LABEL}"}}}}', tag)
+    image_id, _, version = out.strip().partition(" ")
+    return image_id.removeprefix("sha256:"), version
+
+
+def as_deck(dev: lab.Device, *cmd: str, check: bool = True) -> str:
+    return dev.exec("runuser", "-u", "deck", "--", "env", "XDG_RUNTIME_DIR=/run/user/1000",
+                    *cmd, check=check)
+
+
+def podman_image_of(dev: lab.Device, tag: str) -> tuple[str, str]:
+    out = as_deck(dev, "podman", "image", "inspect", "--format",
+                  f'{{{{.Id}}}} {{{{index .Config.Labels "{LABEL}"}}}}', tag)
     image_id, _, version = out.strip().partition(" ")
     return image_id.removeprefix("sha256:"), version
 
@@ -103,21 +121,29 @@ def test_two_devices_one_build_same_image(pair: list[lab.Device], folder: Path) 
         assert again.changed(dev.name) == 0, again.output[-3000:]
 
 
-def test_device_added_later_resumes_the_cached_archive(
+def test_steamos_added_later_loads_the_same_archive_resumed(
         pair: list[lab.Device], later: lab.Device, folder: Path) -> None:
-    """Fault: the image archive's push is cut half-way | Seen: `resumed from byte N` | Left:
-    the device loads the same image ID as the others, nothing built on it"""
+    """Fault: the image archive's push to a SteamOS device is cut half-way | Seen: `resumed
+    from byte N` | Left: rootless podman (user deck) loads the archive a Debian device's
+    docker saved, under the same image ID; nothing built, no package manager called"""
     entry = cached(folder)
     data = Path(entry["path"]).read_bytes()
-    later.exec("install", "-d", "-o", later.user, IMAGES)
-    later.write(f"{IMAGES}/{entry['sha256']}.tar.part", data[:len(data) // 2])
-    later.exec("chown", later.user, f"{IMAGES}/{entry['sha256']}.tar.part")
+    part = f"{DECK_IMAGES}/{entry['sha256']}.tar.part"
+    as_deck(later, "mkdir", "-p", DECK_IMAGES)
+    later.write(part, data[:len(data) // 2])
+    later.exec("chown", "deck:deck", part)
     run = deploy(inventory(folder, [*pair, later]))
     assert run.code == 0, run.output[-4000:]
     assert "building llama-docker/server:" not in run.output
+    assert f"[{LATER}] loaded {entry['tag']}" in run.output
     assert f"resumed from byte {len(data) // 2}; sha256 verified before the load" in run.output
-    assert not has_base(later)  # no build, no apt for the image on this device
-    assert image_of(later, entry["tag"]) == (entry["image_id"], entry["version"])
+    assert later.exec("cat", "/var/log/lab-forbidden.log", check=False).strip() == ""
+    # No build ran there: the build's base image never reached deck's podman.
+    assert as_deck(later, "sh", "-c", f"podman image exists {BASE}; echo $?").strip() == "1"
+    assert podman_image_of(later, entry["tag"]) == (entry["image_id"], entry["version"])
+    assert as_deck(later, "ls", "-A", DECK_IMAGES).strip() == ""  # the archive is not kept
+    users = later.exec("ps", "-C", "llama-server", "-o", "user=").split()
+    assert users and set(users) == {"deck"}
     assert serves(later)
     for dev in pair:
         assert run.changed(dev.name) == 0, run.output[-3000:]

@@ -22,7 +22,7 @@ from llama_docker.image import (
     snapshot_url,
 )
 from llama_docker.image_archive import ImageCache, inspect_archive, plain_id
-from llama_docker.image_ship import build_script, stage_tag
+from llama_docker.image_ship import build_script, load_command, save_via_ssh, stage_tag
 from llama_docker.tasks.image_once import images_dir
 
 BASE = "docker.io/library/debian:forky-slim"
@@ -132,6 +132,7 @@ def test_containerfile_takes_the_pins() -> None:
     ("debian_snapshot", "20250601T000000Z", "yesterday"),
     ("debian_snapshot", "http://snap.lan/archive/debian/20250601", "ftp://x"),
     ("image_rebuild", "2025-06", "two words"),
+    ("image_source", "device", "each"),
 ])
 def test_pin_knobs_checked(knob: str, good: str, bad: str) -> None:
     assert getattr(config.load({**DEFAULTS, knob: good}), knob) == good
@@ -158,3 +159,30 @@ def test_archives_land_beside_the_model_store() -> None:
     assert images_dir("/var/lib/llama-docker/models") == "/var/lib/llama-docker/images"
     assert images_dir("/home/deck/.local/share/llama-docker/models/") == \
         "/home/deck/.local/share/llama-docker/images"
+
+
+def test_load_names_the_image_by_id_as_this_runtime_names_it() -> None:
+    cmd = load_command("podman", "/x/ab.tar", "f" * 64, TAG)
+    assert cmd == f"podman load -q -i /x/ab.tar >/dev/null && podman tag {'f' * 64} {TAG}"
+
+
+# `sh -c` stands in for the OpenSSH client: save_via_ssh runs [*ssh_argv, command].
+def test_save_via_ssh_writes_and_hashes_the_stream(tmp_path: Path) -> None:
+    part = tmp_path / "images" / "x.tar.part"
+    data = b"archive bytes " * 100_000
+    (tmp_path / "src").write_bytes(data)
+    sha = save_via_ssh(["sh", "-c"], f"cat {tmp_path / 'src'}", None, part)
+    assert sha == hashlib.sha256(data).hexdigest() and part.read_bytes() == data
+
+
+def test_save_via_ssh_feeds_the_sudo_password_on_stdin(tmp_path: Path) -> None:
+    part = tmp_path / "x.tar.part"
+    save_via_ssh(["sh", "-c"], 'read pw; printf %s "$pw"', "s3cret", part)
+    assert part.read_bytes() == b"s3cret"
+
+
+def test_save_via_ssh_failure_leaves_no_part(tmp_path: Path) -> None:
+    part = tmp_path / "x.tar.part"
+    with pytest.raises(LlamaDockerError, match="failed: no such image"):
+        save_via_ssh(["sh", "-c"], "printf half; echo no such image >&2; exit 1", None, part)
+    assert not part.exists()
