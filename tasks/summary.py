@@ -98,6 +98,8 @@ def _rows() -> list[tuple[str, str, str, list[str]]]:
             rows.append((name, "INTERRUPTED", "stopped by Ctrl-C while connecting", []))
         elif host not in state.activated_hosts:
             rows.append((name, "UNREACHABLE", _unreachable_reason(name), []))
+        elif _interrupted and name not in refused:
+            rows.append((name, "INTERRUPTED", errors.get(name) or _interrupted_detail(), []))
         elif name in errors:
             rows.append((name, "REFUSED" if name in refused else "FAILED", errors[name], []))
         elif host in state.failed_hosts or state.get_results_for_host(host).error_ops:
@@ -106,15 +108,18 @@ def _rows() -> list[tuple[str, str, str, list[str]]]:
             # A deploy file that raised, or a confirmation answered no: nothing ran anywhere.
             rows.append((name, "NOT RUN", "the run stopped before changing anything "
                                           "(see above)", []))
-        elif _interrupted:
-            rows.append((name, "INTERRUPTED", "stopped by Ctrl-C; the next run resumes where "
-                                              "this one stopped", []))
         elif is_dry():
             steps = _steps(host)
             rows.append((name, f"{len(steps)} steps" if steps else "up to date", "", steps))
         else:
             rows.append((name, "ok", "", []))
     return rows
+
+
+def _interrupted_detail() -> str:
+    if state.current_stage < StateStage.Execute:
+        return "stopped by Ctrl-C before changing anything"
+    return "stopped by Ctrl-C; the next run goes on from where this one stopped"
 
 
 def _moves_line() -> str:

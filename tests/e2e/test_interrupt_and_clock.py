@@ -153,7 +153,7 @@ def test_interrupt_stops_the_push_and_the_next_run_resumes(
     log = inv / f"interrupted-{sig.name}.log"
     orphans, first, second, code = interrupt_push(device, inv, model, log, sig)
     if sig == signal.SIGINT:  # a script running the deploy sees it did not finish
-        assert code == 130 and re.search(rf"{HOST}\s+INTERRUPTED\s+stopped by Ctrl-C",
+        assert code == 130 and re.search(rf"{HOST}\s+INTERRUPTED\s+interrupted: the push",
                                          log.read_text()), log.read_text()[-3000:]
     else:
         assert code == -signal.SIGTERM
