@@ -22,6 +22,7 @@ A1, A2, B = "e2e-gw-1", "e2e-gw-2", "e2e-gw-3"
 INDEX = {A1: 75, A2: 76, B: 77}
 # The gateway listens on B's 8080, the lab's published port; B's own server moves to 8081.
 KNOBS = {A1: {}, A2: {}, B: {"port": 8081, "gateway": True, "gateway_port": 8080}}
+BRIDGE = "172.17.0.0/16"  # docker's default bridge inside a device: the gateway's container
 REQUEST_TIMEOUT = 30
 
 
@@ -158,6 +159,93 @@ def test_keys_stay_out_of_argv_env_and_inspect(devices: dict[str, lab.Device],
     assert key not in dev.exec("docker", "inspect", "llama-gateway")
     mode = dev.exec("stat", "-c", "%a %u", "/etc/llama-docker/gateway.cfg").split()
     assert mode == ["400", "10002"]
+
+
+# Two chains of the gateway's device for traffic from docker's bridge (the gateway's
+# container): what is routed out (FORWARD, via docker's DOCKER-USER) and what goes to the device
+# itself (INPUT: the device's own server, reached at its LAN address through docker's proxy).
+FIREWALL = {"GW-FWD": "DOCKER-USER", "GW-IN": "INPUT"}
+
+
+def _firewall(devices: dict[str, lab.Device]) -> None:
+    """Rules appended in order, one per device (an address list would insert one rule per
+    address at the same position, in reverse, and split the chain)."""
+    dev = devices[B]
+    for chain, parent in FIREWALL.items():
+        dev.exec("iptables", "-N", chain)
+        local = chain == "GW-IN"
+        targets = [(dev.ip, 8081)] if local else [(devices[h].ip, 8080) for h in (A1, A2)]
+        rules = [
+            ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"],
+            ["-p", "udp", "--dport", "53", "-m", "comment", "--comment", "gw-dns", "-j", "DROP"],
+            ["-p", "tcp", "--dport", "53", "-m", "comment", "--comment", "gw-dns", "-j", "DROP"],
+            *(["-d", ip, "-p", "tcp", "--dport", str(port), "-m", "comment", "--comment",
+               "gw-dev", "-j", "RETURN"] for ip, port in targets),
+            ["-m", "comment", "--comment", "gw-out", "-j", "DROP"],
+        ]
+        for rule in rules:
+            dev.exec("iptables", "-A", chain, *rule)
+        dev.exec("iptables", "-I", parent, "1", "-s", BRIDGE, "-j", chain)
+
+
+def _firewall_off(dev: lab.Device) -> None:
+    for chain, parent in FIREWALL.items():
+        dev.exec("iptables", "-D", parent, "-s", BRIDGE, "-j", chain, check=False)
+        dev.exec("iptables", "-F", chain, check=False)
+        dev.exec("iptables", "-X", chain, check=False)
+
+
+def _counters(dev: lab.Device) -> dict[str, dict[str, int]]:
+    """Packets each commented rule matched, per chain and comment."""
+    found: dict[str, dict[str, int]] = {}
+    for chain in FIREWALL:
+        seen = found.setdefault(chain, {})
+        for line in dev.exec("iptables", "-L", chain, "-v", "-x", "-n").splitlines():
+            rule = re.search(r"/\* (gw-\w+) \*/", line)
+            if rule:
+                seen[rule[1]] = seen.get(rule[1], 0) + int(line.split()[0])
+    return found
+
+
+def _in_gateway(dev: lab.Device, command: str) -> None:
+    dev.exec("docker", "exec", "llama-gateway", "timeout", "3", "bash", "-c", command,
+             check=False)
+
+
+def test_gateway_reaches_nothing_but_the_devices(devices: dict[str, lab.Device],
+                                                 fleet: dict) -> None:
+    """Fault: the gateway tries a name lookup or a connection outside the fleet | Seen: the
+    device's firewall counts and drops it | Left: zero lookups, zero outside attempts across
+    a gateway restart and traffic to both models"""
+    dev = devices[B]
+    # No IPv6 in the gateway's container: the IPv4 rules below see all it can send.
+    assert dev.exec("docker", "exec", "llama-gateway", "cat", "/proc/net/if_inet6") == ""
+    _firewall(devices)
+    try:
+        # The rules are live: a name lookup, a connection to a lab address that is not a
+        # device (the registry mirror) and one to the device itself (ssh) are counted.
+        _in_gateway(dev, "getent hosts deb.debian.org")
+        _in_gateway(dev, f"echo > /dev/tcp/{lab.REGISTRY_IP}/5000")
+        _in_gateway(dev, f"echo > /dev/tcp/{dev.ip}/22")
+        live = _counters(dev)
+        assert live["GW-FWD"]["gw-dns"] >= 1, live
+        assert live["GW-FWD"]["gw-out"] >= 1 and live["GW-IN"]["gw-out"] >= 1, live
+        for chain in FIREWALL:
+            dev.exec("iptables", "-Z", chain)
+        dev.exec("systemctl", "restart", "llama-gateway")
+        for name, model in ((A1, "tiny-a"), (A2, "tiny-a"), (B, "tiny-b")):
+            wait_up(devices, name, model, 1, seconds=60)  # a check passed behind the rules
+        c = client(devices, fleet["key"])
+        for model in ("tiny-a", "tiny-b", "tiny-a", "tiny-b"):
+            assert complete(c, model)
+        seen = _counters(dev)
+        # The gateway's traffic went through both chains, and nothing else was tried.
+        assert seen["GW-FWD"]["gw-dev"] > 0 and seen["GW-IN"]["gw-dev"] > 0, seen
+        assert {ch: {k: v for k, v in rules.items() if k != "gw-dev"}
+                for ch, rules in seen.items()} == {
+            "GW-FWD": {"gw-dns": 0, "gw-out": 0}, "GW-IN": {"gw-dns": 0, "gw-out": 0}}, seen
+    finally:
+        _firewall_off(dev)
 
 
 def test_changing_a_model_updates_the_routes_in_the_same_run(

@@ -11,9 +11,16 @@ import pytest
 from llama_docker import config
 from llama_docker.defaults import DEFAULTS
 from llama_docker.errors import ConfigError, RefusedError
-from llama_docker.gateway_config import haproxy_config, image_tag, quote, systemd_unit
+from llama_docker.gateway_config import (
+    CONTAINERFILE,
+    haproxy_config,
+    image_tag,
+    quote,
+    systemd_unit,
+)
 from llama_docker.gateway_routes import Upstream, check, routes
 from llama_docker.target import choose
+from llama_docker.units import FILES
 
 SHA = "a" * 64
 
@@ -113,6 +120,17 @@ def test_health_answer_says_each_device_state() -> None:
     text = haproxy_config(TABLE, None)
     assert '"raspi": %[srv_is_up(model_0/raspi)]' in text
     assert '"nas": %[srv_is_up(model_1/nas)]' in text
+    # 503 while a model has no device up; a device is up only once a check has passed.
+    assert "acl model_1_down nbsrv(model_1) lt 1" in text
+    assert re.search(r"return status 503 .* if gw_health model_0_down or gw_health "
+                     r"model_1_down$", text, re.M)
+    assert "default-server check init-state down " in text
+
+
+def test_gateway_stops_on_its_soft_stop_signal() -> None:
+    """HAProxy as the container's PID 1 ignores SIGTERM: a stop would wait for the kill."""
+    assert "STOPSIGNAL SIGUSR1" in (FILES / CONTAINERFILE).read_text()
+    assert "hard-stop-after 5s" in haproxy_config(TABLE, None)
 
 
 def test_quote_is_one_word() -> None:
