@@ -29,7 +29,7 @@ from llama_docker.status import device_url
 from llama_docker.units import FILES
 
 from . import converge
-from .common import say
+from .common import notes, say
 from .facts import ImageId, NumericOwner
 from .image import build_command
 
@@ -148,5 +148,7 @@ def gateway(plan: Plan) -> bool:
         url = device_url(cfg.bind, cfg.gateway_port) + HEALTH_PATH
         server.shell(name=f"Gateway answers {HEALTH_PATH}", commands=[_wait_command(url)])
     models = ", ".join(f"{m} ({len(u)})" for m, u in sorted(table.items()))
-    say(host, f"gateway on port {cfg.gateway_port}: {models}")
+    what = "gateway only" if cfg.gateway_only else "gateway"
+    say(host, f"{what} on port {cfg.gateway_port}: {models}")
+    notes[host.name] = f"{what} on port {cfg.gateway_port}: {models}"
     return restarted

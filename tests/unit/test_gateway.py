@@ -169,3 +169,28 @@ def test_a_device_serving_a_set_is_routed_for_each_of_its_models() -> None:
         {"name": "small", "path": "/m/b.gguf", "sha256": "b" * 64}]})
     assert served_models(cfg) == ["chat", "small"]
     assert served_models(config.load(DEFAULTS)) == ["qwen2.5-0.5b-instruct"]
+
+
+def test_a_gateway_only_box_is_no_route(tmp_path: Path) -> None:
+    table, skipped = routes([("raspi", host(tmp_path, "a")),
+                             ("gw", host(tmp_path, "a", gateway="only"))])
+    assert skipped == {} and table == {"a": [Upstream("raspi", "raspi", 8080, None)]}
+    assert config.load({**DEFAULTS, "gateway": "only"}).gateway_only
+    assert not config.load({**DEFAULTS, "gateway": True}).gateway_only
+    with pytest.raises(ConfigError, match="'only'"):
+        config.load({**DEFAULTS, "gateway": "yes"})
+
+
+def test_a_gateway_only_box_runs_the_runtime_and_the_gateway() -> None:
+    """No model, image, web UI, service or health step there, and none of their facts."""
+    from llama_docker.tasks import steps
+
+    only = config.load({**DEFAULTS, "gateway": "only"})
+    assert [s.name for s in steps.of_host(only, steps.ALL)] == ["runtime", "gateway"]
+    assert [s.name for s in steps.of_host(only, steps.MODEL_ONLY)] == ["gateway"]
+    both = config.load({**DEFAULTS, "gateway": True})
+    assert steps.of_host(both, steps.ALL) == steps.ALL
+    tgt = choose("debian", "auto", "auto", "/home/pi", "llama-docker")
+    asked = {cls.__name__ for cls, _ in steps.wants(only, tgt)}
+    assert "ImageId" in asked and not asked & {"StoreState", "UnitHealth"}
+    assert len(steps.wants(only, tgt)) < len(steps.wants(both, tgt))
