@@ -14,7 +14,19 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import download, fleet, hashcost, noop, push, report, resume, serve, upstream, vulkan
+from . import (
+    download,
+    fleet,
+    gateway,
+    hashcost,
+    noop,
+    push,
+    report,
+    resume,
+    serve,
+    upstream,
+    vulkan,
+)
 from .common import Lab, Result, log, save_result
 
 BENCHES: dict[str, Callable[[Lab], Result]] = {
@@ -27,6 +39,7 @@ BENCHES: dict[str, Callable[[Lab], Result]] = {
     "fleet": fleet.bench,
     "serve": serve.bench,
     "vulkan": vulkan.bench,
+    "gateway": gateway.bench,
 }
 
 

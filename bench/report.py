@@ -16,7 +16,8 @@ from . import results
 
 REPO = results.REPO
 DOC = REPO / "docs" / "BENCHMARKS.md"
-ORDER = ["push", "download", "upstream", "resume", "hash", "noop", "fleet", "serve", "vulkan"]
+ORDER = ["push", "download", "upstream", "resume", "hash", "noop", "fleet", "serve", "vulkan",
+         "gateway"]
 TITLES = {
     "push": "1. Push throughput (controller to one device)",
     "download": "2. Controller download",
@@ -27,6 +28,7 @@ TITLES = {
     "fleet": "7. Fleet scaling (first deploy)",
     "serve": "8. Serving overhead",
     "vulkan": "9. Vulkan against the CPU (the lab's software Vulkan device)",
+    "gateway": "10. Gateway latency and memory",
 }
 
 
@@ -84,7 +86,8 @@ def render(res: dict[str, dict[str, Any]]) -> str:
         "# Benchmarks",
         "",
         "Written by `python3 -m bench` (one benchmark: `python3 -m bench push`, `download`, "
-        "`upstream`, `resume`, `hash`, `noop`, `fleet`, `serve`, `vulkan`) from the latest "
+        "`upstream`, `resume`, `hash`, `noop`, `fleet`, `serve`, `vulkan`, `gateway`) from the "
+        "latest "
         "result of "
         "each, kept in docs/benchmarks.json: a run of some benchmarks replaces those and "
         "keeps the others, each section says when and on which commit it was measured. "
