@@ -18,7 +18,7 @@ import shlex
 from .common import WORK, Lab, Result, Row, deploy, lab, log, model, rounds, write_knobs
 
 PORT = 8080  # the server's port, and the gateway's on its own box
-PAIRS = 200
+PAIRS = 300
 WARM = 10
 BODY = {"model": "gw-tiny", "prompt": "Hi", "max_tokens": 4, "temperature": 0,
         "ignore_eos": True}
@@ -28,7 +28,8 @@ def _inventory(server: lab.Device, box: lab.Device, local: str, sha: str) -> Non
     folder = WORK / "gateway"
     folder.mkdir(parents=True, exist_ok=True)
     hosts = [(server.name, {**server.host_data(), "lan_address": server.ip,
-                            "model": {"name": "gw-tiny", "path": local, "sha256": sha}}),
+                            "model": {"name": "gw-tiny", "path": local, "sha256": sha},
+                            "threads": 1}),
              (box.name, {**box.host_data(), "lan_address": box.ip, "gateway": "only",
                          "gateway_port": PORT})]
     (folder / "inventory.py").write_text(f"lab = {hosts!r}\n")
@@ -110,7 +111,10 @@ def bench(L: Lab) -> Result:
         "gateway (D G, G D, ...) from a third lab device acting as the LAN client; each "
         f"request is `POST /v1/completions` for {BODY['max_tokens']} tokens of the tiny "
         "generated model (temperature 0), timed by curl (`time_total`, a new connection "
-        "each). The server is a bench device deployed by this project; the gateway is a "
+        "each). The server is a bench device deployed by this project, with `threads = 1`: "
+        "llama.cpp's threads wait on each other at every token, so with two of them any "
+        "other work on the 2 shared cores swings a request's time several-fold, for both "
+        "paths alike, and hides the gateway's part. The gateway is a "
         "second device with `gateway = \"only\"` (HAProxy from Debian, the same container "
         "and configuration as any gateway). Latency in ms, direct: p50 "
         f"{d50:.1f}, p95 {d95:.1f}, min {min(ms['d']):.1f}, max {max(ms['d']):.1f}; through "
