@@ -38,6 +38,9 @@ REQUEST_TIMEOUT = 30
 def devices(device_image: str) -> Iterator[dict[str, lab.Device]]:
     devs = {n: lab.start_device(n, device_image, index=i, fresh=True) for n, i in INDEX.items()}
     yield devs
+    with ThreadPoolExecutor(len(devs)) as pool:  # the four at once, then the bookkeeping
+        list(pool.map(lambda d: docker("rm", "-f", "-v", d.container, check=False,
+                                       capture=True), devs.values()))
     for d in devs.values():
         lab.remove_device(d)
 
