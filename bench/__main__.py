@@ -17,6 +17,7 @@ from collections.abc import Callable
 from . import (
     download,
     fleet,
+    gateway,
     hashcost,
     noop,
     ondemand,
@@ -40,6 +41,7 @@ BENCHES: dict[str, Callable[[Lab], Result]] = {
     "serve": serve.bench,
     "vulkan": vulkan.bench,
     "ondemand": ondemand.bench,
+    "gateway": gateway.bench,
 }
 
 

@@ -101,7 +101,9 @@ api_key = ""
 
 # --- Fleet gateway (README: One address for the fleet) ---------------------------------------
 # True on the one host that runs the gateway: an HAProxy that routes each request by its
-# "model" to every device serving that model, balanced, with failover.
+# "model" to every device serving that model, balanced, with failover. "only" on a box that
+# runs the gateway and serves no model (a NAS, a small server): no model is fetched, fitted
+# or pushed there, no server image or unit; its model knobs are not used.
 gateway = False
 # Port of the gateway's OpenAI-compatible API on that host.
 gateway_port = 4000

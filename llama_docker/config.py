@@ -58,13 +58,25 @@ class Config:
     models_max: int = 0  # models loaded at once; 0 = decided from the device's RAM
     # The fleet gateway (llama_docker/gateway_routes.py): defaults keep Config(...) callers
     # that predate it working.
-    gateway: bool = False
+    gateway: bool | str = False  # True, False or "only" (the gateway and no model server)
     gateway_port: int = 4000
     lan_address: str = ""
     gpu: str = "auto"
     n_gpu_layers: str = "all"
     lab_only_vk_visible_devices: str = ""
     image_source: str = "controller"  # "device": each device builds its own image
+
+    @property
+    def gateway_only(self) -> bool:
+        """A box that runs the fleet's gateway and serves no model itself."""
+        return self.gateway == "only"
+
+
+def _gateway(knob: str, value: Any) -> bool | str:
+    if value is True or value is False or value == "only":
+        return value
+    raise ConfigError(knob, value, "True (this host also runs the gateway), False, or 'only' "
+                                   "(it runs the gateway and serves no model)")
 
 
 def _int(lo: int, hi: int) -> Callable[[str, Any], int]:
@@ -249,7 +261,7 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "cache_dir": _abs_path,
     "api_key": _api_key,
     "model_source": _choice("controller", "direct"),
-    "gateway": _bool,
+    "gateway": _gateway,
     "gateway_port": _int(1, 65535),
     "lan_address": _lan_address,
     "models": resolve_models,

@@ -86,6 +86,7 @@ def haproxy_config(table: Mapping[str, list[Upstream]], client_key: str | None) 
                                          for m in sorted(table)]}
     return _env.get_template("haproxy.cfg.j2").render(
         backends=backends, health=quote(text), models_json=quote(json.dumps(models)),
+        any_down=" or ".join(f"gw_health {b.name}_down" for b in backends),
         client_key=quote(f"Bearer {client_key}") if client_key else "")
 
 

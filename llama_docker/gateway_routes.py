@@ -41,7 +41,8 @@ def routes(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[
     """(model name -> its devices in inventory order, host -> why it was left out).
 
     `hosts` are (inventory name, knob data with defaults). A host whose knobs do not load
-    is left out with the reason (its own run refuses it with the same line).
+    is left out with the reason (its own run refuses it with the same line); a gateway-only
+    box (`gateway = "only"`) serves nothing and is not a route.
     """
     table: dict[str, list[Upstream]] = {}
     skipped: dict[str, str] = {}
@@ -52,6 +53,8 @@ def routes(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[
         except (ConfigError, OSError) as exc:
             skipped[name] = str(exc)
             continue
+        if cfg.gateway_only:
+            continue  # it runs the gateway and serves no model
         up = Upstream(host=name, address=address_of(name, data, cfg), port=cfg.port,
                       api_key=key)
         for model in served_models(cfg):

@@ -21,12 +21,15 @@ from .apikey import paths
 from .config import Config
 from .errors import ConfigError, RefusedError
 from .fit import GIB, MIB
+from .gateway_config import HEALTH_PATH as GATEWAY_HEALTH
 from .gpu_status import backend, probe
 from .image import VERSION_LABEL
 from .profile import ARCHES, detect
 from .status_models import models_line, router_models, summary
 from .target import Target, choose
 from .units import CONTAINER
+
+GATEWAY_UNIT = "llama-gateway.service"
 
 PROMPT = {"prompt": "Hello", "n_predict": 16, "temperature": 0, "ignore_eos": True}
 HEALTH_MAX_TIME = 5
@@ -66,12 +69,23 @@ class Row:
     gpu_device: str | None = None  # the Vulkan device that serves, e.g. `Vulkan0: llvmpipe ...`
     arch: str | None = None  # Debian's name for the CPU (amd64, arm64)
     llama_cpp: str | None = None  # the llama.cpp version the running server's image records
+    # The fleet gateway on this host (gateway knob): {"port", "service", "health" (HTTP status
+    # of its page, 0 when none), "models": {model: {device: 1 up | 0 down}}}; None without.
+    gateway: dict[str, Any] | None = None
+    # A gateway-only box (gateway = "only"): no model server; service, health and port are
+    # the gateway's.
+    gateway_only: bool = False
 
     @property
     def healthy(self) -> bool:
-        """Serving: the unit runs, /health says 200 and a short generation produced tokens."""
-        return bool(self.reachable and self.error is None and self.service == "active"
-                and self.health == 200 and bool(self.tokens_per_s))
+        """Serving: the unit runs, /health says 200 and a short generation produced tokens;
+        on the gateway's host also the gateway answers its health page."""
+        if not self.reachable or self.error is not None:
+            return False
+        if self.gateway_only:
+            return self.gateway is not None and gateway_answers(self.gateway)
+        return bool(self.service == "active" and self.health == 200 and bool(self.tokens_per_s)
+                    and (self.gateway is None or gateway_answers(self.gateway)))
 
     @property
     def drift(self) -> bool:
@@ -80,6 +94,12 @@ class Row:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "healthy": self.healthy}
+
+
+def gateway_answers(gw: Mapping[str, Any]) -> bool:
+    """The gateway's unit runs and its page answered: 200, or 503 while a model has no device
+    up (the devices' own rows say why)."""
+    return gw.get("service") == "active" and gw.get("health") in (200, 503)
 
 
 def device_url(bind: str, port: int) -> str:
@@ -138,6 +158,10 @@ def script(cfg: Config, t: Target, uid: int) -> str:
     curl = (f"curl -s --max-time {COMPLETION_MAX_TIME} -H 'Content-Type: application/json' "
             f"-d {body}")
     as_root = "sudo -n " if t.sudo else ""
+    if cfg.gateway_only:  # no server, no model store: the machine and its gateway
+        return "; ".join([
+            "echo \"ram_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)\"",
+            'echo "arch=$(uname -m)"', *gateway_lines(cfg), "exit 0"])
     return "; ".join([
         f"d={_shell_path(t.models_dir)}",
         _service_state(t, f"{cfg.service_name}.service", uid),
@@ -157,12 +181,55 @@ def script(cfg: Config, t: Target, uid: int) -> str:
         f"{url}/health 2>/dev/null)",
         'echo "health=$h"',
         *([models_line(url, header, as_root, COMPLETION_MAX_TIME)] if cfg.models else []),
+        *(gateway_lines(cfg) if cfg.gateway else []),
         f'if [ "$h" = 200 ]; then if [ $s = yes ] && {as_root}test -f {header}; then '
         f"c=$({as_root}{curl} -H @{header} {url}/completion 2>/dev/null); "
         f"else c=$({curl} {url}/completion 2>/dev/null); fi; "
         "printf 'completion=%s\\n' \"$c\" | tr -d '\\r'; fi",
         "exit 0",
     ])
+
+
+def gateway_lines(cfg: Config) -> list[str]:
+    """The gateway's unit state, then its health page: the HTTP status and the JSON (one
+    line, as HAProxy writes it)."""
+    url = shlex.quote(device_url(cfg.bind, cfg.gateway_port) + GATEWAY_HEALTH)
+    return [
+        f'echo "gateway_service=$(systemctl is-active {GATEWAY_UNIT} 2>/dev/null)"',
+        f"g=$(curl -s --max-time {HEALTH_MAX_TIME} -w '\\n%{{http_code}}' {url} 2>/dev/null)",
+        'printf \'gateway_health=%s\\n\' "$(printf \'%s\\n\' "$g" | tail -n 1)"',
+        'printf \'gateway=%s\\n\' "$(printf \'%s\\n\' "$g" | sed \'$d\' | tr -d \'\\r\\n\')"',
+    ]
+
+
+def gateway_from(cfg: Config, facts: Mapping[str, str]) -> dict[str, Any] | None:
+    """The gateway's part of its host's row; None on every other host."""
+    if not cfg.gateway:
+        return None
+    try:
+        page = json.loads(facts.get("gateway") or "null")
+    except ValueError:
+        page = None
+    models = page.get("models") if isinstance(page, dict) else None
+    return {"port": cfg.gateway_port, "service": facts.get("gateway_service") or "unknown",
+            "health": _int(facts.get("gateway_health")) or 0,
+            "models": models if isinstance(models, dict) else {}}
+
+
+def gateway_line(row: Row) -> str | None:
+    """`gateway on nas (*:4000): tiny-a 1 of 2 up (raspi down), tiny-b 1 of 1 up`."""
+    gw = row.gateway
+    if gw is None:
+        return None
+    where = f"gateway on {row.host} ({_listen(replace(row, port=gw.get('port')))})"
+    if not gateway_answers(gw):
+        return f"{where}: not answering (unit {gw.get('service') or 'unknown'})"
+    parts = []
+    for model, devices in sorted(gw.get("models", {}).items()):
+        down = sorted(h for h, up in devices.items() if up != 1)
+        parts.append(f"{model} {len(devices) - len(down)} of {len(devices)} up"
+                     + (f" ({', '.join(down)} down)" if down else ""))
+    return f"{where}: {', '.join(parts) or 'no routes'}"
 
 
 def image_lines(t: Target) -> list[str]:
@@ -224,6 +291,8 @@ def _int(value: str | None) -> int | None:
 
 def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row:
     """A reachable host's row from its knobs, its target and what its script printed."""
+    if cfg.gateway_only:
+        return _gateway_box_row(host, cfg, t, facts)
     free, ram_kib = _int(facts.get("disk_free_kib")), _int(facts.get("ram_kib"))
     ram = ram_kib * 1024 if ram_kib is not None else _int(facts.get("ram_bytes"))
     serves, device = backend(t, facts)
@@ -241,8 +310,19 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
         llama_cpp=facts.get("llama_cpp") or None,
     )
     kind, version = webui.served(facts.get("webui_link", ""), facts.get("webui_args", ""))
-    row = replace(row, webui=kind, webui_version=version)
+    row = replace(row, webui=kind, webui_version=version, gateway=gateway_from(cfg, facts))
     return replace(row, **_set_fields(cfg, facts)) if cfg.models else row
+
+
+def _gateway_box_row(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row:
+    gw = gateway_from(cfg, facts)
+    assert gw is not None
+    ram_kib = _int(facts.get("ram_kib"))
+    return Row(host=host, reachable=True, profile=t.profile, runtime=t.runtime,
+               service=gw["service"], health=gw["health"], port=cfg.gateway_port,
+               bind=cfg.bind, ram_bytes=ram_kib * 1024 if ram_kib is not None else None,
+               arch=ARCHES.get(facts.get("arch", ""), facts.get("arch") or None),
+               gateway=gw, gateway_only=True)
 
 
 def _set_fields(cfg: Config, facts: Mapping[str, str]) -> dict[str, Any]:
@@ -318,7 +398,8 @@ def _listen(row: Row) -> str:
 def _cells(row: Row, differs: bool = False) -> list[str]:
     sha = (row.sha256 or "-")[:SHORT] + ("*" if row.drift else "")
     return [
-        row.host, row.profile or "-", row.runtime or "-", row.service or "-", row.model or "-",
+        row.host, row.profile or "-", row.runtime or "-", row.service or "-",
+        "(gateway only)" if row.gateway_only else row.model or "-",
         sha, (row.previous_sha256 or "-")[:SHORT], str(row.health) if row.health else "down",
         _listen(row), "?" if row.api_key is None else "on" if row.api_key else "off",
         f"{row.tokens_per_s:.1f}" if row.tokens_per_s else "-",
@@ -356,6 +437,7 @@ def table(rows: list[Row]) -> str:
             lines.append(f"{row.host.ljust(widths[0])}  {what}{row.error}")
         else:
             lines.append(line(cells))
+    lines += [g for g in map(gateway_line, rows) if g]
     healthy = sum(r.healthy for r in rows)
     lines.append(f"{healthy} of {len(rows)} hosts healthy")
     if any(r.drift for r in rows):

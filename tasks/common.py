@@ -16,6 +16,8 @@ from llama_docker.login import login_user, root_command, sudo_password
 errors: dict[str, str] = {}
 # Hosts stopped by preflight before anything changed on them.
 refused: set[str] = set()
+# What a host is besides a model server (the gateway), for its summary line.
+notes: dict[str, str] = {}
 
 
 def say_error(h, message: str) -> None:  # noqa: ANN001 - a pyinfra Host

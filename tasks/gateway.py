@@ -29,7 +29,7 @@ from llama_docker.status import device_url
 from llama_docker.units import FILES
 
 from . import converge
-from .common import say
+from .common import notes, say
 from .facts import ImageId, NumericOwner
 from .image import build_command
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 NAME = "llama-gateway"
 HEALTH_WAIT = 60  # seconds for HAProxy to answer after a (re)start: it starts in well under 1
+CHECK_GRACE = 10  # seconds for its first checks (every 2 s) to find each model's devices up
 
 
 def config_file(tgt: Target) -> str:
@@ -108,9 +109,13 @@ def _image(plan: Plan) -> tuple[str, bool]:
 
 
 def _wait_command(url: str) -> str:
-    """A bounded wait for the gateway's own health answer on the device."""
-    return (f"for i in $(seq {HEALTH_WAIT}); do curl -fsS -o /dev/null --max-time 2 "
-            f"{shlex.quote(url)} && exit 0; sleep 1; done; "
+    """A bounded wait for the gateway's health answer on the device: 200 once every model has
+    a device whose check passed. A model still without one after CHECK_GRACE seconds (its
+    devices are down) is the status table's news, not a failed run."""
+    return (f"for i in $(seq {HEALTH_WAIT}); do "
+            f"c=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 {shlex.quote(url)}); "
+            f'[ "$c" = 200 ] && exit 0; [ "$c" = 503 ] && [ $i -gt {CHECK_GRACE} ] && exit 0; '
+            f"sleep 1; done; "
             f"echo 'gateway did not answer {url} within {HEALTH_WAIT}s' >&2; exit 1")
 
 
@@ -143,5 +148,7 @@ def gateway(plan: Plan) -> bool:
         url = device_url(cfg.bind, cfg.gateway_port) + HEALTH_PATH
         server.shell(name=f"Gateway answers {HEALTH_PATH}", commands=[_wait_command(url)])
     models = ", ".join(f"{m} ({len(u)})" for m, u in sorted(table.items()))
-    say(host, f"gateway on port {cfg.gateway_port}: {models}")
+    what = "gateway only" if cfg.gateway_only else "gateway"
+    say(host, f"{what} on port {cfg.gateway_port}: {models}")
+    notes[host.name] = f"{what} on port {cfg.gateway_port}: {models}"
     return restarted

@@ -23,7 +23,7 @@ class Plan:
     arch: str
     threads: int
     user: str
-    model: LocalFile
+    model: LocalFile | None  # None on a gateway-only box (`gateway = "only"`)
     mmproj: LocalFile | None
     store: Store
     target: target.Target

@@ -70,8 +70,11 @@ def device_state(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str
                  ) -> Known:
     """Everything the steps check on a converged device, in one round trip."""
     root = tgt.models_dir
-    wanted = [(StoreState, {"root": root}), (FreeBytes, {"path": root}),
-              *steps.wants(cfg, tgt), *busy_port.wants(cfg, tgt)]
+    if cfg.gateway_only:  # no model store, no server: the runtime's and the gateway's facts
+        wanted = steps.wants(cfg, tgt)
+    else:
+        wanted = [(StoreState, {"root": root}), (FreeBytes, {"path": root}),
+                  *steps.wants(cfg, tgt), *busy_port.wants(cfg, tgt)]
     return gather(wanted, _sudo=tgt.sudo, _env={**tgt.unit_env(uid), **env})
 
 
@@ -126,6 +129,8 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     if tgt.sudo:
         _check_sudo(ident.get(SudoWorks), user)
     gateway.check(cfg, tgt)
+    if cfg.gateway_only:
+        return _gateway_box(cfg, tgt, uid, env, arch, user, ident, brew)
     cache = Path(cfg.cache_dir).expanduser()
     specs = [cfg.model.file] + ([cfg.model.mmproj] if cfg.model.mmproj else [])
     # Fit first, from what the URL says (sha256, size): nothing is downloaded for a device
@@ -153,6 +158,18 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
                 memory_mib=memory_mib, aes=ident.get(CpuHasAes),
                 known=known, brew=brew, env=env, models=members, models_max=models_max,
                 webui=own_ui)
+
+
+def _gateway_box(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str, str],
+                 arch: str, user: str, ident: Known, brew: str | None) -> Plan:
+    """`gateway = "only"`: the runtime and the gateway, nothing of a model server. No model is
+    fitted, fetched or pushed, no server image built, no llama-server unit written."""
+    known = device_state(cfg, tgt, uid, env)
+    runtime.check(cfg, tgt, known)
+    say(host, "gateway only: this host serves no model")
+    return Plan(cfg=cfg, profile=tgt.profile, arch=arch, threads=0, user=user, model=None,
+                mmproj=None, store=Store(tgt.models_dir, "sha256sum"), target=tgt, uid=uid,
+                memory_mib=0, aes=ident.get(CpuHasAes), known=known, brew=brew, env=env)
 
 
 def _one_model(cfg: config.Config, tgt: target.Target, specs: list[ModelFile],

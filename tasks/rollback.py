@@ -14,7 +14,7 @@ from llama_docker.model_set import CURRENT_SET, PREVIOUS_SET
 from llama_docker.store import link_commands
 
 from .agents import restart_and_logs
-from .common import fail_host
+from .common import fail_host, say
 from .facts import StoreState
 from .health import health
 from .preflight import device_target
@@ -27,6 +27,9 @@ def rollback(knobs: Mapping[str, Any] | None = None) -> bool:
         cfg, t, uid, _ = device_target(knobs)
     except LlamaDockerError as exc:
         fail_host(str(exc))
+        return False
+    if cfg.gateway_only:
+        say(host, "gateway only: no model to roll back on this host")
         return False
     root = t.models_dir
     cmds = []

@@ -82,16 +82,22 @@ ALL = (
 )
 # After a change of the model knob: everything but the runtime, which is already there.
 MODEL_ONLY = tuple(s for s in ALL if s.name != "runtime")
+# What a gateway-only box (`gateway = "only"`) runs of any list: it serves no model.
+GATEWAY_BOX = ("runtime", "gateway")
+
+
+def of_host(cfg: Config, which: tuple[Step, ...]) -> tuple[Step, ...]:
+    return tuple(s for s in which if s.name in GATEWAY_BOX) if cfg.gateway_only else which
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
     """Every fact the steps check, for preflight's one round trip."""
-    return [w for step in ALL for w in step.wants(cfg, tgt)]
+    return [w for step in of_host(cfg, ALL) for w in step.wants(cfg, tgt)]
 
 
 def run(plan: Plan, which: tuple[Step, ...] = ALL) -> Progress:
     """The steps for one host, in order."""
     done = Progress()
-    for step in which:
+    for step in of_host(plan.cfg, which):
         step.run(plan, done)
     return done

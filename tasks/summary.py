@@ -25,7 +25,7 @@ from pyinfra.context import ctx_state
 from llama_docker import controller, diagnose
 from llama_docker.fit import gib
 
-from .common import errors, is_dry, refused
+from .common import errors, is_dry, notes, refused
 
 _registered = False
 _interrupted = False  # Ctrl-C reached pyinfra: hosts not done say so, and the exit code too
@@ -112,7 +112,7 @@ def _rows() -> list[tuple[str, str, str, list[str]]]:
             steps = _steps(host)
             rows.append((name, f"{len(steps)} steps" if steps else "up to date", "", steps))
         else:
-            rows.append((name, "ok", "", []))
+            rows.append((name, "ok", notes.get(name, ""), []))
     return rows
 
 

@@ -1,27 +1,36 @@
 """One address for the fleet: three lab devices (two serve model A, one serves model B and
-runs the gateway), requests through the gateway with the `openai` client, a device stopped
-and started again, and proof that the gateway's container reaches nothing but the devices."""
+runs the gateway) and a fourth that runs only a gateway; requests through the gateways with
+the `openai` client, a device stopped and started again, the gateway row of status, and
+proof that the gateway's container reaches nothing but the devices."""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.conftest import deploy, make_model, write_knobs
+from tests.conftest import REPO, deploy, make_model, write_knobs
 from tests.lab import lab
 from tests.lab.sh import docker
 
 pytestmark = pytest.mark.lab
-A1, A2, B = "e2e-gw-1", "e2e-gw-2", "e2e-gw-3"
-INDEX = {A1: 75, A2: 76, B: 77}
+A1, A2, B, G = "e2e-gw-1", "e2e-gw-2", "e2e-gw-3", "e2e-gw-4"
+INDEX = {A1: 75, A2: 76, B: 77, G: 78}
 # The gateway listens on B's 8080, the lab's published port; B's own server moves to 8081.
-KNOBS = {A1: {}, A2: {}, B: {"port": 8081, "gateway": True, "gateway_port": 8080}}
+# G is a box that serves no model: it runs a second gateway (and gets no model knob: the
+# default preset's download, which the lab cannot reach, would fail its run).
+KNOBS = {A1: {}, A2: {}, B: {"port": 8081, "gateway": True, "gateway_port": 8080},
+         G: {"gateway": "only", "gateway_port": 8080}}
+BRIDGE = "172.17.0.0/16"  # docker's default bridge inside a device: the gateway's container
 REQUEST_TIMEOUT = 30
 
 
@@ -29,6 +38,9 @@ REQUEST_TIMEOUT = 30
 def devices(device_image: str) -> Iterator[dict[str, lab.Device]]:
     devs = {n: lab.start_device(n, device_image, index=i, fresh=True) for n, i in INDEX.items()}
     yield devs
+    with ThreadPoolExecutor(len(devs)) as pool:  # the four at once, then the bookkeeping
+        list(pool.map(lambda d: docker("rm", "-f", "-v", d.container, check=False,
+                                       capture=True), devs.values()))
     for d in devs.values():
         lab.remove_device(d)
 
@@ -50,16 +62,16 @@ def fleet(devices: dict[str, lab.Device], tmp_path_factory: pytest.TempPathFacto
 
 
 def write_inventory(folder: Path, devices: dict[str, lab.Device], serves: dict) -> Path:
-    hosts = [(n, {**d.host_data(), "model": serves[n], "lan_address": d.ip, **KNOBS[n]})
-             for n, d in devices.items()]
+    hosts = [(n, {**d.host_data(), **({"model": serves[n]} if n in serves else {}),
+                  "lan_address": d.ip, **KNOBS[n]}) for n, d in devices.items()]
     path = folder / "inventory.py"
     path.write_text(f"lab = {hosts!r}\n")
     return path
 
 
-def client(devices: dict[str, lab.Device], key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"http://127.0.0.1:{devices[B].http_port}/v1", api_key=key,
-                         timeout=REQUEST_TIMEOUT, max_retries=0)
+def client(devices: dict[str, lab.Device], key: str, via: str = B) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{devices[via].http_port}/v1",
+                         api_key=key, timeout=REQUEST_TIMEOUT, max_retries=0)
 
 
 def complete(c: openai.OpenAI, model: str) -> str:
@@ -76,20 +88,20 @@ def predicted(dev: lab.Device, port: int, key: str) -> int:
     return int(float(found[1])) if found else 0
 
 
-def gateway_health(devices: dict[str, lab.Device]) -> dict:
-    text = devices[B].exec("curl", "-s", "--max-time", "5",
-                           "http://127.0.0.1:8080/gateway/health")
+def gateway_health(devices: dict[str, lab.Device], via: str = B) -> dict:
+    text = devices[via].exec("curl", "-s", "--max-time", "5",
+                             "http://127.0.0.1:8080/gateway/health")
     return json.loads(text)["models"]
 
 
 def wait_up(devices: dict[str, lab.Device], host: str, model: str, up: int,
-            seconds: float = 180) -> None:
+            seconds: float = 180, via: str = B) -> None:
     """Bounded wait until the gateway sees `host` as up (1) or down (0) for `model`."""
     deadline = time.monotonic() + seconds
     last: object = None
     while time.monotonic() < deadline:
         try:
-            last = gateway_health(devices)
+            last = gateway_health(devices, via)
             if last.get(model, {}).get(host) == up:
                 return
         except (ValueError, OSError, RuntimeError) as exc:
@@ -129,7 +141,7 @@ def test_a_device_stopped_then_started(devices: dict[str, lab.Device], fleet: di
     answered through the gateway, by the other A device | Left: the device started again
     takes requests again"""
     key, c = fleet["key"], client(devices, fleet["key"])
-    docker("stop", "-t", "5", devices[A1].container, capture=True, timeout=120)
+    docker("kill", devices[A1].container, capture=True, timeout=120)  # power gone at once
     try:
         started = time.monotonic()
         for _ in range(10):
@@ -151,6 +163,48 @@ def test_second_run_changes_nothing(devices: dict[str, lab.Device], fleet: dict)
         assert again.changed(name) == 0, again.output[-4000:]
 
 
+def status(inv: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "status.py", str(inv), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_status_has_a_gateway_row(devices: dict[str, lab.Device], fleet: dict) -> None:
+    wait_up(devices, A1, "tiny-a", 1)  # back from the test that stopped it
+    with ThreadPoolExecutor(2) as pool:  # the JSON and the table, asked at once
+        as_json, as_table = pool.map(lambda a: status(fleet["inv"], *a), (["--json"], []))
+    assert as_json.returncode == 0, as_json.stdout + as_json.stderr
+    rows = {r["host"]: r for r in json.loads(as_json.stdout)}
+    assert rows[B]["gateway"] == {"port": 8080, "service": "active", "health": 200,
+                                  "models": {"tiny-a": {A1: 1, A2: 1}, "tiny-b": {B: 1}}}
+    assert rows[A1]["gateway"] is None and rows[A2]["gateway"] is None
+    box = rows[G]
+    assert box["gateway_only"] and box["healthy"] and box["model"] is None, box
+    assert box["gateway"]["models"] == rows[B]["gateway"]["models"]
+    table = as_table.stdout.splitlines()
+    for name in (B, G):
+        assert f"gateway on {name} (*:8080): tiny-a 2 of 2 up, tiny-b 1 of 1 up" in table, table
+    assert [line.split()[4:6] for line in table if line.startswith(G)] == [
+        ["(gateway", "only)"]], table
+
+
+def test_a_gateway_only_box_routes_and_serves_nothing(devices: dict[str, lab.Device],
+                                                      fleet: dict) -> None:
+    """gateway = "only": both models through it; no model, server unit or server image on it;
+    the summary says what it is."""
+    c = client(devices, fleet["key"], via=G)
+    assert sorted(m.id for m in c.models.list()) == ["tiny-a", "tiny-b"]
+    assert complete(c, "tiny-a") and complete(c, "tiny-b")
+    box = devices[G]
+    images = box.exec("docker", "images", "--format", "{{.Repository}}").split()
+    assert "llama-docker/gateway" in images and "llama-docker/server" not in images, images
+    there = box.exec("sh", "-c", "for p in /etc/systemd/system/llama-docker.service "
+                     "/etc/systemd/system/llama-gateway.service /var/lib/llama-docker; do "
+                     "[ -e $p ] && echo $p; done; true").split()
+    assert there == ["/etc/systemd/system/llama-gateway.service"]
+    assert re.search(rf"^\s+{G}\s+ok\s+gateway only on port 8080: tiny-a \(2\), tiny-b \(1\)$",
+                     fleet["first"].output, re.M), fleet["first"].output[-3000:]
+
+
 def test_keys_stay_out_of_argv_env_and_inspect(devices: dict[str, lab.Device],
                                                fleet: dict) -> None:
     dev, key = devices[B], fleet["key"]
@@ -160,13 +214,108 @@ def test_keys_stay_out_of_argv_env_and_inspect(devices: dict[str, lab.Device],
     assert mode == ["400", "10002"]
 
 
+# Two chains of the gateway's device for traffic from docker's bridge (the gateway's
+# container): what is routed out (FORWARD, via docker's DOCKER-USER) and what goes to the device
+# itself (INPUT: the device's own server, reached at its LAN address through docker's proxy).
+FIREWALL = {"GW-FWD": "DOCKER-USER", "GW-IN": "INPUT"}
+
+
+def _firewall(devices: dict[str, lab.Device]) -> None:
+    """Rules appended in order, one per device (an address list would insert one rule per
+    address at the same position, in reverse, and split the chain)."""
+    dev = devices[B]
+    # The device's own server container is on that bridge too: its side of the connections
+    # docker's proxy makes to it (the gateway reaches it at the device's address) is not the
+    # gateway's traffic. Counted, one packet of it to the device itself (not to the server's
+    # port, so not the gateway's) was once taken for an outside attempt.
+    server = dev.exec("docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}",
+                      "llama").strip()
+    for chain, parent in FIREWALL.items():
+        dev.exec("iptables", "-N", chain)
+        local = chain == "GW-IN"
+        targets = [(dev.ip, 8081)] if local else [(devices[h].ip, 8080) for h in (A1, A2)]
+        rules = [
+            ["-s", server, "-j", "RETURN"],
+            ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"],
+            ["-p", "udp", "--dport", "53", "-m", "comment", "--comment", "gw-dns", "-j", "DROP"],
+            ["-p", "tcp", "--dport", "53", "-m", "comment", "--comment", "gw-dns", "-j", "DROP"],
+            *(["-d", ip, "-p", "tcp", "--dport", str(port), "-m", "comment", "--comment",
+               "gw-dev", "-j", "RETURN"] for ip, port in targets),
+            ["-m", "comment", "--comment", "gw-out", "-j", "DROP"],
+        ]
+        for rule in rules:
+            dev.exec("iptables", "-A", chain, *rule)
+        dev.exec("iptables", "-I", parent, "1", "-s", BRIDGE, "-j", chain)
+
+
+def _firewall_off(dev: lab.Device) -> None:
+    for chain, parent in FIREWALL.items():
+        dev.exec("iptables", "-D", parent, "-s", BRIDGE, "-j", chain, check=False)
+        dev.exec("iptables", "-F", chain, check=False)
+        dev.exec("iptables", "-X", chain, check=False)
+
+
+def _counters(dev: lab.Device) -> dict[str, dict[str, int]]:
+    """Packets each commented rule matched, per chain and comment."""
+    found: dict[str, dict[str, int]] = {}
+    for chain in FIREWALL:
+        seen = found.setdefault(chain, {})
+        for line in dev.exec("iptables", "-L", chain, "-v", "-x", "-n").splitlines():
+            rule = re.search(r"/\* (gw-\w+) \*/", line)
+            if rule:
+                seen[rule[1]] = seen.get(rule[1], 0) + int(line.split()[0])
+    return found
+
+
+def _in_gateway(dev: lab.Device, *commands: str) -> None:
+    """Commands run at once in the gateway's container, each given 2 s (a drop never ends)."""
+    both = " & ".join(f"timeout 2 bash -c {shlex.quote(c)}" for c in commands)
+    dev.exec("docker", "exec", "llama-gateway", "bash", "-c", f"{both}; wait", check=False)
+
+
+def test_gateway_reaches_nothing_but_the_devices(devices: dict[str, lab.Device],
+                                                 fleet: dict) -> None:
+    """Fault: the gateway tries a name lookup or a connection outside the fleet | Seen: the
+    device's firewall counts and drops it | Left: zero lookups, zero outside attempts across
+    a gateway restart and traffic to both models"""
+    dev = devices[B]
+    # No IPv6 in the gateway's container: the IPv4 rules below see all it can send.
+    assert dev.exec("docker", "exec", "llama-gateway", "cat", "/proc/net/if_inet6") == ""
+    _firewall(devices)
+    try:
+        # The rules are live: a name lookup, a connection to a lab address that is not a
+        # device (the registry mirror) and one to the device itself (ssh) are counted.
+        _in_gateway(dev, "getent hosts deb.debian.org", f"echo > /dev/tcp/{lab.REGISTRY_IP}/5000",
+                    f"echo > /dev/tcp/{dev.ip}/22")
+        live = _counters(dev)
+        assert live["GW-FWD"]["gw-dns"] >= 1, live
+        assert live["GW-FWD"]["gw-out"] >= 1 and live["GW-IN"]["gw-out"] >= 1, live
+        for chain in FIREWALL:
+            dev.exec("iptables", "-Z", chain)
+        dev.exec("systemctl", "restart", "llama-gateway")
+        for name, model in ((A1, "tiny-a"), (A2, "tiny-a"), (B, "tiny-b")):
+            wait_up(devices, name, model, 1, seconds=60)  # a check passed behind the rules
+        c = client(devices, fleet["key"])
+        for model in ("tiny-a", "tiny-b", "tiny-a", "tiny-b"):
+            assert complete(c, model)
+        seen = _counters(dev)
+        # The gateway's traffic went through both chains, and nothing else was tried.
+        assert seen["GW-FWD"]["gw-dev"] > 0 and seen["GW-IN"]["gw-dev"] > 0, seen
+        assert {ch: {k: v for k, v in rules.items() if k != "gw-dev"}
+                for ch, rules in seen.items()} == {
+            "GW-FWD": {"gw-dns": 0, "gw-out": 0}, "GW-IN": {"gw-dns": 0, "gw-out": 0}}, seen
+    finally:
+        _firewall_off(dev)
+
+
 def test_changing_a_model_updates_the_routes_in_the_same_run(
         devices: dict[str, lab.Device], fleet: dict) -> None:
     serves = {**fleet["serves"], A2: fleet["models"]["b"]}
     inv = write_inventory(fleet["folder"], devices, serves)
     run = deploy(inv)
     assert run.code == 0, run.output[-4000:]
-    assert run.changed(B) >= 1  # the gateway's routes (and its restart)
-    wait_up(devices, A2, "tiny-b", 1, seconds=60)
-    health = gateway_health(devices)
-    assert set(health["tiny-a"]) == {A1} and set(health["tiny-b"]) == {A2, B}, health
+    assert run.changed(B) >= 1 and run.changed(G) >= 1  # the routes (and the restarts)
+    for via in (B, G):  # both gateways, in the same run
+        wait_up(devices, A2, "tiny-b", 1, seconds=60, via=via)
+        health = gateway_health(devices, via)
+        assert set(health["tiny-a"]) == {A1} and set(health["tiny-b"]) == {A2, B}, health

@@ -11,9 +11,16 @@ import pytest
 from llama_docker import config
 from llama_docker.defaults import DEFAULTS
 from llama_docker.errors import ConfigError, RefusedError
-from llama_docker.gateway_config import haproxy_config, image_tag, quote, systemd_unit
+from llama_docker.gateway_config import (
+    CONTAINERFILE,
+    haproxy_config,
+    image_tag,
+    quote,
+    systemd_unit,
+)
 from llama_docker.gateway_routes import Upstream, check, routes
 from llama_docker.target import choose
+from llama_docker.units import FILES
 
 SHA = "a" * 64
 
@@ -113,6 +120,17 @@ def test_health_answer_says_each_device_state() -> None:
     text = haproxy_config(TABLE, None)
     assert '"raspi": %[srv_is_up(model_0/raspi)]' in text
     assert '"nas": %[srv_is_up(model_1/nas)]' in text
+    # 503 while a model has no device up; a device is up only once a check has passed.
+    assert "acl model_1_down nbsrv(model_1) lt 1" in text
+    assert re.search(r"return status 503 .* if gw_health model_0_down or gw_health "
+                     r"model_1_down$", text, re.M)
+    assert "default-server check init-state down " in text
+
+
+def test_gateway_stops_on_its_soft_stop_signal() -> None:
+    """HAProxy as the container's PID 1 ignores SIGTERM: a stop would wait for the kill."""
+    assert "STOPSIGNAL SIGUSR1" in (FILES / CONTAINERFILE).read_text()
+    assert "hard-stop-after 5s" in haproxy_config(TABLE, None)
 
 
 def test_quote_is_one_word() -> None:
@@ -151,3 +169,28 @@ def test_a_device_serving_a_set_is_routed_for_each_of_its_models() -> None:
         {"name": "small", "path": "/m/b.gguf", "sha256": "b" * 64}]})
     assert served_models(cfg) == ["chat", "small"]
     assert served_models(config.load(DEFAULTS)) == ["qwen2.5-0.5b-instruct"]
+
+
+def test_a_gateway_only_box_is_no_route(tmp_path: Path) -> None:
+    table, skipped = routes([("raspi", host(tmp_path, "a")),
+                             ("gw", host(tmp_path, "a", gateway="only"))])
+    assert skipped == {} and table == {"a": [Upstream("raspi", "raspi", 8080, None)]}
+    assert config.load({**DEFAULTS, "gateway": "only"}).gateway_only
+    assert not config.load({**DEFAULTS, "gateway": True}).gateway_only
+    with pytest.raises(ConfigError, match="'only'"):
+        config.load({**DEFAULTS, "gateway": "yes"})
+
+
+def test_a_gateway_only_box_runs_the_runtime_and_the_gateway() -> None:
+    """No model, image, web UI, service or health step there, and none of their facts."""
+    from llama_docker.tasks import steps
+
+    only = config.load({**DEFAULTS, "gateway": "only"})
+    assert [s.name for s in steps.of_host(only, steps.ALL)] == ["runtime", "gateway"]
+    assert [s.name for s in steps.of_host(only, steps.MODEL_ONLY)] == ["gateway"]
+    both = config.load({**DEFAULTS, "gateway": True})
+    assert steps.of_host(both, steps.ALL) == steps.ALL
+    tgt = choose("debian", "auto", "auto", "/home/pi", "llama-docker")
+    asked = {cls.__name__ for cls, _ in steps.wants(only, tgt)}
+    assert "ImageId" in asked and not asked & {"StoreState", "UnitHealth"}
+    assert len(steps.wants(only, tgt)) < len(steps.wants(both, tgt))

@@ -237,6 +237,7 @@ STUBS = {
              'if [ "$1" = test ]; then [ -n "$FAKE_KEY" ]; exit; fi\nexec "$@"'),
     # curl: records its arguments; /health answers FAKE_HEALTH, /completion a JSON body.
     "curl": ('echo "$*" >> "$FAKE_LOG"\ncase "$*" in\n'
+             '  */gateway/health*) printf "%s\\n%s" "$FAKE_GATEWAY" "${FAKE_GW_CODE:-200}";;\n'
              '  */health*) printf "%s" "${FAKE_HEALTH:-200}";;\n'
              f"  */completion*) printf '%s' '{json.dumps(COMPLETION)}';;\nesac"),
 }
@@ -328,3 +329,62 @@ def test_script_missing_store_and_home_path(device: tuple[Path, dict[str, str]])
     c = cfg(models_dir="~/not/there yet")
     row = make_row("h", c, status.parse(run_script(c, env)))
     assert row.sha256 is None and row.disk_free_bytes  # df of the nearest existing parent
+
+
+# --- the gateway's row ----------------------------------------------------------------------
+
+GATEWAY_PAGE = {"models": {"tiny-a": {"raspi": 1, "pinebook": 0}, "tiny-b": {"nas": 1}}}
+
+
+def test_script_reads_the_gateway_page(device: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = device
+    c = cfg(models_dir=str(tmp / "models"), gateway=True, gateway_port=4000)
+    row = make_row("nas", c, status.parse(
+        run_script(c, env, gateway=json.dumps(GATEWAY_PAGE), gw_code="503")))
+    assert row.gateway == {"port": 4000, "service": "active", "health": 503,
+                           "models": GATEWAY_PAGE["models"]}
+    assert row.healthy  # 503: a model lacks a device, whose own row says why
+    assert "%{http_code} http://127.0.0.1:4000/gateway/health" in (tmp / "curl.log").read_text()
+    assert make_row("h", cfg(), healthy_facts()).gateway is None  # not the gateway's host
+
+
+def test_gateway_not_answering_makes_its_host_unhealthy(device: tuple[Path, dict[str, str]]
+                                                        ) -> None:
+    tmp, env = device
+    c = cfg(models_dir=str(tmp / "models"), gateway=True)
+    row = make_row("nas", c, status.parse(run_script(c, env, gateway="", gw_code="000")))
+    assert row.gateway == {"port": 4000, "service": "active", "health": 0, "models": {}}
+    assert not row.healthy
+    assert status.gateway_line(row) == "gateway on nas (*:4000): not answering (unit active)"
+
+
+def test_table_has_a_gateway_row_naming_devices_seen_down() -> None:
+    gw = cfg(gateway=True, gateway_port=4000)
+    rows = [*fleet(), make_row("nas", gw, healthy_facts(
+        gateway_service="active", gateway_health="200", gateway=json.dumps(GATEWAY_PAGE)))]
+    lines = status.table(rows).splitlines()
+    assert lines[-2] == ("gateway on nas (*:4000): tiny-a 1 of 2 up (pinebook down), "
+                         "tiny-b 1 of 1 up")
+    assert lines[-1] == "2 of 5 hosts healthy"
+    data = json.loads(status.to_json(rows))
+    assert data[-1]["gateway"]["models"] == GATEWAY_PAGE["models"]
+    assert [d["gateway"] for d in data[:-1]] == [None] * 4
+    assert status.from_json(data) == rows
+
+
+def test_gateway_only_box_is_its_gateway(device: tuple[Path, dict[str, str]]) -> None:
+    """gateway = "only": no server asked for, the row is the gateway's and says so."""
+    tmp, env = device
+    c = cfg(models_dir=str(tmp / "models"), gateway="only", gateway_port=8080)
+    row = make_row("gw", c, status.parse(run_script(c, env, gateway=json.dumps(GATEWAY_PAGE))))
+    assert row.gateway_only and row.healthy and row.model is None and row.sha256 is None
+    assert (row.service, row.health, row.port) == ("active", 200, 8080)
+    calls = (tmp / "curl.log").read_text()
+    assert "/gateway/health" in calls and "/completion" not in calls
+    assert "llama-gateway.service" in (tmp / "systemctl.log").read_text()
+    lines = status.table([row]).splitlines()
+    assert lines[1].split()[:6] == ["gw", "debian", "docker", "active", "(gateway", "only)"]
+    assert lines[2].startswith("gateway on gw (*:8080): tiny-a 1 of 2 up")
+    down = make_row("gw", c, status.parse(run_script(c, env, gateway="", gw_code="000",
+                                                     active="inactive")))
+    assert not down.healthy and status.table([down]).splitlines()[-1] == "0 of 1 hosts healthy"
