@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server
+from pyinfra.facts.files import File
+from pyinfra.operations import files, server, systemd
 
 from llama_docker import apikey, gateway_routes
 from llama_docker.defaults import DEFAULTS
@@ -58,8 +59,10 @@ def build_dir(tgt: Target) -> str:
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
-    if not cfg.gateway or tgt.manager != "systemd":
+    if tgt.manager != "systemd":
         return []
+    if not cfg.gateway:  # one switched off is removed: is its unit still there?
+        return [(File, {"path": unit_path()})]
     return [(ImageId, {"runtime": tgt.runtime,
                        "tag": image_tag(cfg.image_base, cfg.apt_check_valid_until)}),
             *converge.dir_facts(tgt.config_dir), *converge.file_facts(config_file(tgt)),
@@ -119,11 +122,27 @@ def _wait_command(url: str) -> str:
             f"echo 'gateway did not answer {url} within {HEALTH_WAIT}s' >&2; exit 1")
 
 
+def _switched_off(plan: Plan) -> None:
+    """A host whose `gateway` knob went back to False: its gateway stops, its unit and its
+    routes (which hold the keys) go. Its image stays, as cheap to keep as to rebuild."""
+    t = plan.target
+    if t.manager != "systemd" or plan.known.get(File, path=unit_path()) is None:
+        return
+    systemd.service(name=f"Gateway switched off: stop {NAME}.service", service=f"{NAME}.service",
+                    running=False, enabled=False, _sudo=True)
+    for path, what in ((unit_path(), "unit"), (config_file(t), "routes")):
+        files.file(name=f"Gateway switched off: remove its {what}", path=path, present=False,
+                   _sudo=True)
+    systemd.daemon_reload(name="Gateway switched off: systemd forgets the unit", _sudo=True)
+    say(host, f"gateway switched off: {NAME}.service stopped and removed")
+
+
 @deploy("Gateway")
 def gateway(plan: Plan) -> bool:
     """Return True when the gateway is (re)started in this run."""
     cfg, t, known = plan.cfg, plan.target, plan.known
     if not cfg.gateway:
+        _switched_off(plan)
         return False
     table = _table()
     client_key = apikey.resolve(cfg.api_key, Path(cfg.cache_dir).expanduser())

@@ -61,9 +61,11 @@ def fleet(devices: dict[str, lab.Device], tmp_path_factory: pytest.TempPathFacto
             "first": run}
 
 
-def write_inventory(folder: Path, devices: dict[str, lab.Device], serves: dict) -> Path:
+def write_inventory(folder: Path, devices: dict[str, lab.Device], serves: dict,
+                    knobs: dict | None = None) -> Path:
+    knobs = {**KNOBS, **(knobs or {})}
     hosts = [(n, {**d.host_data(), **({"model": serves[n]} if n in serves else {}),
-                  "lan_address": d.ip, **KNOBS[n]}) for n, d in devices.items()]
+                  "lan_address": d.ip, **knobs[n]}) for n, d in devices.items()]
     path = folder / "inventory.py"
     path.write_text(f"lab = {hosts!r}\n")
     return path
@@ -319,3 +321,22 @@ def test_changing_a_model_updates_the_routes_in_the_same_run(
         wait_up(devices, A2, "tiny-b", 1, seconds=60, via=via)
         health = gateway_health(devices, via)
         assert set(health["tiny-a"]) == {A1} and set(health["tiny-b"]) == {A2, B}, health
+
+
+def test_a_gateway_switched_off_is_removed(devices: dict[str, lab.Device], fleet: dict) -> None:
+    """`gateway = False` again on B: its gateway stops and its unit and routes (with the keys)
+    go in that run, B keeps serving its model, and the next run changes nothing."""
+    dev = devices[B]
+    serves = {**fleet["serves"], A2: fleet["models"]["b"]}
+    inv = write_inventory(fleet["folder"], devices, serves, knobs={B: {"port": 8081}})
+    run = deploy(inv)
+    assert run.code == 0, run.output[-4000:]
+    assert "gateway switched off: llama-gateway.service stopped and removed" in run.output
+    assert dev.exec("systemctl", "is-active", "llama-gateway", check=False).strip() != "active"
+    assert dev.exec("ls", "/etc/systemd/system/llama-gateway.service",
+                    "/etc/llama-docker/gateway.cfg", check=False).strip() == ""
+    assert dev.exec("docker", "ps", "-q", "--filter", "name=llama-gateway").strip() == ""
+    wait_up(devices, B, "tiny-b", 1, seconds=60, via=G)  # B still serves, through G's gateway
+    again = deploy(inv)
+    assert again.code == 0 and again.changed(B) == 0, again.output[-4000:]
+

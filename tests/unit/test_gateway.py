@@ -148,14 +148,17 @@ def test_unit_runs_the_gateway_locked_down() -> None:
     assert image_tag("debian:forky-slim", True) != image_tag("debian:forky-slim", False)
 
 
-def test_no_gateway_no_facts() -> None:
-    """A host without the gateway reads nothing more: a no-op run stays at 2 round trips."""
+def test_no_gateway_reads_only_whether_one_is_left() -> None:
+    """A host without the gateway reads one fact more, in preflight's batch (a no-op run
+    stays at 2 round trips): whether a gateway switched off left its unit behind."""
+    from pyinfra.facts.files import File
+
     from llama_docker.tasks import gateway
 
     cfg = config.load(DEFAULTS)
     tgt = choose("debian", "auto", "auto", "/home/pi", "llama-docker")
-    assert gateway.wants(cfg, tgt) == []
-    assert gateway.wants(config.load({**DEFAULTS, "gateway": True}), tgt)
+    assert gateway.wants(cfg, tgt) == [(File, {"path": gateway.unit_path()})]
+    assert len(gateway.wants(config.load({**DEFAULTS, "gateway": True}), tgt)) > 1
 
 
 def test_a_device_serving_a_set_is_routed_for_each_of_its_models() -> None:
