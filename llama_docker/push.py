@@ -221,14 +221,25 @@ def _at_offset(part: str, offset: int) -> str:
             f"{{ echo 'the .part changed since its size was read' >&2; exit {MOVED}; }}")
 
 
+def _durable(*paths: str) -> str:
+    """Wait until `paths` are on the disk (`sync FILE`: coreutils and BusyBox; a `sync` of
+    everything where the tool takes no names)."""
+    return f"{{ sync {' '.join(paths)} 2>/dev/null || sync; }}"
+
+
 def store_command(store: Store, sha: str) -> str:
     """Give a verified .part its final name and the `.ok` marker; prints `stored`.
-    Read-only once verified, so a stray write fails. The store belongs to the SSH user
-    (pushes need no sudo); owning it by root would not stop a user with sudo."""
-    part, final, marker = (shlex.quote(p) for p in
-                           (store.part(sha), store.final(sha), store.marker(sha)))
-    return (f"chmod 0444 {part} && mv -f {part} {final} && rm -f {marker} && "
-            f"echo {sha} > {marker} && chmod 0444 {marker} && echo stored")
+
+    The bytes reach the disk before the name does, and the name and the marker before
+    `stored`: a power cut right after a push (a Pi unplugged once the run ends) can never
+    leave a marked file whose bytes were still in the page cache, which later runs would
+    trust. Read-only once verified, so a stray write fails. The store belongs to the SSH
+    user (pushes need no sudo); owning it by root would not stop a user with sudo."""
+    part, final, marker, root = (shlex.quote(p) for p in (
+        store.part(sha), store.final(sha), store.marker(sha), store.root))
+    return (f"{_durable(part)} && chmod 0444 {part} && mv -f {part} {final} && "
+            f"rm -f {marker} && echo {sha} > {marker} && chmod 0444 {marker} && "
+            f"{_durable(marker, root)} && echo stored")
 
 
 def receive_command(store: Store, sha: str, size: int) -> str:

@@ -82,3 +82,25 @@ def test_a_part_already_there_is_not_overwritten(tmp_path: Path) -> None:
     Path(store.part(SHA)).write_bytes(DATA[:10])
     assert receive(store, SHA, DATA).returncode == MOVED
     assert Path(store.part(SHA)).read_bytes() == DATA[:10]
+
+
+def test_the_bytes_are_on_disk_before_the_name_and_the_marker_before_stored(
+        tmp_path: Path) -> None:
+    """`sync` (logged by a stand-in on PATH) is asked for the .part while the final name
+    does not exist yet, then for the marker and the store's folder once both do."""
+    bin_dir, root = tmp_path / "bin", tmp_path / "store"
+    bin_dir.mkdir()
+    root.mkdir()
+    log = tmp_path / "sync.log"
+    fake = bin_dir / "sync"
+    fake.write_text(f'#!/bin/sh\nfor p; do [ -e "$p" ] && echo "$p" >> {log}; done\n'
+                    f'ls {root} | tr "\\n" " " >> {log}; echo >> {log}\n')
+    fake.chmod(0o755)
+    store = Store(str(root))
+    cmd = under_lock(store.lock(SHA), receive_command(store, SHA, len(DATA)))
+    done = subprocess.run(cmd, shell=True, input=DATA, capture_output=True, timeout=30,
+                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    assert lines == [store.part(SHA), f"{SHA}.gguf.part ",
+                     store.marker(SHA), str(root), f"{SHA}.gguf {SHA}.ok "], lines
