@@ -293,8 +293,7 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
     """A reachable host's row from its knobs, its target and what its script printed."""
     if cfg.gateway_only:
         return _gateway_box_row(host, cfg, t, facts)
-    free, ram_kib = _int(facts.get("disk_free_kib")), _int(facts.get("ram_kib"))
-    ram = ram_kib * 1024 if ram_kib is not None else _int(facts.get("ram_bytes"))
+    free = _int(facts.get("disk_free_kib"))
     serves, device = backend(t, facts)
     row = Row(
         host=host, reachable=True, profile=t.profile, runtime=t.runtime,
@@ -304,9 +303,8 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
         port=cfg.port, bind=cfg.bind,
         api_key={"on": True, "off": False}.get(facts.get("api_key", "")),
         tokens_per_s=tokens_per_second(facts.get("completion")),
-        disk_free_bytes=free * 1024 if free is not None else None, ram_bytes=ram,
-        backend=serves, gpu_device=device,
-        arch=ARCHES.get(facts.get("arch", ""), facts.get("arch") or None),
+        disk_free_bytes=free * 1024 if free is not None else None, ram_bytes=_ram(facts),
+        backend=serves, gpu_device=device, arch=_arch(facts),
         llama_cpp=facts.get("llama_cpp") or None,
     )
     kind, version = webui.served(facts.get("webui_link", ""), facts.get("webui_args", ""))
@@ -317,12 +315,21 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
 def _gateway_box_row(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row:
     gw = gateway_from(cfg, facts)
     assert gw is not None
-    ram_kib = _int(facts.get("ram_kib"))
     return Row(host=host, reachable=True, profile=t.profile, runtime=t.runtime,
                service=gw["service"], health=gw["health"], port=cfg.gateway_port,
-               bind=cfg.bind, ram_bytes=ram_kib * 1024 if ram_kib is not None else None,
-               arch=ARCHES.get(facts.get("arch", ""), facts.get("arch") or None),
-               gateway=gw, gateway_only=True)
+               bind=cfg.bind, ram_bytes=_ram(facts), arch=_arch(facts), gateway=gw,
+               gateway_only=True)
+
+
+def _ram(facts: Mapping[str, str]) -> int | None:
+    """Bytes of RAM: Linux's MemTotal (KiB), else macOS's hw.memsize (bytes)."""
+    ram_kib = _int(facts.get("ram_kib"))
+    return ram_kib * 1024 if ram_kib is not None else _int(facts.get("ram_bytes"))
+
+
+def _arch(facts: Mapping[str, str]) -> str | None:
+    """Debian's name for the CPU `uname -m` printed (amd64, arm64), else what it printed."""
+    return ARCHES.get(facts.get("arch", ""), facts.get("arch") or None)
 
 
 def _set_fields(cfg: Config, facts: Mapping[str, str]) -> dict[str, Any]:

@@ -167,7 +167,7 @@ def gateway(plan: Plan) -> bool:
         url = device_url(cfg.bind, cfg.gateway_port) + HEALTH_PATH
         server.shell(name=f"Gateway answers {HEALTH_PATH}", commands=[_wait_command(url)])
     models = ", ".join(f"{m} ({len(u)})" for m, u in sorted(table.items()))
-    what = "gateway only" if cfg.gateway_only else "gateway"
-    say(host, f"{what} on port {cfg.gateway_port}: {models}")
-    notes[host.name] = f"{what} on port {cfg.gateway_port}: {models}"
+    line = f"{'gateway only' if cfg.gateway_only else 'gateway'} on port {cfg.gateway_port}: "
+    notes[host.name] = line + models
+    say(host, notes[host.name])
     return restarted
