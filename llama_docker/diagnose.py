@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# Lines that name a cause, best first: apt's errors, then a builder's or a shell's.
+# Lines that name a cause, best first: our own images' words (which name the fix), apt's
+# errors, then a builder's or a shell's.
 _CAUSES = (
+    re.compile(r"^llama-docker[ :]"),
     re.compile(r"^E: "),
     re.compile(r"\b(error|Error|ERROR)\b[: ]"),
     re.compile(r"\b(failed|not found|denied|refused|No space left)\b", re.IGNORECASE),

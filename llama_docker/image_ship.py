@@ -5,6 +5,8 @@ saved image to the controller's cache: through the OpenSSH client where the push
 from __future__ import annotations
 
 import hashlib
+import os
+import select
 import shlex
 import subprocess
 import tempfile
@@ -99,8 +101,10 @@ def save_to(client: paramiko.SSHClient, command: str, stdin: str | None, part: P
 
 def save_via_ssh(ssh_argv: list[str], command: str, stdin: str | None, part: Path) -> str:
     """save_to through the OpenSSH client (`ssh_argv`: SshTarget.argv, the options the push
-    uses; its keepalives end a dead link within a minute). Ctrl-C or SIGTERM end the ssh
-    child; a failed save leaves no file that could be taken for a whole archive."""
+    uses; its keepalives end a dead link within a minute, and a save that sends no byte for
+    STALL_SECONDS on a live link, a runtime stuck on its disk, is ended too). Ctrl-C or
+    SIGTERM end the ssh child; a failed save leaves no file that could be taken for a whole
+    archive."""
     h = hashlib.sha256()
     part.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile() as err_file, open(part, "wb") as out:
@@ -113,9 +117,15 @@ def save_via_ssh(ssh_argv: list[str], command: str, stdin: str | None, part: Pat
                 if stdin is not None:
                     proc.stdin.write((stdin + "\n").encode())
                 proc.stdin.close()
-                while chunk := proc.stdout.read(CHUNK):
+                fd = proc.stdout.fileno()
+                while select.select([fd], [], [], STALL_SECONDS)[0]:
+                    if not (chunk := os.read(fd, CHUNK)):
+                        break
                     out.write(chunk)
                     h.update(chunk)
+                else:
+                    proc.kill()
+                    raise OSError(f"no byte came for {STALL_SECONDS} s")
                 code = proc.wait()
         except OSError as exc:
             code, err = -1, str(exc)

@@ -54,6 +54,10 @@ def _health(plan: Plan, done: Progress) -> None:
                   known=plan.known)
 
 
+def _retire(plan: Plan, done: Progress) -> None:
+    service.retire(plan)
+
+
 def _gateway(plan: Plan, done: Progress) -> None:
     gateway.gateway(plan)
 
@@ -78,12 +82,13 @@ ALL = (
     Step("health", health.wants, _health),
     Step("gpu", lambda cfg, tgt: [], _gpu),
     Step("prune", lambda cfg, tgt: [], _prune),
+    Step("retire", service.retire_wants, _retire),  # a server, on a host now gateway-only
     Step("gateway", gateway.wants, _gateway),
 )
 # After a change of the model knob: everything but the runtime, which is already there.
 MODEL_ONLY = tuple(s for s in ALL if s.name != "runtime")
 # What a gateway-only box (`gateway = "only"`) runs of any list: it serves no model.
-GATEWAY_BOX = ("runtime", "gateway")
+GATEWAY_BOX = ("runtime", "retire", "gateway")
 
 
 def of_host(cfg: Config, which: tuple[Step, ...]) -> tuple[Step, ...]:

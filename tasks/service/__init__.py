@@ -6,11 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.files import File
+from pyinfra.operations import files
+from pyinfra.operations import systemd as systemctl
 
 from llama_docker import apikey
 
 from .. import converge
+from ..common import say
 from ..facts import NumericOwner
 from . import launchd, systemd
 
@@ -65,3 +70,28 @@ def service(plan: Plan, image: str, changed: bool) -> bool:
     key_file, key_changed = _api_key(plan)
     serve = launchd.serve if t.manager == "launchd" else systemd.serve
     return serve(plan, image, changed or key_changed, key_file)
+
+
+def retire_wants(cfg: Config, tgt: Target) -> list[Wanted]:
+    """A gateway-only box's one question: is a server unit of an earlier run still there?"""
+    if not cfg.gateway_only or tgt.manager != "systemd":
+        return []
+    return [(File, {"path": tgt.unit_path})]
+
+
+@deploy("Retire the server")
+def retire(plan: Plan) -> None:
+    """A host that served a model and now runs the gateway only (`gateway = "only"`): its
+    server stops and its unit goes, so it serves nothing and frees its port for the gateway.
+    Its models stay in the store: switching back needs no push."""
+    t, name = plan.target, f"{plan.cfg.service_name}.service"
+    if not plan.cfg.gateway_only or t.manager != "systemd" \
+            or plan.known.get(File, path=t.unit_path) is None:
+        return
+    op_args = {"user_mode": t.rootless, "_sudo": t.sudo, "_env": t.unit_env(plan.uid)}
+    systemctl.service(name=f"Gateway only: stop {name}", service=name, running=False,
+                    enabled=False, **op_args)
+    files.file(name=f"Gateway only: remove {name}", path=t.unit_path, present=False,
+               _sudo=t.sudo)
+    systemctl.daemon_reload(name="Gateway only: systemd forgets the unit", **op_args)
+    say(host, f"gateway only: {name} stopped and removed (its models stay in {t.models_dir})")

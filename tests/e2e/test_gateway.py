@@ -340,3 +340,27 @@ def test_a_gateway_switched_off_is_removed(devices: dict[str, lab.Device], fleet
     again = deploy(inv)
     assert again.code == 0 and again.changed(B) == 0, again.output[-4000:]
 
+
+
+def test_a_server_that_becomes_gateway_only_stops_serving(devices: dict[str, lab.Device],
+                                                          fleet: dict) -> None:
+    """A1 served tiny-a on 8080; `gateway = "only"` on the same port: in one run its server
+    unit stops and goes, the gateway takes 8080 (routes to tiny-b alone: nobody else serves
+    tiny-a now), the model store stays, and the next run changes nothing."""
+    dev = devices[A1]
+    serves = {A2: fleet["models"]["b"], B: fleet["models"]["b"]}
+    knobs = {B: {"port": 8081}, A1: {"gateway": "only", "gateway_port": 8080}}
+    inv = write_inventory(fleet["folder"], devices, serves, knobs=knobs)
+    run = deploy(inv)
+    assert run.code == 0, run.output[-4000:]
+    assert ("gateway only: llama-docker.service stopped and removed (its models stay in "
+            "/var/lib/llama-docker/models)") in run.output, run.output[-4000:]
+    assert dev.exec("systemctl", "is-active", "llama-docker", check=False).strip() != "active"
+    assert dev.exec("sh", "-c", "ls /etc/systemd/system/llama-docker.service; "
+                    "docker ps -q --filter name=^llama$", check=False).strip() == ""
+    assert dev.exec("sh", "-c", "ls /var/lib/llama-docker/models/*.gguf | wc -l").strip() != "0"
+    c = client(devices, fleet["key"], via=A1)
+    assert [m.id for m in c.models.list()] == ["tiny-b"]
+    assert complete(c, "tiny-b")
+    again = deploy(inv)
+    assert again.code == 0 and again.changed(A1) == 0, again.output[-4000:]

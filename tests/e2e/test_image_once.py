@@ -181,3 +181,28 @@ def test_flipped_byte_refused_old_server_serving(pair: list[lab.Device], folder:
     assert image_of(other, new["tag"]) == (new["image_id"], new["version"])
     wait_healthy(other.http_port, 120)
     assert serves(other)
+
+
+def test_podman_builds_and_docker_loads_the_same_image(
+        pair: list[lab.Device], later: lab.Device, folder: Path) -> None:
+    """The other way round: rootless podman (SteamOS) builds a new image and saves it, a
+    Debian device's docker loads that archive: the same image ID and llama.cpp version on
+    both, both serve, no build on the docker device. The tag goes on by ID, so docker names
+    it as the deploy does, not as podman did (`localhost/...`)."""
+    write_knobs(folder, model=make_model(folder, "tiny-img", seed=81), image_rebuild="r3")
+    made = deploy(inventory(folder, [later]))
+    assert made.code == 0, made.output[-4000:]
+    assert f"[{LATER}] building llama-docker/server:" in made.output, made.output[-4000:]
+    entry = cached(folder, rebuild="r3")
+    assert entry["made_on"] == LATER
+    assert podman_image_of(later, entry["tag"]) == (entry["image_id"], entry["version"])
+    dev = pair[0]
+    run = deploy(inventory(folder, [dev]))
+    assert run.code == 0, run.output[-4000:]
+    assert "building llama-docker/server:" not in run.output
+    assert f"[{dev.name}] loaded {entry['tag']}" in run.output
+    assert image_of(dev, entry["tag"]) == (entry["image_id"], entry["version"])
+    assert running_image(dev) == entry["image_id"]
+    for d in (later, dev):
+        wait_healthy(d.http_port, 120)
+        assert serves(d)

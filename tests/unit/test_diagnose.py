@@ -15,6 +15,18 @@ def test_apt_error_line_wins_over_the_builder_summary() -> None:
     assert cause(APT_EXPIRED).startswith("E: Release file for")
 
 
+def test_our_own_image_words_win_over_apt_and_the_builder() -> None:
+    """The gateway image refuses an old HAProxy in a line of its own that names the fix;
+    the builder's own summary after it must not hide it (seen with a bookworm base)."""
+    lines = ["Setting up haproxy (2.6.12-1+deb12u4) ...",
+             "E: an unrelated apt warning",
+             "\x1b[91mllama-docker gateway: HAProxy 2.6.12-1+deb12u4 from debian:bookworm-slim "
+             "is older than 3.1 (its checks need init-state): set image_base to Debian forky "
+             "or newer",
+             "\x1b[0mThe command '/bin/sh -c apt-get update && ...' returned a non-zero code: 1"]
+    assert cause(lines).startswith("llama-docker gateway: HAProxy 2.6.12-1+deb12u4 from")
+
+
 def test_expired_release_names_the_knob() -> None:
     assert "apt_check_valid_until = False" in hint(APT_EXPIRED)
 

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pyinfra.facts.files import File
 
 from llama_docker import config
 from llama_docker.defaults import DEFAULTS
@@ -185,15 +186,20 @@ def test_a_gateway_only_box_is_no_route(tmp_path: Path) -> None:
 
 
 def test_a_gateway_only_box_runs_the_runtime_and_the_gateway() -> None:
-    """No model, image, web UI, service or health step there, and none of their facts."""
+    """No model, image, web UI, service or health step there, and none of their facts; the
+    step that retires a server of an earlier run asks for the unit file alone, and only
+    there."""
     from llama_docker.tasks import steps
 
     only = config.load({**DEFAULTS, "gateway": "only"})
-    assert [s.name for s in steps.of_host(only, steps.ALL)] == ["runtime", "gateway"]
-    assert [s.name for s in steps.of_host(only, steps.MODEL_ONLY)] == ["gateway"]
+    assert [s.name for s in steps.of_host(only, steps.ALL)] == ["runtime", "retire", "gateway"]
+    assert [s.name for s in steps.of_host(only, steps.MODEL_ONLY)] == ["retire", "gateway"]
     both = config.load({**DEFAULTS, "gateway": True})
     assert steps.of_host(both, steps.ALL) == steps.ALL
     tgt = choose("debian", "auto", "auto", "/home/pi", "llama-docker")
     asked = {cls.__name__ for cls, _ in steps.wants(only, tgt)}
     assert "ImageId" in asked and not asked & {"StoreState", "UnitHealth"}
     assert len(steps.wants(only, tgt)) < len(steps.wants(both, tgt))
+    retire = next(s for s in steps.ALL if s.name == "retire")
+    assert retire.wants(only, tgt) == [(File, {"path": tgt.unit_path})]
+    assert retire.wants(both, tgt) == []

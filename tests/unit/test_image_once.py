@@ -7,11 +7,12 @@ import hashlib
 import io
 import json
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
-from llama_docker import config
+from llama_docker import config, image_ship
 from llama_docker.defaults import DEFAULTS
 from llama_docker.errors import ConfigError, LlamaDockerError
 from llama_docker.image import (
@@ -186,3 +187,16 @@ def test_save_via_ssh_failure_leaves_no_part(tmp_path: Path) -> None:
     with pytest.raises(LlamaDockerError, match="failed: no such image"):
         save_via_ssh(["sh", "-c"], "printf half; echo no such image >&2; exit 1", None, part)
     assert not part.exists()
+
+
+def test_save_via_ssh_that_stalls_is_ended_and_leaves_no_part(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """A save that sends some bytes, then nothing on a live link (a runtime stuck on its
+    disk): ended after the stall time, not waited on for ever."""
+    monkeypatch.setattr(image_ship, "STALL_SECONDS", 1)
+    part = tmp_path / "x.tar.part"
+    started = time.monotonic()
+    with pytest.raises(LlamaDockerError, match="failed: no byte came for 1 s"):
+        save_via_ssh(["sh", "-c"], "printf half; exec sleep 60", None, part)
+    assert time.monotonic() - started < 10 and not part.exists()
