@@ -107,6 +107,13 @@ def run(cmd: list[str], *, timeout: float = 600, check: bool = True, cwd: Path |
     return proc.stdout
 
 
+def idle_cpu_seconds() -> float:
+    """CPU seconds this machine has left idle since boot, all cores (/proc/stat: idle and
+    iowait): read before and after a run, what no process used while it ran."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return (int(fields[3]) + int(fields[4])) / os.sysconf("SC_CLK_TCK")
+
+
 def mbs(nbytes: float, seconds: float) -> str:
     return f"{nbytes / seconds / 1e6:.0f} MB/s"
 

@@ -27,6 +27,7 @@ from .common import (
     Lab,
     Result,
     Row,
+    idle_cpu_seconds,
     interleave,
     lab,
     mbs,
@@ -122,16 +123,11 @@ class CpuMeter:
                    (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
                    for f in ("ru_utime", "ru_stime"))
 
-    @staticmethod
-    def _idle() -> float:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        return (int(fields[3]) + int(fields[4])) / os.sysconf("SC_CLK_TCK")
-
     def wrap(self, name: str, variant: Callable[[], float]) -> Callable[[], float]:
         def measured() -> float:
-            before = (self._device(), self._here(), self._idle())
+            before = (self._device(), self._here(), idle_cpu_seconds())
             t = variant()
-            after = (self._device(), self._here(), self._idle())
+            after = (self._device(), self._here(), idle_cpu_seconds())
             self.seen.setdefault(name, []).append(
                 tuple(b - a for a, b in zip(before, after, strict=True)))  # type: ignore[arg-type]
             return t
