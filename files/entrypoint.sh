@@ -1,13 +1,24 @@
 #!/bin/sh
 # Starts llama-server on 0.0.0.0:8080 inside the container; the unit decides what the host
 # publishes. Host and port are always passed: llama-server's own defaults have moved.
+# One model (LLAMA_MODEL), or several: LLAMA_PRESET names the preset of a router, which
+# hands its own arguments (the GPU ones below too) and environment to each model's server.
 set -eu
-model=${LLAMA_MODEL:-/models/current.gguf}
-if [ ! -r "$model" ]; then
-  echo "llama-docker: model $model is missing or unreadable" >&2
-  exit 66
+if [ -n "${LLAMA_PRESET:-}" ]; then
+  if [ ! -r "$LLAMA_PRESET" ]; then
+    echo "llama-docker: preset $LLAMA_PRESET is missing or unreadable" >&2
+    exit 66
+  fi
+  set -- --host 0.0.0.0 --port 8080 --models-preset "$LLAMA_PRESET" \
+    --models-max "${LLAMA_MODELS_MAX:-0}" "$@"
+else
+  model=${LLAMA_MODEL:-/models/current.gguf}
+  if [ ! -r "$model" ]; then
+    echo "llama-docker: model $model is missing or unreadable" >&2
+    exit 66
+  fi
+  set -- --host 0.0.0.0 --port 8080 --model "$model" "$@"
 fi
-set -- --host 0.0.0.0 --port 8080 --model "$model" "$@"
 if [ -n "${LLAMA_MMPROJ:-}" ]; then
   set -- "$@" --mmproj "$LLAMA_MMPROJ"
 fi

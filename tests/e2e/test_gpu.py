@@ -135,3 +135,45 @@ def test_vulkan_without_a_visible_device_falls_back_to_cpu(
                              {"prompt": "Hello", "n_predict": 4, "ignore_eos": True}, timeout=60)
     assert status == 200 and body["tokens_predicted"] == 4
     assert status_rows(inv)[VK]["backend"] == "cpu"
+
+
+def test_several_models_serve_through_vulkan_too(
+        inv: Path, vk_device: lab.Device, off_device: lab.Device, first_run: Run) -> None:
+    """A set of two models on the Vulkan device: the router starts through the image's
+    entrypoint like one model does, and hands its GPU arguments (the knob's layers) and its
+    environment (the lab's visible device) to each model's server: both models load on
+    Vulkan with every layer offloaded, and the run says which device serves."""
+    folder = inv.parent
+    models = [make_model(folder, "tiny-gpu", seed=60), make_model(folder, "tiny-gpu-b", seed=62)]
+    write_knobs(folder, models=models, models_max=1)
+    write_inventory(folder, vk_device, off_device, {"gpu": "vulkan", **LAB_ONLY}, {"gpu": "off"})
+    run = deploy(inv)
+    assert run.code == 0, run.output[-4000:]
+    assert re.search(rf"\[{VK}\]\s+llama-docker: gpu vulkan serves on Vulkan0: llvmpipe .*, "
+                     r"3/3 layers offloaded", run.output), run.output[-4000:]
+    assert "--entrypoint" not in vk_device.exec("cat", "/etc/systemd/system/llama-docker.service")
+    for name in ("tiny-gpu", "tiny-gpu-b"):
+        status, body = http_json(f"http://127.0.0.1:{vk_device.http_port}/v1/completions",
+                                 {"model": name, "prompt": "Hello", "max_tokens": 4},
+                                 timeout=120)
+        assert status == 200 and body["usage"]["completion_tokens"] == 4, body
+    log = server_log(vk_device)
+    assert len(re.findall(r"offloaded 3/3 layers to GPU", log)) >= 2, log[-3000:]
+
+
+def test_several_models_without_a_visible_device_fall_back_to_cpu(
+        inv: Path, vk_device: lab.Device, off_device: lab.Device, first_run: Run) -> None:
+    """Fault: gpu 'vulkan' for a set of models where llama-server sees no Vulkan device |
+    Seen: the entrypoint's one line, as for one model; the run succeeds | Left: each model
+    answers on the CPU (no layer offloaded)."""
+    write_inventory(inv.parent, vk_device, off_device, {"gpu": "vulkan"}, {"gpu": "off"})
+    run = deploy(inv)
+    assert run.code == 0, run.output[-4000:]
+    assert re.search(rf"\[{VK}\]\s+llama-docker: gpu vulkan was asked, the server runs on "
+                     "the CPU: llama-docker: gpu vulkan: llama-server sees no Vulkan device; "
+                     "serving on the CPU", run.output), run.output[-4000:]
+    status, body = http_json(f"http://127.0.0.1:{vk_device.http_port}/v1/completions",
+                             {"model": "tiny-gpu-b", "prompt": "Hello", "max_tokens": 4},
+                             timeout=120)
+    assert status == 200 and body["usage"]["completion_tokens"] == 4, body
+    assert "layers to GPU" not in server_log(vk_device)

@@ -199,9 +199,11 @@ def test_a_set_pushes_each_file_then_serves_its_preset(tmp_path: Path) -> None:
 
 
 def test_a_set_unit_runs_the_router_without_a_model(tmp_path: Path) -> None:
+    """Through the image's entrypoint (its GPU fallback and key file serve a router too),
+    told the preset and the limit by environment."""
     unit = next(text for op in _set_run(tmp_path).ops for dest, text in op.uploads.items()
                 if dest.endswith("llama-docker.service"))
-    assert "--entrypoint /usr/bin/llama-server" in unit
-    assert "--models-preset /models/current-set.ini --models-max 1" in unit
+    assert "--entrypoint" not in unit
+    assert ("--env LLAMA_PRESET=/models/current-set.ini --env LLAMA_MODELS_MAX=1" in unit)
     assert "--ctx-size" not in unit  # in the preset's [*]: a model's own wins there
     assert "--cors-origins ''" in unit
