@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
+import gevent
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import operation
@@ -13,12 +14,13 @@ from pyinfra.operations import python
 from llama_docker.controller import LocalFile
 from llama_docker.direct import fetch_on_device
 from llama_docker.errors import LlamaDockerError
+from llama_docker.interrupt import stoppable
 from llama_docker.push import SshTarget, Store, push
 from llama_docker.spec import ModelFile
 from llama_docker.store import LINKS, after_switch, link_commands, to_prune
 
 from . import converge
-from .common import say, say_error
+from .common import errors, say, say_error
 from .facts import StoreState
 from .plan import Switch
 from .summary import note_move
@@ -39,19 +41,61 @@ def _keepalive(host) -> None:  # noqa: ANN001
         transport.set_keepalive(15)
 
 
-def _push(state, host, local: LocalFile, store: Store, aes: bool) -> bool:  # noqa: ANN001
+# Pushes started beside the server image's step, by (host, sha256); the model step waits.
+_EARLY: dict[tuple[str, str], gevent.Greenlet] = {}
+
+
+def _send(host, local: LocalFile, store: Store, aes: bool) -> tuple[bool, str]:  # noqa: ANN001
+    """One push: (verified and stored, the line that says what happened)."""
+    assert local.path is not None  # pushed from this controller: it has the file
     _keepalive(host)
     target = SshTarget.from_data(host.name, host.data)
     try:
         sent, offset = push(host.connector.client, local.path, local.sha256, store, host.name,
                             target, aes)
     except LlamaDockerError as exc:
-        say_error(host, str(exc))
-        return False
+        return False, str(exc)
     via = "ssh" if target else "paramiko"
     resumed = f", resumed from byte {offset}" if offset else ""
-    say(host, f"sent {sent} bytes of {local.path.name} via {via}{resumed}; sha256 verified")
+    return True, f"sent {sent} bytes of {local.path.name} via {via}{resumed}; sha256 verified"
+
+
+def _start(state, host, files: list[LocalFile], store: Store, aes: bool  # noqa: ANN001
+           ) -> bool:
+    """Start the pushes and return: their bytes move while the image is built or shipped.
+    Through the OpenSSH client only: paramiko's fallback shares pyinfra's own connection,
+    so there the push waits for its step."""
+    if SshTarget.from_data(host.name, host.data) is None:
+        return True
+    for local in files:
+        _EARLY[(host.name, local.sha256)] = gevent.spawn(_beside, host, local, store, aes)
     return True
+
+
+def _beside(host, local: LocalFile, store: Store, aes: bool) -> tuple[bool, str]:  # noqa: ANN001
+    """_send while other steps run: a failure is said when it happens (the summary's reason
+    for the host), and Ctrl-C names the push it stopped even if pyinfra exits before this
+    greenlet runs again."""
+    part = store.part(local.sha256)
+
+    def stopped() -> None:
+        errors.setdefault(host.name, f"interrupted: the push to {part} stopped; re-run to "
+                                     "resume from the bytes on the device")
+
+    with stoppable(stopped):
+        ok, line = _send(host, local, store, aes)
+    if not ok:
+        say_error(host, line)
+        return False, ""
+    return True, line
+
+
+def _push(state, host, local: LocalFile, store: Store, aes: bool) -> bool:  # noqa: ANN001
+    started = _EARLY.pop((host.name, local.sha256), None)
+    ok, line = started.get() if started is not None else _send(host, local, store, aes)
+    if line:  # an early push that failed has said so already
+        (say if ok else say_error)(host, line)
+    return ok
 
 
 @operation()
@@ -110,6 +154,39 @@ def _place(plan: Plan, local: LocalFile, source: ModelFile, stored: list[str]) -
                 function=_push, local=local, store=plan.store, aes=plan.aes)
 
 
+def to_push(plan: Plan) -> list[LocalFile]:
+    """The files this run sends from the controller: every model (and projector) file not
+    verified on the device yet, each once."""
+    stored = plan.known.get(StoreState, root=plan.store.root)["files"]
+    pairs = ([pair for m in plan.models for pair in ((m.model, m.spec.file),
+                                                      (m.mmproj, m.spec.mmproj))]
+             if plan.models else [(plan.model, plan.cfg.model.file),
+                                  (plan.mmproj, plan.cfg.model.mmproj)])
+    files: dict[str, LocalFile] = {}
+    for local, source in pairs:
+        if local is not None and source is not None and local.path is not None \
+                and f"{local.sha256}.ok" not in stored:
+            files.setdefault(local.sha256, local)
+    return list(files.values())
+
+
+@deploy("Model")
+def early(plan: Plan) -> None:
+    """The model store, then the model's pushes started before the server image's step, so
+    a first deploy moves the model's bytes while a device builds the image or receives its
+    archive (on a Pi, minutes of each), instead of after it. The model step waits for them
+    and reports each where it always has."""
+    # Rootless devices create it as the user already; root ones hand it to the SSH user so
+    # pushes need no sudo.
+    converge.directory(plan.known, name="Model store", path=plan.store.root, mode="755",
+                       user=plan.user if plan.target.sudo else None, _sudo=plan.target.sudo)
+    files = to_push(plan)
+    if files and plan.target.runtime != "native":
+        names = ", ".join(f.path.name for f in files if f.path is not None)
+        python.call(name=f"Start the push of {names}, beside the server image",
+                    function=_start, files=files, store=plan.store, aes=plan.aes)
+
+
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
     return converge.dir_facts(tgt.models_dir)  # the store's listing is read by preflight
 
@@ -128,10 +205,6 @@ def model(plan: Plan) -> Switch:
     root = plan.store.root
     stored = plan.known.get(StoreState, root=root)
     before = {link: stored["links"].get(link) for link in LINKS}
-    # Rootless devices create it as the user already; root ones hand it to the SSH user so
-    # pushes need no sudo.
-    converge.directory(plan.known, name="Model store", path=root, mode="755",
-                       user=plan.user if plan.target.sudo else None, _sudo=plan.target.sudo)
     _place(plan, plan.model, plan.cfg.model.file, stored["files"])
     changed = _serve(plan, f"Serve {plan.cfg.model.name}", "current.gguf", plan.model.sha256,
                      "previous.gguf", stored["links"])

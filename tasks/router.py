@@ -42,7 +42,6 @@ from llama_docker.set_fit import (
 from llama_docker.spec import ModelFile
 from llama_docker.store import link_commands
 
-from . import converge
 from .common import is_dry
 from .facts import FreeBytes, StoreState
 from .model import _place
@@ -182,9 +181,7 @@ def model_set(plan: Plan) -> Switch:
     stored = plan.known.get(StoreState, root=root)
     links = stored["links"]
     before = {CURRENT_SET: links.get(CURRENT_SET), PREVIOUS_SET: links.get(PREVIOUS_SET)}
-    converge.directory(plan.known, name="Model store", path=root, mode="755",
-                       user=plan.user if plan.target.sudo else None, _sudo=plan.target.sudo)
-    placed: set[str] = set()
+    placed: set[str] = set()  # the store is made, and its pushes started, by model.early
     for m in plan.models:
         for local, source in ((m.model, m.spec.file), (m.mmproj, m.spec.mmproj)):
             if local is None or source is None or local.sha256 in placed:

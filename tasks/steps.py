@@ -32,6 +32,10 @@ def _runtime(plan: Plan, done: Progress) -> None:
     done.runtime_changed = runtime.runtime(plan)
 
 
+def _early(plan: Plan, done: Progress) -> None:
+    model.early(plan)
+
+
 def _image(plan: Plan, done: Progress) -> None:
     done.tag, done.built = image.image(plan)
 
@@ -75,6 +79,7 @@ def _prune(plan: Plan, done: Progress) -> None:
 
 ALL = (
     Step("runtime", runtime.wants, _runtime),
+    Step("early", lambda cfg, tgt: [], _early),  # the model store; its pushes start here
     Step("image", image.wants, _image),
     Step("model", lambda cfg, tgt: [*model.wants(cfg, tgt), *router.wants(cfg, tgt)], _model),
     Step("webui", webui.wants, _webui),

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.lab
 NAMES = ("e2e-img-1", "e2e-img-2")
 LATER = "e2e-img-3"
 IMAGES = "/var/lib/llama-docker/images"
+STORE = "/var/lib/llama-docker/models"
 DECK_IMAGES = "/home/deck/.local/share/llama-docker/images"
 LABEL = "org.llama-docker.llama-cpp-version"
 BASE = "docker.io/library/debian:forky-slim"
@@ -114,6 +115,13 @@ def test_two_devices_one_build_same_image(pair: list[lab.Device], folder: Path) 
     receiver = next(d for d in pair if d.name != entry["made_on"])
     assert f"[{receiver.name}] loaded {entry['tag']}" in run.output
     assert receiver.exec("ls", "-A", IMAGES).strip() == ""  # the archive is not kept
+    # The model moved while the image was made: stored and verified on the receiver before
+    # its image was even loaded (it waited for the other device's build and save).
+    marker = receiver.exec("sh", "-c", f"ls {STORE}/*.ok").split()[0]
+    stored_at = float(receiver.exec("date", "-r", marker, "+%s.%N"))
+    tagged_at = int(receiver.exec("docker", "image", "inspect", "-f",
+                                  "{{.Metadata.LastTagTime.UnixNano}}", entry["tag"])) / 1e9
+    assert stored_at < tagged_at, (marker, stored_at, tagged_at)
 
     again = deploy(inv)
     assert again.code == 0, again.output[-3000:]

@@ -195,7 +195,14 @@ def test_a_set_pushes_each_file_then_serves_its_preset(tmp_path: Path) -> None:
     assert dest.startswith("/var/lib/llama-docker/models/set-") and "[other]\n" in text
     assert "ctx-size = 512" in text
     assert names.index("Models | Serve tiny, other") > names.index(preset.name)
-    assert not [n for n in names if n.startswith("Model | ")]  # not the one-model step
+    # Not the one-model step: only what every model step shares (the store, and its pushes
+    # started before the server image's step, each file once).
+    assert [n for n in names if n.startswith("Model | ")] == [
+        "Model | Model store", "Model | Start the push of tiny.gguf, other.gguf, beside the "
+        "server image"]
+    assert names.index("Model | Start the push of tiny.gguf, other.gguf, beside the server "
+                       "image") < names.index(next(n for n in names if n.startswith(
+                           "Server image | ")))
 
 
 def test_a_set_unit_runs_the_router_without_a_model(tmp_path: Path) -> None:
