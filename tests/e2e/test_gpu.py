@@ -62,6 +62,16 @@ def server_log(device: lab.Device) -> str:
     return device.exec("sh", "-c", "docker logs llama 2>&1")
 
 
+def deployed_on_cpu(inv: Path) -> Run:
+    """A run that succeeds with the Vulkan device on the CPU, said in the entrypoint's line."""
+    run = deploy(inv)
+    assert run.code == 0, run.output[-4000:]
+    assert re.search(rf"\[{VK}\]\s+llama-docker: gpu vulkan was asked, the server runs on "
+                     "the CPU: llama-docker: gpu vulkan: llama-server sees no Vulkan device; "
+                     "serving on the CPU", run.output), run.output[-4000:]
+    return run
+
+
 def test_converges_and_says_the_choice(first_run: Run) -> None:
     assert first_run.code == 0, first_run.output[-4000:]
     out = first_run.output
@@ -123,11 +133,7 @@ def test_vulkan_without_a_visible_device_falls_back_to_cpu(
     Left: the server answers on the CPU, status says cpu. Beside it, `gpu = "auto"` on a device
     without /dev/dri chooses the CPU and changes nothing."""
     write_inventory(inv.parent, vk_device, off_device, {"gpu": "vulkan"}, {"gpu": "auto"})
-    run = deploy(inv)
-    assert run.code == 0, run.output[-4000:]
-    assert re.search(rf"\[{VK}\]\s+llama-docker: gpu vulkan was asked, the server runs on "
-                     "the CPU: llama-docker: gpu vulkan: llama-server sees no Vulkan device; "
-                     "serving on the CPU", run.output), run.output[-4000:]
+    run = deployed_on_cpu(inv)
     assert re.search(rf"\[{OFF}\]\s+gpu off \(no render node\)", run.output), \
         run.output[-4000:]
     assert run.changed(OFF) == 0, run.output[-3000:]
@@ -167,11 +173,7 @@ def test_several_models_without_a_visible_device_fall_back_to_cpu(
     Seen: the entrypoint's one line, as for one model; the run succeeds | Left: each model
     answers on the CPU (no layer offloaded)."""
     write_inventory(inv.parent, vk_device, off_device, {"gpu": "vulkan"}, {"gpu": "off"})
-    run = deploy(inv)
-    assert run.code == 0, run.output[-4000:]
-    assert re.search(rf"\[{VK}\]\s+llama-docker: gpu vulkan was asked, the server runs on "
-                     "the CPU: llama-docker: gpu vulkan: llama-server sees no Vulkan device; "
-                     "serving on the CPU", run.output), run.output[-4000:]
+    deployed_on_cpu(inv)
     status, body = http_json(f"http://127.0.0.1:{vk_device.http_port}/v1/completions",
                              {"model": "tiny-gpu-b", "prompt": "Hello", "max_tokens": 4},
                              timeout=120)
