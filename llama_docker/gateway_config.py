@@ -17,6 +17,7 @@ from .image import build_args
 from .units import FILES, _env
 
 CONTAINER = "llama-gateway"
+UNIT = f"{CONTAINER}.service"  # the systemd unit that runs the container
 CONTAINERFILE = "gateway.Containerfile"
 REPO = "llama-docker/gateway"
 OWNER = "10002:0"  # the gateway image's non-root user, group root: reads the 0400 config

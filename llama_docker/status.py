@@ -22,14 +22,13 @@ from .config import Config
 from .errors import ConfigError, RefusedError
 from .fit import GIB, MIB
 from .gateway_config import HEALTH_PATH as GATEWAY_HEALTH
+from .gateway_config import UNIT as GATEWAY_UNIT
 from .gpu_status import backend, probe
 from .image import VERSION_LABEL
 from .profile import ARCHES, detect
 from .status_models import models_line, router_models, summary
 from .target import Target, choose
 from .units import CONTAINER
-
-GATEWAY_UNIT = "llama-gateway.service"
 
 PROMPT = {"prompt": "Hello", "n_predict": 16, "temperature": 0, "ignore_eos": True}
 HEALTH_MAX_TIME = 5

@@ -76,6 +76,18 @@ def absent(known: Known, *, name: str, path: str, **op_args: Any) -> bool:
     return files.file(name=name, path=path, present=False, **op_args).will_change
 
 
+def removed_unit(*, why: str, service: str, paths: tuple[tuple[str, str], ...],
+                 user_mode: bool = False, **op_args: Any) -> None:
+    """A unit that has to go: stopped and disabled, its files (path, what) removed, then
+    systemd told. The caller checks it is there; op names start with `why`."""
+    systemd.service(name=f"{why}: stop {service}", service=service, running=False,
+                    enabled=False, user_mode=user_mode, **op_args)
+    for path, what in paths:
+        files.file(name=f"{why}: remove {what}", path=path, present=False, **op_args)
+    systemd.daemon_reload(name=f"{why}: systemd forgets the unit", user_mode=user_mode,
+                          **op_args)
+
+
 def running(known: Known, *, name: str, service: str, restarted: bool = False,
             daemon_reload: bool = False, user_mode: bool = False, **op_args: Any) -> bool:
     """systemd.service running and enabled; True when it (re)starts or enables the unit."""

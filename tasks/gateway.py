@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, server
 
 from llama_docker import apikey, gateway_routes
 from llama_docker.defaults import DEFAULTS
@@ -21,6 +21,7 @@ from llama_docker.gateway_config import (
     CONTAINERFILE,
     HEALTH_PATH,
     OWNER,
+    UNIT,
     haproxy_config,
     image_tag,
     systemd_unit,
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from .batch import Wanted
     from .plan import Plan
 
-NAME = "llama-gateway"
 HEALTH_WAIT = 60  # seconds for HAProxy to answer after a (re)start: it starts in well under 1
 CHECK_GRACE = 10  # seconds for its first checks (every 2 s) to find each model's devices up
 
@@ -51,7 +51,7 @@ def config_file(tgt: Target) -> str:
 
 
 def unit_path() -> str:
-    return f"/etc/systemd/system/{NAME}.service"
+    return f"/etc/systemd/system/{UNIT}"
 
 
 def build_dir(tgt: Target) -> str:
@@ -67,7 +67,7 @@ def wants(cfg: Config, tgt: Target) -> list[Wanted]:
                        "tag": image_tag(cfg.image_base, cfg.apt_check_valid_until)}),
             *converge.dir_facts(tgt.config_dir), *converge.file_facts(config_file(tgt)),
             (NumericOwner, {"path": config_file(tgt)}), *converge.file_facts(unit_path()),
-            *converge.unit_facts(f"{NAME}.service", False)]
+            *converge.unit_facts(UNIT, False)]
 
 
 def inventory_hosts() -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -128,13 +128,10 @@ def _switched_off(plan: Plan) -> None:
     t = plan.target
     if t.manager != "systemd" or plan.known.get(File, path=unit_path()) is None:
         return
-    systemd.service(name=f"Gateway switched off: stop {NAME}.service", service=f"{NAME}.service",
-                    running=False, enabled=False, _sudo=True)
-    for path, what in ((unit_path(), "unit"), (config_file(t), "routes")):
-        files.file(name=f"Gateway switched off: remove its {what}", path=path, present=False,
-                   _sudo=True)
-    systemd.daemon_reload(name="Gateway switched off: systemd forgets the unit", _sudo=True)
-    say(host, f"gateway switched off: {NAME}.service stopped and removed")
+    converge.removed_unit(why="Gateway switched off", service=UNIT,
+                          paths=((unit_path(), "its unit"), (config_file(t), "its routes")),
+                          _sudo=True)
+    say(host, f"gateway switched off: {UNIT} stopped and removed")
 
 
 @deploy("Gateway")
@@ -157,10 +154,10 @@ def gateway(plan: Plan) -> bool:
                               path=path, uid_gid=OWNER, force=changed, _sudo=True)
     unit = systemd_unit(runtime=t.runtime, image=tag, port=cfg.gateway_port, bind=cfg.bind,
                         config_file=path)
-    unit_changed = converge.put_text(known, name=f"Unit {NAME}.service", text=unit,
+    unit_changed = converge.put_text(known, name=f"Unit {UNIT}", text=unit,
                                      dest=unit_path(), mode="644", _sudo=True)
-    restarted = converge.running(known, name=f"{NAME}.service runs now and at boot",
-                                 service=f"{NAME}.service",
+    restarted = converge.running(known, name=f"{UNIT} runs now and at boot",
+                                 service=UNIT,
                                  restarted=changed or built or unit_changed,
                                  daemon_reload=unit_changed, _sudo=True)
     if restarted:

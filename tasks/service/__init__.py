@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.operations import files
-from pyinfra.operations import systemd as systemctl
 
 from llama_docker import apikey
 
@@ -88,10 +86,6 @@ def retire(plan: Plan) -> None:
     if not plan.cfg.gateway_only or t.manager != "systemd" \
             or plan.known.get(File, path=t.unit_path) is None:
         return
-    op_args = {"user_mode": t.rootless, "_sudo": t.sudo, "_env": t.unit_env(plan.uid)}
-    systemctl.service(name=f"Gateway only: stop {name}", service=name, running=False,
-                    enabled=False, **op_args)
-    files.file(name=f"Gateway only: remove {name}", path=t.unit_path, present=False,
-               _sudo=t.sudo)
-    systemctl.daemon_reload(name="Gateway only: systemd forgets the unit", **op_args)
+    converge.removed_unit(why="Gateway only", service=name, paths=((t.unit_path, name),),
+                          user_mode=t.rootless, _sudo=t.sudo, _env=t.unit_env(plan.uid))
     say(host, f"gateway only: {name} stopped and removed (its models stay in {t.models_dir})")
