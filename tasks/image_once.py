@@ -96,21 +96,29 @@ def _env_prefix(env: dict[str, str]) -> str:
         if env else ""
 
 
+def _build(host, need: Need, why: str) -> tuple[str, str, float]:  # noqa: ANN001
+    """Build the image on this device (`why`: the rest of the line said first, after `on this
+    device`); its image ID, llama.cpp version and the seconds it took. Raises when the build
+    fails or leaves no image."""
+    say(host, f"building {need.tag} for {need.arch} on this device{why}")
+    t = time.monotonic()
+    err = _run(host, need, build_script(need.runtime, need.stage_build, need.tag,
+                                        need.build_dir), timeout=3600)
+    if err:
+        raise LlamaDockerError(f"building {need.tag} failed: {err}")
+    have, version = device_image(host, need)
+    if have is None:
+        raise LlamaDockerError(f"{need.tag} is not on the device after its build")
+    return have, version, time.monotonic() - t
+
+
 def _make(host, need: Need, cache: ImageCache) -> CachedImage:  # noqa: ANN001
     have, version = device_image(host, need)
     made, took = "saved", ""
     if have is None:
-        t = time.monotonic()
-        say(host, f"building {need.tag} for {need.arch} on this device, the first "
-                  f"{need.arch} device to need it (once; the others get its archive)")
-        err = _run(host, need, build_script(need.runtime, need.stage_build, need.tag,
-                                            need.build_dir), timeout=3600)
-        if err:
-            raise LlamaDockerError(f"building {need.tag} failed: {err}")
-        have, version = device_image(host, need)
-        made, took = "built", f" in {time.monotonic() - t:.1f} s"
-        if have is None:
-            raise LlamaDockerError(f"{need.tag} is not on the device after its build")
+        have, version, secs = _build(host, need, f", the first {need.arch} device to need it "
+                                                 "(once; the others get its archive)")
+        made, took = "built", f" in {secs:.1f} s"
     save = _env_prefix(need.env) + f"{need.runtime} save {shlex.quote(need.tag)}"
     cmd, stdin = (root_command(save, host_sudo_password(host)) if need.sudo
                   else (save, None))
@@ -178,19 +186,13 @@ def _receive(host, need: Need, entry: CachedImage, cache: ImageCache) -> None:  
 def build_here(state, host, need: Need) -> bool:  # noqa: ANN001 - pyinfra's callback shape
     """image_source = "device": this device builds its own image; nothing is saved or
     shipped, so devices built on other days may hold other llama.cpp versions."""
-    say(host, f"building {need.tag} for {need.arch} on this device (image_source = device: "
-              "every device builds its own)")
-    t = time.monotonic()
-    err = _run(host, need, build_script(need.runtime, need.stage_build, need.tag,
-                                        need.build_dir), timeout=3600)
-    if err:
-        say_error(host, f"building {need.tag} failed: {err}")
+    try:
+        have, version, secs = _build(host, need, " (image_source = device: every device "
+                                                 "builds its own)")
+    except LlamaDockerError as exc:
+        say_error(host, str(exc))
         return False
-    have, version = device_image(host, need)
-    if have is None:
-        say_error(host, f"{need.tag} is not on the device after its build")
-        return False
-    say(host, f"built {need.tag} on this device in {time.monotonic() - t:.1f} s "
+    say(host, f"built {need.tag} on this device in {secs:.1f} s "
               f"({need.arch}, llama.cpp {version or 'unknown'}, image {_short(have)})")
     return True
 
