@@ -86,17 +86,26 @@ def save_to(client: paramiko.SSHClient, command: str, stdin: str | None, part: P
                 out.write(chunk)
                 h.update(chunk)
             if interrupted():
-                raise LlamaDockerError("interrupted: the image save stopped; re-run")
-            code = chan.recv_exit_status()
-            err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
+                code, err = -1, ""
+            else:
+                code = chan.recv_exit_status()
+                err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
     except (OSError, paramiko.SSHException) as exc:
+        code, err = -1, str(exc)
+    return _ended(part, code, err, h.hexdigest())
+
+
+def _ended(part: Path, code: int, err: str, sha: str) -> str:
+    """A save's end, either way it streamed: `sha` when it ended whole; else the .part is
+    deleted (nothing that could pass for a whole archive stays) and the error says why."""
+    if interrupted() or code != 0:
         part.unlink(missing_ok=True)
-        raise LlamaDockerError(f"saving the image from the device failed: {exc}") from None
+    if interrupted():
+        raise LlamaDockerError("interrupted: the image save stopped; re-run")
     if code != 0:
-        part.unlink(missing_ok=True)
         last = err.splitlines()[-1] if err else f"exit {code}"
         raise LlamaDockerError(f"saving the image from the device failed: {last}")
-    return h.hexdigest()
+    return sha
 
 
 def save_via_ssh(ssh_argv: list[str], command: str, stdin: str | None, part: Path) -> str:
@@ -136,11 +145,4 @@ def save_via_ssh(ssh_argv: list[str], command: str, stdin: str | None, part: Pat
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    if interrupted():
-        part.unlink(missing_ok=True)
-        raise LlamaDockerError("interrupted: the image save stopped; re-run")
-    if code != 0:
-        part.unlink(missing_ok=True)
-        last = err.splitlines()[-1] if err else f"exit {code}"
-        raise LlamaDockerError(f"saving the image from the device failed: {last}")
-    return h.hexdigest()
+    return _ended(part, code, err, h.hexdigest())
