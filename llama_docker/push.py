@@ -265,6 +265,12 @@ def receive_command(store: Store, sha: str, size: int) -> str:
             f'rm -f {q}; echo "hashes ${{h:-nothing}}" >&2; exit {MISMATCH}')
 
 
+def stopped_line(dest: str) -> str:
+    """What an interrupted push says: the next run resumes from the bytes in `dest`."""
+    return (f"interrupted: the push to {dest} stopped; re-run to resume from the bytes on "
+            "the device")
+
+
 def mismatch_error(name: str, said: str, sha: str) -> VerifyError:
     """The refusal of a file whose bytes on the device are not the expected ones."""
     return VerifyError(f"{name} on the device {said}, expected {sha}: the partial "
@@ -345,8 +351,7 @@ def _stream_openssh(target: SshTarget, aes: bool, local: Path, offset: int, stor
                 _stop(proc)
         err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
     if interrupted():
-        raise LlamaDockerError(f"interrupted: the push to {dest} stopped; re-run to resume "
-                               "from the bytes on the device")
+        raise LlamaDockerError(stopped_line(dest))
     failed = lock_error(proc.returncode, err, lock)
     if failed:
         raise failed
@@ -388,8 +393,7 @@ def _stream(client: paramiko.SSHClient, local: Path, offset: int, store: Store, 
             chan.shutdown_write()
         if interrupted():
             chan.close()  # the device's writer sees EOF and ends, its lock with it
-            raise LlamaDockerError(f"interrupted: the push to {dest} stopped; re-run to "
-                                   "resume from the bytes on the device")
+            raise LlamaDockerError(stopped_line(dest))
         code = chan.recv_exit_status()
         err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
     failed = lock_error(code, err, store.lock(sha))

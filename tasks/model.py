@@ -15,7 +15,7 @@ from llama_docker.controller import LocalFile
 from llama_docker.direct import fetch_on_device
 from llama_docker.errors import LlamaDockerError
 from llama_docker.interrupt import stoppable
-from llama_docker.push import SshTarget, Store, push
+from llama_docker.push import SshTarget, Store, push, stopped_line
 from llama_docker.spec import ModelFile
 from llama_docker.store import LINKS, after_switch, link_commands, to_prune
 
@@ -79,8 +79,7 @@ def _beside(host, local: LocalFile, store: Store, aes: bool) -> tuple[bool, str]
     part = store.part(local.sha256)
 
     def stopped() -> None:
-        errors.setdefault(host.name, f"interrupted: the push to {part} stopped; re-run to "
-                                     "resume from the bytes on the device")
+        errors.setdefault(host.name, stopped_line(part))
 
     with stoppable(stopped):
         ok, line = _send(host, local, store, aes)
