@@ -153,20 +153,25 @@ def _place(plan: Plan, local: LocalFile, source: ModelFile, stored: list[str]) -
                 function=_push, local=local, store=plan.store, aes=plan.aes)
 
 
-def to_push(plan: Plan) -> list[LocalFile]:
-    """The files this run sends from the controller: every model (and projector) file not
-    verified on the device yet, each once."""
-    stored = plan.known.get(StoreState, root=plan.store.root)["files"]
+def sources(plan: Plan) -> list[tuple[LocalFile, ModelFile]]:
+    """Every model (and projector) file the knobs name, with where it comes from, each
+    once (a file two models of a set share is placed once)."""
     pairs = ([pair for m in plan.models for pair in ((m.model, m.spec.file),
                                                       (m.mmproj, m.spec.mmproj))]
              if plan.models else [(plan.model, plan.cfg.model.file),
                                   (plan.mmproj, plan.cfg.model.mmproj)])
-    files: dict[str, LocalFile] = {}
+    files: dict[str, tuple[LocalFile, ModelFile]] = {}
     for local, source in pairs:
-        if local is not None and source is not None and local.path is not None \
-                and f"{local.sha256}.ok" not in stored:
-            files.setdefault(local.sha256, local)
+        if local is not None and source is not None:
+            files.setdefault(local.sha256, (local, source))
     return list(files.values())
+
+
+def to_push(plan: Plan) -> list[LocalFile]:
+    """The files this run sends from the controller: not verified on the device yet."""
+    stored = plan.known.get(StoreState, root=plan.store.root)["files"]
+    return [local for local, _ in sources(plan)
+            if local.path is not None and f"{local.sha256}.ok" not in stored]
 
 
 @deploy("Model")

@@ -44,7 +44,7 @@ from llama_docker.store import link_commands
 
 from .common import is_dry
 from .facts import FreeBytes, StoreState
-from .model import _place
+from .model import _place, sources
 from .plan import Switch
 
 if TYPE_CHECKING:
@@ -181,13 +181,8 @@ def model_set(plan: Plan) -> Switch:
     stored = plan.known.get(StoreState, root=root)
     links = stored["links"]
     before = {CURRENT_SET: links.get(CURRENT_SET), PREVIOUS_SET: links.get(PREVIOUS_SET)}
-    placed: set[str] = set()  # the store is made, and its pushes started, by model.early
-    for m in plan.models:
-        for local, source in ((m.model, m.spec.file), (m.mmproj, m.spec.mmproj)):
-            if local is None or source is None or local.sha256 in placed:
-                continue
-            placed.add(local.sha256)
-            _place(plan, local, source, stored["files"])
+    for local, source in sources(plan):  # the store is made, pushes started: model.early
+        _place(plan, local, source, stored["files"])
     text = preset_text(plan)
     name = set_file_name(text)
     names = ", ".join(m.spec.name for m in plan.models)
