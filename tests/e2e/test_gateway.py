@@ -76,10 +76,13 @@ def client(devices: dict[str, lab.Device], key: str, via: str = B) -> openai.Ope
                          api_key=key, timeout=REQUEST_TIMEOUT, max_retries=0)
 
 
-def complete(c: openai.OpenAI, model: str) -> str:
+def complete(c: openai.OpenAI, model: str) -> bool:
+    """One completion answered in full: its 2 tokens generated. Not its text: a random tiny
+    model's tokens can be pieces of one UTF-8 character, which the server sends as ''."""
     out = c.completions.create(model=model, prompt="Hi", max_tokens=2,
                                extra_body={"ignore_eos": True})
-    return out.choices[0].text
+    assert out.usage is not None, out
+    return out.usage.completion_tokens == 2
 
 
 def predicted(dev: lab.Device, port: int, key: str) -> int:
