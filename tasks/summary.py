@@ -135,8 +135,15 @@ def _moves_line() -> str:
 
 
 def _print() -> None:
-    if not ctx_state.isset() or not state.initialised:
-        return  # pyinfra stopped before it read the inventory: it said why
+    if ctx_state.isset() and state.initialised:  # else pyinfra stopped before the inventory
+        _print_rows()
+    if _interrupted:
+        # pyinfra exits 0 after Ctrl-C: a script running the deploy must see it did not finish.
+        sys.stdout.flush()
+        os._exit(INTERRUPTED_EXIT)
+
+
+def _print_rows() -> None:
     rows = _rows()
     if not rows:
         return
@@ -150,10 +157,6 @@ def _print() -> None:
     if moves:
         out.append(f"    would move: {moves}")
     print("\n".join(out), file=sys.stderr, flush=True)
-    if _interrupted:
-        # pyinfra exits 0 after Ctrl-C: a script running the deploy must see it did not finish.
-        sys.stdout.flush()
-        os._exit(INTERRUPTED_EXIT)
 
 
 def _noting_interrupt(before: Callable[[int, FrameType | None], Any] | int | None
