@@ -1,12 +1,16 @@
-"""Debian, Raspberry Pi OS, Armbian, Ubuntu: docker.io or podman from apt, run as root."""
+"""Debian, Raspberry Pi OS, Armbian, Ubuntu: docker.io or podman from apt, run as root; a
+docker engine the user installed from another apt source is used as it is."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from pyinfra import host
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
 
+from ..common import say
 from . import rootful
 from .rootful import configure
 
@@ -22,10 +26,25 @@ def wants(cfg: Config, tgt: Target) -> list[Wanted]:
     return [(DebPackages, {}), *rootful.wants(cfg, tgt)]
 
 
+# Docker engines from other apt sources: docker.com's docker-ce, Microsoft's moby-engine.
+# Each conflicts with Debian's docker.io, so installing docker.io beside one would have apt
+# remove the user's engine (and with it the containerd their containers run on).
+OTHER_ENGINES = ("docker-ce", "moby-engine")
+
+
+def engine(installed: Collection[str]) -> str:
+    """The docker package this host uses: the one already installed, else docker.io."""
+    return next((p for p in ("docker.io", *OTHER_ENGINES) if p in installed), "docker.io")
+
+
 def install(plan: Plan) -> bool:
     runtime = plan.runtime
-    packages = ["docker.io" if runtime == "docker" else "podman", "curl"]
     installed = plan.known.get(DebPackages)
+    packages = [engine(installed) if runtime == "docker" else "podman", "curl"]
+    if packages[0] in OTHER_ENGINES:
+        version = " ".join(sorted(installed[packages[0]]))  # pyinfra gives a set of versions
+        say(host, f"docker: {packages[0]} {version} is installed; "
+                  "using it (docker.io is not installed beside it)")
     missing = [p for p in packages if p not in installed]
     if missing:
         # Refresh the package lists only when something must be installed: a no-op run

@@ -1,10 +1,12 @@
-"""A device set up the way a user's own is: its own /etc/docker/daemon.json, and an inventory
-shared with the user's other deploys (host data that is not ours).
+"""A device set up the way a user's own is: docker from docker.com's apt repository
+(docker-ce and containerd.io), its own /etc/docker/daemon.json, and an inventory shared with
+the user's other deploys (host data that is not ours).
 
-The deploy merges the registry mirror into the user's daemon.json (their keys kept, the
-original kept once as a backup), ignores the foreign host data, and converges again with no
-change; a daemon.json docker could not read stops the host untouched. The tests run in file
-order and share one device.
+The deploy uses the user's docker-ce (Debian's docker.io conflicts with it: installing it
+would remove theirs), merges the registry mirror into the user's daemon.json (their keys
+kept, the original kept once as a backup), ignores the foreign host data, and converges
+again with no change; a daemon.json docker could not read stops the host untouched. The
+tests run in file order and share one device.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Run, deploy, fresh_device, http_json, make_model, write_knobs
+from tests.conftest import REPO, Run, deploy, fresh_device, http_json, make_model, write_knobs
 from tests.lab import lab
 
 pytestmark = pytest.mark.lab
@@ -39,9 +41,19 @@ def inv(device: lab.Device, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def first_run(device: lab.Device, inv: Path) -> Run:
+    device.write("/tmp/docker_ce.sh", (REPO / "tests" / "lab" / "docker_ce.sh").read_bytes())
+    device.exec("sh", "/tmp/docker_ce.sh", timeout=900)
+    assert installed(device) == {"containerd.io", "docker-ce"}
     device.exec("mkdir", "-p", "/etc/docker")
     device.write(CONF, USERS)
     return deploy(inv / "inventory.py")
+
+
+def installed(device: lab.Device) -> set[str]:
+    """The docker engine's packages installed on the device."""
+    out = device.exec("dpkg-query", "-W", "-f", "${db:Status-Status} ${Package}\\n",
+                      "docker*", "containerd*", "runc", check=False)
+    return {line.split()[1] for line in out.splitlines() if line.startswith("installed ")}
 
 
 def docker_start(device: lab.Device) -> str:
@@ -52,6 +64,13 @@ def docker_start(device: lab.Device) -> str:
 def test_converges_with_foreign_host_data(first_run: Run) -> None:
     assert first_run.code == 0, first_run.output[-4000:]
     assert "is invalid" not in first_run.output
+
+
+def test_the_users_docker_ce_is_used_not_replaced(device: lab.Device, first_run: Run) -> None:
+    assert installed(device) == {"containerd.io", "docker-ce"}  # no docker.io, containerd
+    version = device.exec("dpkg-query", "-W", "-f", "${Version}", "docker-ce").strip()
+    line = f"docker: docker-ce {version} is installed; using it"
+    assert line in first_run.output, first_run.output[-3000:]
 
 
 def test_users_keys_kept_and_mirror_added(device: lab.Device, first_run: Run) -> None:
