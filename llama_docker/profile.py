@@ -29,10 +29,17 @@ def detect(kernel: str, release_meta: Mapping[str, str] | None) -> str:
                        "Arch/Manjaro, macOS)")
 
 
-def image_arch(machine: str) -> str:
-    """Debian's name for the device's CPU; refuse CPUs Debian's llama.cpp is not built for."""
+def image_arch(machine: str, packages: str | None = None) -> str:
+    """Debian's name for the device's CPU; refuse CPUs Debian's llama.cpp is not built for,
+    and an OS whose packages (`packages`, dpkg's architecture) are not the kernel's."""
     arch = ARCHES.get(machine)
     if arch is None:
         hint = " (a 32-bit OS: install the 64-bit one)" if machine.startswith("arm") else ""
         raise RefusedError(f"no server image for CPU {machine}{hint}; supported: x86_64, aarch64")
+    if packages and packages != arch:
+        # 32-bit Raspberry Pi OS boots a 64-bit kernel on a Pi 4 or 5: uname says aarch64,
+        # but its docker is armhf and would build and run a 32-bit server.
+        raise RefusedError(f"this OS is 32-bit ({packages} packages on a 64-bit {machine} "
+                           f"kernel): the server image is {arch}; install the 64-bit OS "
+                           "(on a Raspberry Pi: Raspberry Pi OS (64-bit))")
     return arch

@@ -42,6 +42,17 @@ class PhysicalCores(FactBase):
         return int(output[0]) if output and output[0].isdigit() else 1
 
 
+class PackageArch(FactBase):
+    """The architecture of the OS's packages (dpkg's), None where there is no dpkg. Not
+    always the kernel's: a 32-bit Raspberry Pi OS runs armhf packages on an aarch64 kernel."""
+
+    def command(self) -> str:
+        return "dpkg --print-architecture 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str | None:
+        return output[0].strip() if output and output[0].strip() else None
+
+
 class ImageId(FactBase):
     """The id of a local container image, or None when the tag is absent."""
 

@@ -26,6 +26,7 @@ from .facts import (
     FreeBytes,
     MacPhysicalCores,
     MemoryBytes,
+    PackageArch,
     PhysicalCores,
     StoreState,
     SudoWorks,
@@ -40,7 +41,7 @@ SUPPORTED = ("debian", "steamos", "arch", "macos")
 
 # Who the device is, in one round trip: every family's facts (a Mac's answer to a Linux
 # question is empty, and the question is not asked again unless a step needs it).
-IDENTITY = (Kernel, LinuxDistribution, Home, UserId, Arch, SudoWorks, MemoryBytes,
+IDENTITY = (Kernel, LinuxDistribution, Home, UserId, Arch, PackageArch, SudoWorks, MemoryBytes,
             PhysicalCores, MacPhysicalCores, CpuHasAes, DeviceClock, RenderNodes)
 
 
@@ -124,7 +125,7 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
         raise RefusedError(skew)
     brew = runtime_macos.homebrew() if kind == "macos" else None
     env = runtime_macos.device_env(brew, tgt.runtime) if brew else {}
-    arch = profile.image_arch(ident.get(Arch))
+    arch = profile.image_arch(ident.get(Arch), ident.get(PackageArch))
     user = ssh_user()
     if tgt.sudo:
         _check_sudo(ident.get(SudoWorks), user)

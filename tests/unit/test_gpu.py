@@ -115,7 +115,8 @@ def _unit(run) -> str:  # noqa: ANN001
 
 def test_intel_box_deploys_gpu_image_and_render_node(tmp_path: Path) -> None:
     run = deploy_fixture(tmp_path, "debian", {"RenderNodes": facts("intel-n100"),
-                                              "Arch": "x86_64"})
+                                              "Arch": "x86_64",
+                                              "PackageArch": "amd64"})
     need = run.op("Server image | Server image").calls[0]["need"]
     assert "--build-arg GPU=vulkan" in need.stage_build and need.tag == VK_TAG
     unit = _unit(run)

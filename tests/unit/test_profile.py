@@ -38,3 +38,16 @@ def test_arches(machine: str, arch: str) -> None:
 def test_32bit_pi_os_refused_with_hint() -> None:
     with pytest.raises(RefusedError, match="32-bit OS: install the 64-bit one"):
         image_arch("armv7l")
+
+
+@pytest.mark.parametrize(("machine", "packages"), [("x86_64", "amd64"), ("aarch64", "arm64"),
+                                                   ("aarch64", None)])
+def test_packages_of_the_kernels_arch(machine: str, packages: str | None) -> None:
+    assert image_arch(machine, packages) == image_arch(machine)
+
+
+@pytest.mark.parametrize(("machine", "packages"), [("aarch64", "armhf"), ("x86_64", "i386")])
+def test_32bit_os_on_a_64bit_kernel_refused(machine: str, packages: str) -> None:
+    with pytest.raises(RefusedError, match=rf"this OS is 32-bit \({packages} packages on a "
+                                           rf"64-bit {machine} kernel\): .*install the 64-bit"):
+        image_arch(machine, packages)

@@ -1,0 +1,45 @@
+"""Debian-family hosts set up by their users: the docker engine they installed (used, never
+replaced) and an OS whose packages are 32-bit on a 64-bit kernel (refused before any change).
+Pure logic and the fixture of a Raspberry Pi (tests/unit/fixtures/debian.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.runtime.debian import engine
+from tests.unit.fixtures.harness import deploy_fixture
+
+DOCKER_CE = {"docker-ce": {"5:27.3.1-1~debian.12~bookworm"}, "containerd.io": {"1.7.22-1"},
+             "curl": {"7.88.1-10"}}
+
+
+@pytest.mark.parametrize(("installed", "expected"), [
+    ({}, "docker.io"),
+    ({"docker.io": {"20.10.24"}}, "docker.io"),
+    (DOCKER_CE, "docker-ce"),
+    ({"moby-engine": {"27.3.1"}}, "moby-engine"),
+    ({"docker-ce-cli": {"5:27.3.1"}}, "docker.io"),  # a client alone is no engine
+])
+def test_engine(installed: dict[str, set[str]], expected: str) -> None:
+    assert engine(installed) == expected
+
+
+def test_docker_ce_is_not_replaced(tmp_path: Path) -> None:
+    run = deploy_fixture(tmp_path, "debian", {"DebPackages": DOCKER_CE})
+    assert not [n for n in run.names() if n.startswith("Container runtime | Install")]
+    assert not [c for op in run.ops for c in op.commands if "apt-get" in c]
+
+
+def test_docker_io_installed_where_there_is_no_engine(tmp_path: Path) -> None:
+    install = deploy_fixture(tmp_path, "debian").op("Container runtime | Install docker")
+    assert install.commands[-1].endswith(" install --no-install-recommends docker.io")
+
+
+def test_32bit_packages_on_a_64bit_kernel_refused_before_any_change(tmp_path: Path) -> None:
+    (op,) = deploy_fixture(tmp_path, "debian", {"PackageArch": "armhf"}).ops
+    assert op.name == "Preflight | Refuse this host"
+    assert op.calls[0]["message"] == (
+        "this OS is 32-bit (armhf packages on a 64-bit aarch64 kernel): the server image is "
+        "arm64; install the 64-bit OS (on a Raspberry Pi: Raspberry Pi OS (64-bit))")
