@@ -53,6 +53,16 @@ class PackageArch(FactBase):
         return output[0].strip() if output and output[0].strip() else None
 
 
+class PathExists(FactBase):
+    """True when something (a file, folder or link) is at `path`."""
+
+    def command(self, path: str) -> str:
+        return f"[ -e {shlex.quote(path)} ] || [ -L {shlex.quote(path)} ] && echo yes || true"
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[0] == "yes"
+
+
 class ImageId(FactBase):
     """The id of a local container image, or None when the tag is absent."""
 

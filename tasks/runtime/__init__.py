@@ -31,7 +31,9 @@ def wants(cfg: Config, tgt: Target) -> list[Wanted]:
 def check(cfg: Config, tgt: Target, known: Known) -> None:
     """Refuse (RefusedError) what the installer would have to break: a user's runtime
     configuration it cannot read. Runs in preflight, before anything changes."""
-    if tgt.profile in ("debian", "arch"):
+    if tgt.profile == "debian":
+        debian.check(cfg, tgt, known)
+    elif tgt.profile == "arch":
         rootful.check(cfg, tgt, known)
 
 

@@ -10,7 +10,10 @@ from pyinfra import host
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
 
+from llama_docker.errors import RefusedError
+
 from ..common import say
+from ..facts import PathExists
 from . import rootful
 from .rootful import configure
 
@@ -18,12 +21,28 @@ if TYPE_CHECKING:
     from llama_docker.config import Config
     from llama_docker.target import Target
 
-    from ..batch import Wanted
+    from ..batch import Known, Wanted
     from ..plan import Plan
 
 
+SNAP_DOCKER = "/snap/bin/docker"  # Ubuntu Server's installer offers docker as a snap
+
+
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
-    return [(DebPackages, {}), *rootful.wants(cfg, tgt)]
+    return [(DebPackages, {}), (PathExists, {"path": SNAP_DOCKER}), *rootful.wants(cfg, tgt)]
+
+
+def check(cfg: Config, tgt: Target, known: Known) -> None:
+    """Refuse docker from a snap (where no apt engine is there to use): its confinement
+    keeps it from bind-mounting the model store, and docker.io installed beside it would
+    compete with it for /run/docker.sock."""
+    installed = known.get(DebPackages)
+    if (tgt.runtime == "docker" and engine(installed) not in installed
+            and known.get(PathExists, path=SNAP_DOCKER)):
+        raise RefusedError(f"docker is installed as a snap ({SNAP_DOCKER}), which cannot "
+                           f"mount the model store ({tgt.models_dir}): remove it "
+                           "(sudo snap remove docker) or set runtime = \"podman\"")
+    rootful.check(cfg, tgt, known)
 
 
 # Docker engines from other apt sources: docker.com's docker-ce, Microsoft's moby-engine.

@@ -1,5 +1,6 @@
-"""Debian-family hosts set up by their users: the docker engine they installed (used, never
-replaced) and an OS whose packages are 32-bit on a 64-bit kernel (refused before any change).
+"""Debian-family hosts set up by their users: the docker engine they installed from apt (used,
+never replaced), docker from a snap and an OS whose packages are 32-bit on a 64-bit kernel
+(both refused before any change).
 Pure logic and the fixture of a Raspberry Pi (tests/unit/fixtures/debian.json)."""
 
 from __future__ import annotations
@@ -43,3 +44,18 @@ def test_32bit_packages_on_a_64bit_kernel_refused_before_any_change(tmp_path: Pa
     assert op.calls[0]["message"] == (
         "this OS is 32-bit (armhf packages on a 64-bit aarch64 kernel): the server image is "
         "arm64; install the 64-bit OS (on a Raspberry Pi: Raspberry Pi OS (64-bit))")
+
+
+def test_docker_from_a_snap_refused_before_any_change(tmp_path: Path) -> None:
+    (op,) = deploy_fixture(tmp_path, "debian", {"PathExists(/snap/bin/docker)": True}).ops
+    assert op.name == "Preflight | Refuse this host"
+    assert op.calls[0]["message"] == (
+        "docker is installed as a snap (/snap/bin/docker), which cannot mount the model store "
+        "(/var/lib/llama-docker/models): remove it (sudo snap remove docker) or set runtime "
+        '= "podman"')
+
+
+def test_a_snap_beside_docker_ce_is_no_matter(tmp_path: Path) -> None:
+    run = deploy_fixture(tmp_path, "debian", {"DebPackages": DOCKER_CE,
+                                              "PathExists(/snap/bin/docker)": True})
+    assert "Preflight | Refuse this host" not in run.names() and not run.missing
