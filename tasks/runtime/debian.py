@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from pyinfra import host
 from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt
+from pyinfra.operations import apt, server
 
 from llama_docker.errors import RefusedError
 
@@ -68,6 +68,26 @@ def install(plan: Plan) -> bool:
     if missing:
         # Refresh the package lists only when something must be installed: a no-op run
         # stays a no-op.
-        apt.packages(name=f"Install {runtime}", packages=missing, update=True,
-                     no_recommends=runtime == "docker", _sudo=True)
+        server.shell(name="Refresh the package lists", commands=[update_waiting()],
+                     _sudo=True)
+        apt.packages(name=f"Install {runtime}", packages=missing, no_recommends=runtime ==
+                     "docker", extra_install_args=f"-o DPkg::Lock::Timeout={APT_WAIT}",
+                     _sudo=True)
     return configure(plan)
+
+
+# A device's first minutes often belong to apt-daily and unattended-upgrades, which hold
+# apt's locks (Ansible's apt module waits 60 s for the same reason). dpkg's lock has apt's
+# own timeout; `apt-get update`'s lock has none, so it is retried while only the lock fails.
+APT_WAIT = 300
+
+
+def update_waiting(seconds: int = APT_WAIT, every: int = 5) -> str:
+    """`apt-get update`, tried again every `every` s for up to `seconds` while another apt
+    holds its lock; any other failure, or the lock still held then, fails at once."""
+    return (
+        f"end=$(($(date +%s) + {seconds})); while ! out=$(apt-get update 2>&1); do "
+        f'case "$out" in *"Could not get lock"*) ;; *) printf "%s\\n" "$out" >&2; exit 100;; '
+        f'esac; if [ "$(date +%s)" -ge "$end" ]; then printf "%s\\n" "$out" >&2; exit 100; '
+        f'fi; [ -n "${{said:-}}" ] || echo "another apt holds the lock: waiting up to '
+        f'{seconds} s" >&2; said=1; sleep {every}; done')

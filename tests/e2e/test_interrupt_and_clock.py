@@ -1,5 +1,7 @@
-"""A deploy interrupted mid-push (Ctrl-C, SIGTERM, SIGKILL) and a device whose clock is years
-behind. The push tests share one device, in file order; the clock test has its own."""
+"""A deploy interrupted mid-push (Ctrl-C, SIGTERM, SIGKILL), a device whose clock is years
+behind, and one whose apt is busy when the deploy starts (a device's first minutes). The push
+tests share one device, in file order; the clock and apt tests share another, in that
+order."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tests.conftest import (
     write_knobs,
 )
 from tests.lab import lab
+from tests.lab.sh import docker
 from tests.lab.tiny_model import write_tiny_gguf
 
 pytestmark = pytest.mark.lab
@@ -30,6 +33,16 @@ CLOCK_HOST = "e2e-ic-clock"
 STORE = "/var/lib/llama-docker/models"
 RATE_MBIT = 80  # 10 MB/s: a ~140 MB model takes ~14 s, so the cut falls mid-file
 BEHIND_DAYS = 2383
+HOLD_S = 25  # how long the busy apt holds each of its locks
+# What apt-daily and unattended-upgrades do on a device's first boot, with real apt: the lists
+# lock held through an update, then dpkg's lock through an install. Each stamps its times.
+BUSY_APT = (
+    "date +%s > /tmp/lists-from; "
+    f"apt-get -qq -o APT::Update::Pre-Invoke::='sleep {HOLD_S}' update; "
+    "date +%s > /tmp/lists-to; "
+    "DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o DPkg::Pre-Invoke::="
+    f"'date +%s > /tmp/dpkg-from; sleep {HOLD_S}' install --reinstall less >/dev/null; "
+    "date +%s > /tmp/dpkg-to")
 
 
 device = fresh_device(HOST, index=55)
@@ -213,3 +226,25 @@ def test_clock_years_behind_is_refused_before_anything_changes(
     assert dev.exec("sh", "-c", "command -v docker || echo none").strip() == "none"
     assert dev.exec("ls", "-A", "/var/lib").split().count("llama-docker") == 0
     assert took < 120, f"a refused run took {took:.0f}s"
+
+
+def test_busy_apt_at_first_boot_is_waited_for(
+        clock_device: lab.Device, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Fault: another apt holds apt's locks as the deploy starts (a fresh device's daily
+    upgrades) | Seen: the deploy waits for each lock (up to 5 minutes) and converges | Left:
+    the other apt's work done, docker installed, the server answering"""
+    dev = clock_device
+    dev.exec("rm", "-f", "/usr/local/bin/date")  # the clock test's wrapper: a true clock now
+    folder = inventory(tmp_path_factory.mktemp("apt"), [dev]).parent
+    write_knobs(folder, model=make_model(folder, "tiny-apt", seed=71))
+    docker("exec", "-d", dev.container, "sh", "-c", BUSY_APT)
+    started = int(time.time())
+    run = deploy(folder / "inventory.py")
+    assert run.code == 0, run.output[-3000:]
+    stamps = {n: int(dev.exec("cat", f"/tmp/{n}")) for n in
+              ("lists-from", "lists-to", "dpkg-from", "dpkg-to")}
+    # The lists lock was still held well after the deploy's preflight, which takes seconds.
+    assert stamps["lists-from"] <= started + 1 and stamps["lists-to"] >= started + HOLD_S - 2
+    assert stamps["dpkg-to"] >= stamps["dpkg-from"] + HOLD_S, stamps
+    assert "docker.io" in dev.exec("dpkg-query", "-W", "-f", "${Package}", "docker.io")
+    wait_healthy(dev.http_port)

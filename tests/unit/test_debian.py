@@ -5,11 +5,12 @@ Pure logic and the fixture of a Raspberry Pi (tests/unit/fixtures/debian.json)."
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tasks.runtime.debian import engine
+from tasks.runtime.debian import engine, update_waiting
 from tests.unit.fixtures.harness import deploy_fixture
 
 DOCKER_CE = {"docker-ce": {"5:27.3.1-1~debian.12~bookworm"}, "containerd.io": {"1.7.22-1"},
@@ -34,8 +35,12 @@ def test_docker_ce_is_not_replaced(tmp_path: Path) -> None:
 
 
 def test_docker_io_installed_where_there_is_no_engine(tmp_path: Path) -> None:
-    install = deploy_fixture(tmp_path, "debian").op("Container runtime | Install docker")
-    assert install.commands[-1].endswith(" install --no-install-recommends docker.io")
+    run = deploy_fixture(tmp_path, "debian")
+    refresh = run.op("Container runtime | Refresh the package lists").commands
+    assert refresh == [update_waiting()]
+    install = run.op("Container runtime | Install docker").commands
+    assert install[-1].endswith(" install --no-install-recommends -o DPkg::Lock::Timeout=300 "
+                                "docker.io"), install
 
 
 def test_32bit_packages_on_a_64bit_kernel_refused_before_any_change(tmp_path: Path) -> None:
@@ -59,3 +64,33 @@ def test_a_snap_beside_docker_ce_is_no_matter(tmp_path: Path) -> None:
     run = deploy_fixture(tmp_path, "debian", {"DebPackages": DOCKER_CE,
                                               "PathExists(/snap/bin/docker)": True})
     assert "Preflight | Refuse this host" not in run.names() and not run.missing
+
+
+def fake_apt(tmp_path: Path, fails: int, message: str) -> dict[str, str]:
+    """An apt-get on PATH that fails `fails` times with `message`, then succeeds."""
+    tool = tmp_path / "apt-get"
+    tool.write_text(f'#!/bin/sh\nn=$(cat {tmp_path}/n 2>/dev/null || echo 0)\n'
+                    f'echo $((n + 1)) > {tmp_path}/n\n'
+                    f'[ "$n" -ge {fails} ] && exit 0\necho "{message}" >&2\nexit 100\n')
+    tool.chmod(0o755)
+    return {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+
+
+LOCKED = "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 7 (apt-get)"
+
+
+@pytest.mark.parametrize(("fails", "message", "code", "tries"), [
+    (1, LOCKED, 0, 2),  # the other apt finishes: the update goes on
+    (99, LOCKED, 100, None),  # still held at the end of the wait: apt's own line, failed
+    (2, "E: The repository 'http://x bookworm Release' does not have a Release file.", 100, 1),
+])
+def test_update_waits_only_for_the_lock(tmp_path: Path, fails: int, message: str, code: int,
+                                        tries: int | None) -> None:
+    proc = subprocess.run(["sh", "-c", update_waiting(seconds=2, every=1)], text=True,
+                          capture_output=True, env=fake_apt(tmp_path, fails, message),
+                          timeout=30)
+    assert proc.returncode == code, proc.stderr
+    if code:
+        assert proc.stderr.splitlines()[-1] == message
+    if tries is not None:
+        assert int((tmp_path / "n").read_text()) == tries
