@@ -3,8 +3,14 @@ of them: built once per (architecture, build args), the same bits on every devic
 
 The cache holds `<cache_dir>/images/<image id>.tar` (the image ID is the sha256 of the
 image's config, so the archive's name says what it holds) and, per tag and architecture, a
-small JSON index naming the archive, its sha256 (what the devices verify before loading)
-and the llama.cpp version it records.
+small JSON index naming the archive, its sha256 (what the devices verify before loading),
+its layers and the llama.cpp version it records.
+
+A device's own ID for the image is that config's sha256 with podman and with docker's own
+image store. docker's containerd image store (the default of a fresh docker-ce since 29)
+names an image by the digest of its manifest instead, which differs between a device that
+built the image and one that loaded it; there the layers (the sha256 of each uncompressed
+layer, in order) say whether a device holds the archive's bits.
 """
 
 from __future__ import annotations
@@ -32,6 +38,33 @@ class ArchiveInfo:
     image_id: str
     arch: str
     version: str
+    layers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceImage:
+    """An image as a device's runtime describes it (image_ship.inspect_command)."""
+
+    image_id: str  # bare hex: the config's sha256, or a manifest's (containerd image store)
+    layers: tuple[str, ...]
+    version: str
+
+    @classmethod
+    def parse(cls, line: str | None) -> DeviceImage | None:
+        """`<id>|<layer>,<layer>,...|<version>`; a bare `<id>` too; None for nothing."""
+        image_id, _, rest = (line or "").strip().partition("|")
+        layers, _, version = rest.partition("|")
+        plain = plain_id(image_id.strip())
+        if not plain:
+            return None
+        return cls(plain, tuple(plain_id(x.strip()) or "" for x in layers.split(",")
+                                if x.strip()), version.strip())
+
+    def holds(self, entry: CachedImage) -> bool:
+        """True when this is the cached archive's image: the same config (its ID), or, where
+        the runtime names images by manifest, the same layers in the same order."""
+        return self.image_id == entry.image_id or bool(entry.layers
+                                                       and self.layers == entry.layers)
 
 
 def inspect_archive(path: Path) -> ArchiveInfo:
@@ -52,8 +85,9 @@ def inspect_archive(path: Path) -> ArchiveInfo:
         raise LlamaDockerError(f"{path}: the image config {name} hashes {image_id}")
     config = json.loads(raw)
     labels = (config.get("config") or {}).get("Labels") or {}
+    layers = tuple(plain_id(x) or "" for x in (config.get("rootfs") or {}).get("diff_ids", []))
     return ArchiveInfo(image_id=image_id, arch=config.get("architecture", ""),
-                       version=labels.get(VERSION_LABEL, ""))
+                       version=labels.get(VERSION_LABEL, ""), layers=layers)
 
 
 def _member(tar: tarfile.TarFile, name: str):  # noqa: ANN202 - a file object
@@ -75,6 +109,7 @@ class CachedImage:
     version: str
     made_on: str  # the device it was built on (or saved from)
     path: str
+    layers: tuple[str, ...] = ()  # uncompressed layers' sha256 (an index written before: none)
 
 
 class ImageCache:
@@ -95,8 +130,9 @@ class ImageCache:
     def lookup(self, tag: str, arch: str) -> CachedImage | None:
         """The cached image for this tag and architecture, or None (no index, no archive)."""
         try:
-            entry = CachedImage(**json.loads(self.index(tag, arch).read_text()))
-        except (OSError, ValueError, TypeError):
+            data = json.loads(self.index(tag, arch).read_text())
+            entry = CachedImage(**{**data, "layers": tuple(data.get("layers", ()))})
+        except (OSError, ValueError, TypeError, AttributeError):
             return None
         if entry.tag != tag or entry.arch != arch or not Path(entry.path).is_file():
             return None
@@ -112,7 +148,7 @@ class ImageCache:
         part.replace(dest)
         entry = CachedImage(tag=tag, arch=arch, image_id=info.image_id, sha256=sha256,
                             size=dest.stat().st_size, version=info.version, made_on=made_on,
-                            path=str(dest))
+                            path=str(dest), layers=info.layers)
         tmp = self.index(tag, arch).with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(asdict(entry), indent=1))
         tmp.replace(self.index(tag, arch))

@@ -53,17 +53,23 @@ def build_script(runtime: str, stage_build: str, tag: str, context: str) -> str:
 
 
 def inspect_command(runtime: str, tag: str) -> str:
-    """`<image id> <llama.cpp version>` of a local image, or nothing when it is absent."""
-    fmt = f'{{{{.Id}}}} {{{{index .Config.Labels "{VERSION_LABEL}"}}}}'
+    """`<image id>|<layer>,<layer>,...|<llama.cpp version>` of a local image (read with
+    image_archive.DeviceImage.parse), or nothing when it is absent."""
+    fmt = ('{{.Id}}|{{range .RootFS.Layers}}{{.}},{{end}}|'
+           f'{{{{index .Config.Labels "{VERSION_LABEL}"}}}}')
     return f"{runtime} image inspect --format {_q(fmt)} {_q(tag)} 2>/dev/null || true"
 
 
 def load_command(runtime: str, archive: str, image_id: str, tag: str) -> str:
-    """Load the archive, then name its image `tag` by ID: the name an archive carries is
+    """Load the archive, then put `tag` on the image it loaded. The name an archive carries is
     the saving runtime's (podman saves `localhost/llama-docker/server:...`, which docker
-    would load under that name), so the tag is put on as this runtime names it."""
-    return (f"{runtime} load -q -i {_q(archive)} >/dev/null && "
-            f"{runtime} tag {_q(image_id)} {_q(tag)}")
+    loads under that name), so the tag is put on as this runtime names it: by the name the
+    load reports, else by the config's ID (docker's containerd image store knows an image
+    by its manifest's digest only, so there the name is the one way)."""
+    return (f"out=$({runtime} load -i {_q(archive)}) && "
+            "name=$(echo \"$out\" | sed -n -e 's/^Loaded image: //p' "
+            "-e 's/^Loaded image(s): //p' | tail -n 1 | cut -d, -f1) && "
+            f'{runtime} tag "${{name:-{image_id}}}" {_q(tag)}')
 
 
 def save_to(client: paramiko.SSHClient, command: str, stdin: str | None, part: Path

@@ -7,6 +7,7 @@ import shlex
 from pyinfra.api import FactBase
 
 from llama_docker import listeners
+from llama_docker.image_ship import inspect_command
 from llama_docker.store import LINKS
 
 
@@ -64,11 +65,11 @@ class PathExists(FactBase):
 
 
 class ImageId(FactBase):
-    """The id of a local container image, or None when the tag is absent."""
+    """A local container image as `<id>|<layers>|<llama.cpp version>`
+    (image_archive.DeviceImage.parse reads it), or None when the tag is absent."""
 
     def command(self, runtime: str, tag: str) -> str:
-        return (f"{runtime} image inspect --format '{{{{.Id}}}}' {shlex.quote(tag)} "
-                "2>/dev/null || true")
+        return inspect_command(runtime, tag)
 
     def process(self, output: list[str]) -> str | None:
         return output[0] if output and output[0] else None

@@ -20,7 +20,7 @@ from llama_docker.image import (
     pinned_build_args,
     snapshot_url,
 )
-from llama_docker.image_archive import ImageCache, plain_id
+from llama_docker.image_archive import DeviceImage, ImageCache
 from llama_docker.image_ship import stage_tag
 from llama_docker.units import FILES
 
@@ -72,8 +72,8 @@ def image(plan: Plan) -> tuple[str, bool]:
     own = plan.cfg.image_source == "device"
     cache = ImageCache(Path(plan.cfg.cache_dir).expanduser())
     entry = None if own else cache.lookup(tag, plan.arch)
-    have = plain_id(plan.known.get(ImageId, runtime=t.runtime, tag=tag))
-    if have is not None and (own or (entry is not None and have == entry.image_id)):
+    have = DeviceImage.parse(plan.known.get(ImageId, runtime=t.runtime, tag=tag))
+    if have is not None and (own or (entry is not None and have.holds(entry))):
         return tag, False  # its own build, or the same bits as every other device of its CPU
     if entry is None and have is None:  # this device may be the one that builds it
         files.directory(name="Build context folder", path=t.build_dir, mode="755",

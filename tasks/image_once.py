@@ -24,7 +24,7 @@ from gevent.lock import Semaphore
 from llama_docker import diagnose
 from llama_docker.errors import LlamaDockerError, VerifyError
 from llama_docker.hashing import verify_once
-from llama_docker.image_archive import CachedImage, ImageCache, plain_id
+from llama_docker.image_archive import CachedImage, DeviceImage, ImageCache
 from llama_docker.image_ship import (
     build_script,
     inspect_command,
@@ -82,13 +82,11 @@ def _run(host, need: Need, command: str, timeout: int = 600) -> str | None:  # n
     return f"{why} ({fix})" if fix else why
 
 
-def device_image(host, need: Need) -> tuple[str | None, str]:  # noqa: ANN001
-    """(image ID, llama.cpp version) of the tag on the device; (None, "") when absent."""
+def device_image(host, need: Need) -> DeviceImage | None:  # noqa: ANN001
+    """The tag's image as the device's runtime describes it; None when absent."""
     ok, out = run_as(host, inspect_command(need.runtime, need.tag), need.sudo, _env=need.env,
                      _timeout=60, print_output=False)
-    line = out.stdout_lines[0].strip() if ok and out.stdout_lines else ""
-    image_id, _, version = line.partition(" ")
-    return plain_id(image_id) or None, version.strip()
+    return DeviceImage.parse(out.stdout_lines[0] if ok and out.stdout_lines else None)
 
 
 def _env_prefix(env: dict[str, str]) -> str:
@@ -96,28 +94,28 @@ def _env_prefix(env: dict[str, str]) -> str:
         if env else ""
 
 
-def _build(host, need: Need, why: str) -> tuple[str, str, float]:  # noqa: ANN001
+def _build(host, need: Need, why: str) -> tuple[DeviceImage, float]:  # noqa: ANN001
     """Build the image on this device (`why`: the rest of the line said first, after `on this
-    device`); its image ID, llama.cpp version and the seconds it took. Raises when the build
-    fails or leaves no image."""
+    device`); the image and the seconds it took. Raises when the build fails or leaves no
+    image."""
     say(host, f"building {need.tag} for {need.arch} on this device{why}")
     t = time.monotonic()
     err = _run(host, need, build_script(need.runtime, need.stage_build, need.tag,
                                         need.build_dir), timeout=3600)
     if err:
         raise LlamaDockerError(f"building {need.tag} failed: {err}")
-    have, version = device_image(host, need)
+    have = device_image(host, need)
     if have is None:
         raise LlamaDockerError(f"{need.tag} is not on the device after its build")
-    return have, version, time.monotonic() - t
+    return have, time.monotonic() - t
 
 
 def _make(host, need: Need, cache: ImageCache) -> CachedImage:  # noqa: ANN001
-    have, version = device_image(host, need)
+    have = device_image(host, need)
     made, took = "saved", ""
     if have is None:
-        have, version, secs = _build(host, need, f", the first {need.arch} device to need it "
-                                                 "(once; the others get its archive)")
+        have, secs = _build(host, need, f", the first {need.arch} device to need it "
+                                        "(once; the others get its archive)")
         made, took = "built", f" in {secs:.1f} s"
     save = _env_prefix(need.env) + f"{need.runtime} save {shlex.quote(need.tag)}"
     cmd, stdin = (root_command(save, host_sudo_password(host)) if need.sudo
@@ -129,14 +127,14 @@ def _make(host, need: Need, cache: ImageCache) -> CachedImage:  # noqa: ANN001
            else save_to(host.connector.client, cmd, stdin, part))
     saved = time.monotonic() - t
     entry = cache.add(need.tag, need.arch, part, sha, host.name)
-    if entry.image_id != have:
+    if not have.holds(entry):
         cache.forget(need.tag, need.arch)
         raise LlamaDockerError(f"the saved archive holds image {entry.image_id}, the device "
-                               f"has {have}")
+                               f"has {have.image_id}")
     say(host, f"{made} {need.tag} on this device{took} ({need.arch}, llama.cpp "
-              f"{version or 'unknown'}, image {_short(have)}); its archive ({entry.size} "
-              f"bytes, sha256 {_short(sha)}, saved in {saved:.1f} s) is in the controller's "
-              f"cache for every other {need.arch} device")
+              f"{have.version or 'unknown'}, image {_short(entry.image_id)}); its archive "
+              f"({entry.size} bytes, sha256 {_short(sha)}, saved in {saved:.1f} s) is in the "
+              f"controller's cache for every other {need.arch} device")
     return entry
 
 
@@ -169,17 +167,18 @@ def _receive(host, need: Need, entry: CachedImage, cache: ImageCache) -> None:  
     if err:
         raise LlamaDockerError(f"{need.runtime} load of {store.final(entry.sha256)} failed: "
                                f"{err}; the running server is untouched")
-    have, version = device_image(host, need)
-    if have != entry.image_id:
-        raise LlamaDockerError(f"after the load {need.tag} is image {have}, expected "
+    have = device_image(host, need)
+    if have is None or not have.holds(entry):
+        got = f"image {have.image_id}" if have else "absent"
+        raise LlamaDockerError(f"after the load {need.tag} is {got}, expected image "
                                f"{entry.image_id}; the running server is untouched")
     _run(host, need, f"rm -f {shlex.quote(store.final(entry.sha256))} "
                      f"{shlex.quote(store.marker(entry.sha256))}")
     via = "ssh" if target else "paramiko"
     resumed = f", resumed from byte {offset}" if offset else ""
-    say(host, f"loaded {need.tag} (llama.cpp {version or 'unknown'}, image "
-              f"{_short(have)} as made on {entry.made_on}): sent {sent} bytes of its archive "
-              f"via {via}{resumed}; sha256 verified before the load, image ID after it "
+    say(host, f"loaded {need.tag} (llama.cpp {have.version or 'unknown'}, image "
+              f"{_short(entry.image_id)} as made on {entry.made_on}): sent {sent} bytes of its "
+              f"archive via {via}{resumed}; sha256 verified before the load, the image after it "
               f"(push and hash {pushed:.1f} s, load {loaded:.1f} s)")
 
 
@@ -187,13 +186,14 @@ def build_here(state, host, need: Need) -> bool:  # noqa: ANN001 - pyinfra's cal
     """image_source = "device": this device builds its own image; nothing is saved or
     shipped, so devices built on other days may hold other llama.cpp versions."""
     try:
-        have, version, secs = _build(host, need, " (image_source = device: every device "
-                                                 "builds its own)")
+        have, secs = _build(host, need, " (image_source = device: every device "
+                                        "builds its own)")
     except LlamaDockerError as exc:
         say_error(host, str(exc))
         return False
     say(host, f"built {need.tag} on this device in {secs:.1f} s "
-              f"({need.arch}, llama.cpp {version or 'unknown'}, image {_short(have)})")
+              f"({need.arch}, llama.cpp {have.version or 'unknown'}, image "
+              f"{_short(have.image_id)})")
     return True
 
 
@@ -206,8 +206,8 @@ def ensure(state, host, need: Need) -> bool:  # noqa: ANN001 - pyinfra's callbac
             if entry is None:
                 _make(host, need, cache)
                 return True
-        have, _ = device_image(host, need)
-        if have == entry.image_id:
+        have = device_image(host, need)
+        if have is not None and have.holds(entry):
             return True
         _receive(host, need, entry, cache)
     except LlamaDockerError as exc:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,12 +24,19 @@ from llama_docker.image import (
     pinned_build_args,
     snapshot_url,
 )
-from llama_docker.image_archive import ImageCache, inspect_archive, plain_id
+from llama_docker.image_archive import (
+    CachedImage,
+    DeviceImage,
+    ImageCache,
+    inspect_archive,
+    plain_id,
+)
 from llama_docker.image_ship import build_script, load_command, save_via_ssh, stage_tag
 from llama_docker.tasks.image_once import images_dir
 
 BASE = "docker.io/library/debian:forky-slim"
 TAG = "llama-docker/server:0123456789ab"
+LAYER = hashlib.sha256(b"\0" * 1024).hexdigest()
 
 
 def write_archive(path: Path, arch: str = "amd64", version: str = "1:0.7.0+dfsg-2",
@@ -35,7 +44,8 @@ def write_archive(path: Path, arch: str = "amd64", version: str = "1:0.7.0+dfsg-
     """A docker-archive as `docker save` writes it: manifest.json naming the config by its
     sha256, the config, a layer. Returns the image ID."""
     cfg = json.dumps({"architecture": arch, "os": "linux",
-                      "config": {"Labels": {VERSION_LABEL: version}}}).encode()
+                      "config": {"Labels": {VERSION_LABEL: version}},
+                      "rootfs": {"type": "layers", "diff_ids": [f"sha256:{LAYER}"]}}).encode()
     image_id = hashlib.sha256(cfg).hexdigest()
     members = {f"{name or image_id}.json": cfg, "layer.tar": b"\0" * 1024,
                "manifest.json": json.dumps([{"Config": f"{name or image_id}.json",
@@ -53,6 +63,34 @@ def test_archive_says_its_image_id_arch_and_version(tmp_path: Path) -> None:
     image_id = write_archive(tmp_path / "a.tar", arch="arm64")
     info = inspect_archive(tmp_path / "a.tar")
     assert (info.image_id, info.arch, info.version) == (image_id, "arm64", "1:0.7.0+dfsg-2")
+    assert info.layers == (LAYER,)
+
+
+def entry(image_id: str, layers: tuple[str, ...]) -> CachedImage:
+    return CachedImage(tag=TAG, arch="amd64", image_id=image_id, sha256="0" * 64, size=1,
+                       version="v", made_on="pi", path="/x.tar", layers=layers)
+
+
+@pytest.mark.parametrize(("line", "holds"), [
+    (f"sha256:{'c' * 64}|sha256:{'1' * 64},sha256:{'2' * 64},|v", True),  # its own config ID
+    (f"{'c' * 64}|{'1' * 64},{'2' * 64},|v", True),  # podman: bare hex
+    # docker's containerd image store: a manifest's digest, the archive's layers
+    (f"sha256:{'d' * 64}|sha256:{'1' * 64},sha256:{'2' * 64},|v", True),
+    (f"sha256:{'d' * 64}|sha256:{'1' * 64},|v", False),  # a layer short
+    (f"sha256:{'d' * 64}|sha256:{'2' * 64},sha256:{'1' * 64},|v", False),  # another order
+    (f"sha256:{'c' * 64}", True),  # an ID alone (the form of older fact fixtures)
+    (f"sha256:{'d' * 64}", False),
+])
+def test_a_device_holds_the_archive_by_config_or_by_layers(line: str, holds: bool) -> None:
+    have = DeviceImage.parse(line)
+    assert have is not None and have.holds(entry("c" * 64, ("1" * 64, "2" * 64))) is holds
+
+
+def test_an_index_without_layers_matches_by_config_only() -> None:
+    have = DeviceImage.parse(f"sha256:{'d' * 64}||v")
+    assert have is not None and have.layers == () and have.version == "v"
+    assert not have.holds(entry("c" * 64, ()))
+    assert DeviceImage.parse("") is None and DeviceImage.parse(None) is None
 
 
 def test_archive_whose_config_is_not_its_name_refused(tmp_path: Path) -> None:
@@ -77,8 +115,12 @@ def test_cache_files_by_image_id_and_finds_by_tag_and_arch(tmp_path: Path) -> No
     entry = cache.add(TAG, "amd64", part, "a" * 64, "pi.local")
     assert Path(entry.path) == tmp_path / "images" / f"{image_id}.tar"
     assert not part.exists()
-    assert cache.lookup(TAG, "amd64") == entry
+    assert cache.lookup(TAG, "amd64") == entry and entry.layers == (LAYER,)
     assert cache.lookup(TAG, "arm64") is None  # another architecture: another image
+    index = cache.index(TAG, "amd64")  # written before layers were recorded: still found
+    index.write_text(json.dumps({k: v for k, v in json.loads(index.read_text()).items()
+                                 if k != "layers"}))
+    assert cache.lookup(TAG, "amd64") == replace(entry, layers=())
     cache.forget(TAG, "amd64")
     assert cache.lookup(TAG, "amd64") is None and not Path(entry.path).exists()
 
@@ -162,9 +204,34 @@ def test_archives_land_beside_the_model_store() -> None:
         "/home/deck/.local/share/llama-docker/images"
 
 
-def test_load_names_the_image_by_id_as_this_runtime_names_it() -> None:
-    cmd = load_command("podman", "/x/ab.tar", "f" * 64, TAG)
-    assert cmd == f"podman load -q -i /x/ab.tar >/dev/null && podman tag {'f' * 64} {TAG}"
+def fake_runtime(tmp_path: Path, loaded: str, load_code: int = 0) -> Path:
+    """A `rt` whose load prints `loaded` and whose tag writes its arguments to tagged."""
+    rt = tmp_path / "rt"
+    rt.write_text(f'#!/bin/sh\ncase "$1" in\n  load) printf "%s\\n" "{loaded}"; '
+                  f'exit {load_code};;\n  tag) echo "$2 $3" > {tmp_path}/tagged;;\nesac\n')
+    rt.chmod(0o755)
+    return rt
+
+
+@pytest.mark.parametrize(("loaded", "tagged_from"), [
+    (f"Loaded image: {TAG}", TAG),  # docker
+    (f"Loaded image: localhost/{TAG}", f"localhost/{TAG}"),  # podman's name, loaded by either
+    (f"Loaded image(s): localhost/{TAG},localhost/other:1", f"localhost/{TAG}"),  # podman 3
+    (f"Loaded image ID: sha256:{'e' * 64}", "f" * 64),  # no name: the config's ID
+])
+def test_load_tags_the_image_it_loaded(tmp_path: Path, loaded: str, tagged_from: str) -> None:
+    rt = fake_runtime(tmp_path, loaded)
+    proc = subprocess.run(["sh", "-c", load_command(str(rt), "/x/ab.tar", "f" * 64, TAG)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "tagged").read_text().split() == [tagged_from, TAG]
+
+
+def test_failed_load_tags_nothing(tmp_path: Path) -> None:
+    rt = fake_runtime(tmp_path, "Error: payload does not match any of the supported formats", 125)
+    proc = subprocess.run(["sh", "-c", load_command(str(rt), "/x/ab.tar", "f" * 64, TAG)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 125 and not (tmp_path / "tagged").exists()
 
 
 # `sh -c` stands in for the OpenSSH client: save_via_ssh runs [*ssh_argv, command].
