@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from pyinfra import host
 from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.server import Which
 from pyinfra.operations import apt, server
 
 from llama_docker.errors import RefusedError
@@ -29,7 +30,8 @@ SNAP_DOCKER = "/snap/bin/docker"  # Ubuntu Server's installer offers docker as a
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
-    return [(DebPackages, {}), (PathExists, {"path": SNAP_DOCKER}), *rootful.wants(cfg, tgt)]
+    return [(DebPackages, {}), (PathExists, {"path": SNAP_DOCKER}), (Which, {"command": "docker"}),
+            *rootful.wants(cfg, tgt)]
 
 
 def check(cfg: Config, tgt: Target, known: Known) -> None:
@@ -65,14 +67,23 @@ def install(plan: Plan) -> bool:
         say(host, f"docker: {packages[0]} {version} is installed; "
                   "using it (docker.io is not installed beside it)")
     missing = [p for p in packages if p not in installed]
-    if missing:
+    # Debian's docker.io ships its client as docker-cli of its own from Debian 14 (forky) on,
+    # a Recommends only, which --no-install-recommends leaves out.
+    cli = packages[0] == "docker.io" and not plan.known.get(Which, command="docker")
+    if missing or cli:
         # Refresh the package lists only when something must be installed: a no-op run
         # stays a no-op.
         server.shell(name="Refresh the package lists", commands=[update_waiting()],
                      _sudo=True)
+    if missing:
         apt.packages(name=f"Install {runtime}", packages=missing, no_recommends=runtime ==
                      "docker", extra_install_args=f"-o DPkg::Lock::Timeout={APT_WAIT}",
                      _sudo=True)
+    if cli:
+        server.shell(name="The docker client (docker-cli where docker.io has none)",
+                     commands=["command -v docker >/dev/null || DEBIAN_FRONTEND=noninteractive "
+                               f"apt-get install -y --no-install-recommends -o DPkg::Lock::"
+                               f"Timeout={APT_WAIT} docker-cli"], _sudo=True)
     return configure(plan)
 
 

@@ -5,12 +5,15 @@ that gets the cached archive (its first push cut half-way), and a damaged archiv
 while the old server keeps serving. The third is a SteamOS device: the archive `docker save`
 wrote on a Debian device is what rootless podman loads there, as user deck, with no build and
 no package manager, and podman reports the same image ID (the sha256 of the image's config,
-which a load does not rewrite). Every device here is amd64: the arm64 image cannot run in an
-emulated device (tests/e2e/test_arm64.py says why).
+which a load does not rewrite). A fourth runs Debian testing's docker with the containerd
+image store, which names images by manifest: the same archive loads there, the same layers.
+Every device here is amd64: the arm64 image cannot run in an emulated device
+(tests/e2e/test_arm64.py says why).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +28,7 @@ from tests.lab import images, lab
 pytestmark = pytest.mark.lab
 NAMES = ("e2e-img-1", "e2e-img-2")
 LATER = "e2e-img-3"
+TESTING = "e2e-img-4"
 IMAGES = "/var/lib/llama-docker/images"
 STORE = "/var/lib/llama-docker/models"
 DECK_IMAGES = "/home/deck/.local/share/llama-docker/images"
@@ -54,6 +58,22 @@ def later(lab_ready: None) -> Iterator[lab.Device]:
     """A SteamOS device: rootless podman as deck, no package manager (tests/e2e/test_steamos)."""
     dev = lab.start_device(LATER, images.build_steamos(), index=82, fresh=True,
                            profile="steamos")
+    yield dev
+    lab.remove_device(dev)
+
+
+@pytest.fixture(scope="module")
+def testing(device_image: str) -> Iterator[lab.Device]:
+    """A Debian device that takes new packages from Debian testing (forky), with docker's
+    containerd image store switched on in its daemon.json before docker is there."""
+    dev = lab.start_device(TESTING, device_image, index=83, fresh=True)
+    dev.write("/etc/apt/sources.list.d/forky.list",
+              b"deb http://deb.debian.org/debian forky main\n")
+    # What is installed from now on comes from testing (the lab's snapshot of it has expired).
+    dev.write("/etc/apt/apt.conf.d/90lab-forky", b'Acquire::Check-Valid-Until "false";\n'
+                                                 b'APT::Default-Release "forky";\n')
+    dev.exec("mkdir", "-p", "/etc/docker")
+    dev.write("/etc/docker/daemon.json", b'{"features": {"containerd-snapshotter": true}}\n')
     yield dev
     lab.remove_device(dev)
 
@@ -214,3 +234,34 @@ def test_podman_builds_and_docker_loads_the_same_image(
     for d in (later, dev):
         wait_healthy(d.http_port, 120)
         assert serves(d)
+
+
+def test_containerd_image_store_loads_the_same_layers(testing: lab.Device, folder: Path
+                                                      ) -> None:
+    """Debian testing's docker (its client a package of its own) with the containerd image
+    store: it names the loaded image by a manifest digest, not the config's, so the deploy
+    knows the archive's image there by its layers. Loaded, not built; serves; a second run
+    changes nothing."""
+    write_knobs(folder, model=make_model(folder, "tiny-img", seed=81))
+    entry = cached(folder)  # the first test's image, saved by Debian 12's docker
+    inv = inventory(folder, [testing])
+    run = deploy(inv)
+    assert run.code == 0, run.output[-4000:]
+    installed = testing.exec("dpkg-query", "-W", "-f", "${Package} ${Version}\\n", "docker.io",
+                             "docker-cli")
+    versions = dict(line.split() for line in installed.splitlines())
+    assert set(versions) == {"docker.io", "docker-cli"}, installed  # the client: by the deploy
+    assert int(versions["docker.io"].split(".")[0]) >= 28, installed
+    assert "io.containerd.snapshotter" in testing.exec("docker", "info", "--format",
+                                                        "{{json .DriverStatus}}")
+    assert "building llama-docker/server:" not in run.output and not has_base(testing)
+    assert f"[{TESTING}] loaded {entry['tag']}" in run.output
+    out = testing.exec("docker", "image", "inspect", "--format",
+                       '{{.Id}} {{json .RootFS.Layers}}', entry["tag"])
+    image_id, layers = out.strip().split(" ", 1)
+    assert image_id.removeprefix("sha256:") != entry["image_id"]  # a manifest's digest
+    assert tuple(x.removeprefix("sha256:") for x in json.loads(layers)) == entry["layers"]
+    wait_healthy(testing.http_port, 120)
+    assert serves(testing)
+    again = deploy(inv)
+    assert again.code == 0 and again.changed(TESTING) == 0, again.output[-3000:]

@@ -222,7 +222,10 @@ def start_device(name: str, image: str, index: int, fresh: bool = False,
             "run", "-d", "--name", dev.container, "--hostname", name,
             "--network", NET, "--ip", dev.ip, *DEVICE_RUN_FLAGS,
             "-v", f"{dev.container}-docker:/var/lib/docker",
-            "-v", f"{dev.container}-containers:/var/lib/containers", *extra,
+            "-v", f"{dev.container}-containers:/var/lib/containers",
+            # containerd's own store (docker's containerd image store): overlayfs cannot sit
+            # on the device container's own overlay root.
+            "-v", f"{dev.container}-containerd:/var/lib/containerd", *extra,
             "-v", f"{hostkey}:/etc/ssh/ssh_host_ed25519_key:ro",
             "-v", f"{STATE / 'id_ed25519.pub'}:/home/{dev.user}/.ssh/authorized_keys:ro",
             "-v", f"{STATE / 'resolv.conf'}:/etc/resolv.conf:ro",
@@ -254,7 +257,7 @@ def restart_device(dev: Device) -> None:
 
 def remove_device(dev: Device) -> None:
     docker("rm", "-f", "-v", dev.container, check=False, capture=True)
-    for vol in ("docker", "containers", *STEAMOS_VOLUMES):
+    for vol in ("docker", "containers", "containerd", *STEAMOS_VOLUMES):
         docker("volume", "rm", f"{dev.container}-{vol}", check=False, capture=True)
     with locked("devices"):
         known = _load_devices()
