@@ -265,3 +265,24 @@ def test_containerd_image_store_loads_the_same_layers(testing: lab.Device, folde
     assert serves(testing)
     again = deploy(inv)
     assert again.code == 0 and again.changed(TESTING) == 0, again.output[-3000:]
+
+
+def test_containerd_image_store_builds_and_docker_loads(
+        pair: list[lab.Device], testing: lab.Device, folder: Path) -> None:
+    """The other way round: the containerd image store builds a rebuild and saves it (an
+    archive of OCI blobs beside docker's manifest.json), a Debian 12 docker loads it under the
+    config's ID; both serve."""
+    write_knobs(folder, model=make_model(folder, "tiny-img", seed=81), image_rebuild="r4")
+    made = deploy(inventory(folder, [testing]))
+    assert made.code == 0, made.output[-4000:]
+    assert f"[{TESTING}] building llama-docker/server:" in made.output, made.output[-4000:]
+    entry = cached(folder, rebuild="r4")
+    assert entry["made_on"] == TESTING and entry["layers"]
+    dev = pair[0]
+    run = deploy(inventory(folder, [dev]))
+    assert run.code == 0, run.output[-4000:]
+    assert f"[{dev.name}] loaded {entry['tag']}" in run.output
+    assert image_of(dev, entry["tag"]) == (entry["image_id"], entry["version"])
+    for d in (testing, dev):
+        wait_healthy(d.http_port, 120)
+        assert serves(d)
