@@ -55,8 +55,9 @@ def build_script(runtime: str, stage_build: str, tag: str, context: str) -> str:
 def inspect_command(runtime: str, tag: str) -> str:
     """`<image id>|<layer>,<layer>,...|<llama.cpp version>` of a local image (read with
     image_archive.DeviceImage.parse), or nothing when it is absent."""
+    # `with`: an image without labels (the gateway's) has none to index, an error otherwise.
     fmt = ('{{.Id}}|{{range .RootFS.Layers}}{{.}},{{end}}|'
-           f'{{{{index .Config.Labels "{VERSION_LABEL}"}}}}')
+           f'{{{{with .Config.Labels}}}}{{{{index . "{VERSION_LABEL}"}}}}{{{{end}}}}')
     return f"{runtime} image inspect --format {_q(fmt)} {_q(tag)} 2>/dev/null || true"
 
 
