@@ -106,8 +106,28 @@ def _build(host, need: Need, why: str) -> tuple[DeviceImage, float]:  # noqa: AN
         raise LlamaDockerError(f"building {need.tag} failed: {err}")
     have = device_image(host, need)
     if have is None:
-        raise LlamaDockerError(f"{need.tag} is not on the device after its build")
+        raise LlamaDockerError(_absent_after_build(host, need))
     return have, time.monotonic() - t
+
+
+# docker's containerd image store does not fetch a pulled base's layer whose snapshot a
+# loaded image already made (from an archive of uncompressed layers): the base, and every
+# image built on it, then lacks content, and inspecting its layers fails.
+UNREADABLE_BUILD = ("{tag} was built, but {runtime} cannot read its layers (its containerd "
+                    "image store lacks the base image's layer, which it did not fetch because "
+                    "a loaded image already had it): run `sudo systemctl stop llama-docker && "
+                    "sudo docker image prune -a -f` on the device, then run again")
+
+
+def _absent_after_build(host, need: Need) -> str:  # noqa: ANN001
+    """Why a build left no readable image: none at all, or one without its content."""
+    tag = shlex.quote(need.tag)
+    ok, out = run_as(host, f"{need.runtime} image inspect --format '{{{{.Id}}}}' {tag} "
+                           "2>/dev/null || true", need.sudo, _env=need.env, _timeout=60,
+                     print_output=False)
+    if ok and out.stdout_lines and out.stdout_lines[0].strip():
+        return UNREADABLE_BUILD.format(tag=need.tag, runtime=need.runtime)
+    return f"{need.tag} is not on the device after its build"
 
 
 def _make(host, need: Need, cache: ImageCache) -> CachedImage:  # noqa: ANN001
