@@ -58,6 +58,13 @@ def engine(installed: Collection[str]) -> str:
     return next((p for p in ("docker.io", *OTHER_ENGINES) if p in installed), "docker.io")
 
 
+# A device's first minutes often belong to apt-daily and unattended-upgrades, which hold
+# apt's locks (Ansible's apt module waits 60 s for the same reason). dpkg's lock has apt's
+# own timeout; `apt-get update`'s lock has none, so it is retried while only the lock fails.
+APT_WAIT = 300
+APT_LOCK_WAIT = f"-o DPkg::Lock::Timeout={APT_WAIT}"  # apt-get install's own wait
+
+
 def install(plan: Plan) -> bool:
     runtime = plan.runtime
     installed = plan.known.get(DebPackages)
@@ -76,21 +83,15 @@ def install(plan: Plan) -> bool:
         server.shell(name="Refresh the package lists", commands=[update_waiting()],
                      _sudo=True)
     if missing:
-        apt.packages(name=f"Install {runtime}", packages=missing, no_recommends=runtime ==
-                     "docker", extra_install_args=f"-o DPkg::Lock::Timeout={APT_WAIT}",
+        apt.packages(name=f"Install {runtime}", packages=missing,
+                     no_recommends=runtime == "docker", extra_install_args=APT_LOCK_WAIT,
                      _sudo=True)
     if cli:
         server.shell(name="The docker client (docker-cli where docker.io has none)",
                      commands=["command -v docker >/dev/null || DEBIAN_FRONTEND=noninteractive "
-                               f"apt-get install -y --no-install-recommends -o DPkg::Lock::"
-                               f"Timeout={APT_WAIT} docker-cli"], _sudo=True)
+                               f"apt-get install -y --no-install-recommends {APT_LOCK_WAIT} "
+                               "docker-cli"], _sudo=True)
     return configure(plan)
-
-
-# A device's first minutes often belong to apt-daily and unattended-upgrades, which hold
-# apt's locks (Ansible's apt module waits 60 s for the same reason). dpkg's lock has apt's
-# own timeout; `apt-get update`'s lock has none, so it is retried while only the lock fails.
-APT_WAIT = 300
 
 
 def update_waiting(seconds: int = APT_WAIT, every: int = 5) -> str:
