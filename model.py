@@ -1,5 +1,5 @@
 """Redeploy only the model: pyinfra inventory.py model.py (after changing the model knob)."""
 
-from llama_docker.deploys import llama_model
+from llama_docker.tasks.deploys import llama_model
 
 llama_model()

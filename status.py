@@ -9,7 +9,7 @@ import sys
 import pyinfra
 from pyinfra.api.exceptions import PyinfraError
 
-from llama_docker.status_cli import main
+from llama_docker.status.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """`python3 -m bench.counted ARGS`: pyinfra ARGS, counting the bytes llama-docker hashes.
 
-The controller hashes in two places (llama_docker.fetch while downloading, llama_docker.hashing
+The controller hashes in two places (transfer.download while downloading, transfer.hashing
 for a local file); both call `hashlib.sha256()`, so wrapping that one name in those two
 modules counts every byte they hash, and nothing else (paramiko's own sha256 is not counted).
 The total goes to the file named by BENCH_HASH_COUNT when pyinfra exits.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pyinfra_cli  # noqa: F401 - gevent's monkey patching must come first, as in `pyinfra`
 
-import llama_docker.fetch
-import llama_docker.hashing
+import llama_docker.transfer.download
+import llama_docker.transfer.hashing
 
 _lock = threading.Lock()
 _count = {"bytes": 0, "objects": 0}
@@ -55,8 +55,8 @@ def _write() -> None:
 
 def main() -> None:
     shim = types.SimpleNamespace(sha256=_Counting)
-    llama_docker.fetch.hashlib = shim  # type: ignore[assignment]
-    llama_docker.hashing.hashlib = shim  # type: ignore[assignment]
+    llama_docker.transfer.download.hashlib = shim  # type: ignore[assignment]
+    llama_docker.transfer.hashing.hashlib = shim  # type: ignore[assignment]
     atexit.register(_write)
     from pyinfra_cli.main import main as pyinfra_main
 

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import llama_docker.fetch as fetch_mod
-from llama_docker.fetch import fetch
+import llama_docker.transfer.download as fetch_mod
+from llama_docker.transfer.download import fetch
 
 from .common import (
     MIB,

@@ -25,8 +25,8 @@ import threading
 import time
 from pathlib import Path
 
-from llama_docker.image import image_tag, pinned_build_args
-from llama_docker.push import Store, push
+from llama_docker.device.image import image_tag, pinned_build_args
+from llama_docker.transfer.push import Store, push
 
 from .common import (
     MIB,

@@ -17,8 +17,8 @@ import threading
 from functools import partial
 from pathlib import Path
 
-from llama_docker.image import build_args, image_tag
-from llama_docker.units import FILES
+from llama_docker.device.image import build_args, image_tag
+from llama_docker.device.units import FILES
 
 from .common import (
     REPO,

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
-import llama_docker.push as push_mod
-from llama_docker.push import SshTarget, Store, push
+import llama_docker.transfer.push as push_mod
+from llama_docker.transfer.push import SshTarget, Store, push
 
 from .common import (
     MIB,

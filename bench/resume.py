@@ -21,10 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import llama_docker.push as push_mod
-from llama_docker.errors import LlamaDockerError
-from llama_docker.fetch import FetchError, fetch
-from llama_docker.push import Store, push
+import llama_docker.transfer.push as push_mod
+from llama_docker.knobs.errors import LlamaDockerError
+from llama_docker.transfer.download import FetchError, fetch
+from llama_docker.transfer.push import Store, push
 from tests.lab.fault_server import FaultServer
 
 from .common import MIB, QUICK, WORK, Lab, Result, Row, lab, log

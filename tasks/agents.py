@@ -13,8 +13,8 @@ import shlex
 from pyinfra import host
 from pyinfra.operations import files, server
 
-from llama_docker import launchd
-from llama_docker.target import Target
+from llama_docker.device import launchd
+from llama_docker.device.target import Target
 
 from .facts import LaunchAgentLoaded, LaunchdDomain
 

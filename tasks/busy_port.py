@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from llama_docker import launchd, listeners
-from llama_docker.errors import RefusedError
-from llama_docker.units import CONTAINER
+from llama_docker.device import launchd, listeners
+from llama_docker.device.units import CONTAINER
+from llama_docker.knobs.errors import RefusedError
 
 from .facts import AgentPid, PortListeners, PublishedPorts
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
 
     from .batch import Known, Wanted
 

@@ -9,8 +9,8 @@ from typing import Any
 from pyinfra import host, logger
 from pyinfra.operations import python
 
-from llama_docker.defaults import DEFAULTS
-from llama_docker.login import login_user, root_command, sudo_password
+from llama_docker.device.login import login_user, root_command, sudo_password
+from llama_docker.knobs.defaults import DEFAULTS
 
 # The first error line of each host, for the summary at the end of the run.
 errors: dict[str, str] = {}

@@ -6,9 +6,9 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from llama_docker import listeners
-from llama_docker.image_ship import inspect_command
-from llama_docker.store import LINKS
+from llama_docker.device import listeners
+from llama_docker.device.store import LINKS
+from llama_docker.transfer.image_ship import inspect_command
 
 
 class FreeBytes(FactBase):

@@ -14,10 +14,8 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
-from llama_docker import apikey, gateway_routes
-from llama_docker.defaults import DEFAULTS
-from llama_docker.errors import RefusedError
-from llama_docker.gateway_config import (
+from llama_docker.device import gateway_routes
+from llama_docker.device.gateway_config import (
     CONTAINERFILE,
     HEALTH_PATH,
     OWNER,
@@ -26,9 +24,12 @@ from llama_docker.gateway_config import (
     image_tag,
     systemd_unit,
 )
-from llama_docker.image import build_args
-from llama_docker.status import device_url
-from llama_docker.units import FILES
+from llama_docker.device.image import build_args
+from llama_docker.device.units import FILES
+from llama_docker.knobs import apikey
+from llama_docker.knobs.defaults import DEFAULTS
+from llama_docker.knobs.errors import RefusedError
+from llama_docker.status.fleet import device_url
 
 from . import converge
 from .common import notes, say
@@ -36,8 +37,8 @@ from .facts import ImageId, NumericOwner
 from .image import build_command
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
 
     from .batch import Wanted
     from .plan import Plan

@@ -10,8 +10,8 @@ from pyinfra import logger
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import python
 
-from llama_docker import gpu
-from llama_docker.units import CONTAINER
+from llama_docker.device import gpu
+from llama_docker.device.units import CONTAINER
 
 from .common import run_as, say
 

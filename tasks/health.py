@@ -8,11 +8,11 @@ import shlex
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from llama_docker.apikey import paths
-from llama_docker.config import Config
-from llama_docker.status import device_url
-from llama_docker.store import link_commands
-from llama_docker.target import Target
+from llama_docker.device.store import link_commands
+from llama_docker.device.target import Target
+from llama_docker.knobs.apikey import paths
+from llama_docker.knobs.config import Config
+from llama_docker.status.fleet import device_url
 
 from .agents import restart_and_logs
 from .batch import Known, Wanted

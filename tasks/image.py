@@ -13,24 +13,24 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, python
 
-from llama_docker.image import (
+from llama_docker.device.image import (
     BUILD_FILES,
     gpu_build_args,
     image_tag,
     pinned_build_args,
     snapshot_url,
 )
-from llama_docker.image_archive import DeviceImage, ImageCache
-from llama_docker.image_ship import stage_tag
-from llama_docker.units import FILES
+from llama_docker.device.units import FILES
+from llama_docker.transfer.image_archive import DeviceImage, ImageCache
+from llama_docker.transfer.image_ship import stage_tag
 
 from . import image_once
 from .facts import ImageId
 from .summary import note_move
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
 
     from .batch import Wanted
     from .plan import Plan

@@ -21,19 +21,19 @@ from pathlib import Path
 
 from gevent.lock import Semaphore
 
-from llama_docker import diagnose
-from llama_docker.errors import LlamaDockerError, VerifyError
-from llama_docker.hashing import verify_once
-from llama_docker.image_archive import CachedImage, DeviceImage, ImageCache
-from llama_docker.image_ship import (
+from llama_docker.device import diagnose
+from llama_docker.device.login import root_command
+from llama_docker.knobs.errors import LlamaDockerError, VerifyError
+from llama_docker.transfer.hashing import verify_once
+from llama_docker.transfer.image_archive import CachedImage, DeviceImage, ImageCache
+from llama_docker.transfer.image_ship import (
     build_script,
     inspect_command,
     load_command,
     save_to,
     save_via_ssh,
 )
-from llama_docker.login import root_command
-from llama_docker.push import SshTarget, Store, push
+from llama_docker.transfer.push import SshTarget, Store, push
 
 from .common import host_sudo_password, run_as, say, say_error
 

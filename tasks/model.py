@@ -11,13 +11,13 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import operation
 from pyinfra.operations import python
 
-from llama_docker.controller import LocalFile
-from llama_docker.direct import fetch_on_device
-from llama_docker.errors import LlamaDockerError
-from llama_docker.interrupt import stoppable
-from llama_docker.push import SshTarget, Store, push, stopped_line
-from llama_docker.spec import ModelFile
-from llama_docker.store import LINKS, after_switch, link_commands, to_prune
+from llama_docker.device.store import LINKS, after_switch, link_commands, to_prune
+from llama_docker.knobs.errors import LlamaDockerError
+from llama_docker.knobs.spec import ModelFile
+from llama_docker.transfer.direct import fetch_on_device
+from llama_docker.transfer.interrupt import stoppable
+from llama_docker.transfer.local_model import LocalFile
+from llama_docker.transfer.push import SshTarget, Store, push, stopped_line
 
 from . import converge
 from .common import errors, say, say_error
@@ -26,8 +26,8 @@ from .plan import Switch
 from .summary import note_move
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
 
     from .batch import Wanted
     from .plan import Plan

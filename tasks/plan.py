@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llama_docker import config, target
-from llama_docker.controller import LocalFile
-from llama_docker.model_set import Member
-from llama_docker.push import Store
-from llama_docker.webui_fetch import UiFile
+from llama_docker.device import target
+from llama_docker.knobs import config
+from llama_docker.knobs.model_set import Member
+from llama_docker.transfer.local_model import LocalFile
+from llama_docker.transfer.push import Store
+from llama_docker.transfer.webui_fetch import UiFile
 
 from .batch import Known
 

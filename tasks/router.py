@@ -20,10 +20,16 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.api.operation import operation
 from pyinfra.operations import files
 
-from llama_docker import fit
-from llama_docker.controller import LocalFile, local_file, remote_file
-from llama_docker.errors import RefusedError
-from llama_docker.model_set import (
+from llama_docker.device import fit
+from llama_docker.device.set_fit import (
+    Need,
+    auto_models_max,
+    set_memory_limit_mib,
+    set_ram_refusal,
+)
+from llama_docker.device.store import link_commands
+from llama_docker.knobs.errors import RefusedError
+from llama_docker.knobs.model_set import (
     CURRENT_SET,
     PREVIOUS_SET,
     Member,
@@ -33,14 +39,8 @@ from llama_docker.model_set import (
     set_file_name,
     set_prune,
 )
-from llama_docker.set_fit import (
-    Need,
-    auto_models_max,
-    set_memory_limit_mib,
-    set_ram_refusal,
-)
-from llama_docker.spec import ModelFile
-from llama_docker.store import link_commands
+from llama_docker.knobs.spec import ModelFile
+from llama_docker.transfer.local_model import LocalFile, local_file, remote_file
 
 from .common import is_dry
 from .facts import FreeBytes, StoreState
@@ -48,8 +48,8 @@ from .model import _place, sources
 from .plan import Switch
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
 
     from .batch import Known, Wanted
     from .plan import Plan

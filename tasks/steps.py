@@ -15,8 +15,8 @@ from . import gateway, gpu, health, image, model, router, runtime, service, webu
 from .plan import Plan, Progress
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
 
     from .batch import Wanted
 

@@ -22,8 +22,9 @@ from pyinfra import state
 from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_state
 
-from llama_docker import controller, diagnose
-from llama_docker.fit import gib
+from llama_docker.device import diagnose
+from llama_docker.device.fit import gib
+from llama_docker.transfer import local_model as controller
 
 from .common import errors, is_dry, notes, refused
 

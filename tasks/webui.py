@@ -19,11 +19,12 @@ from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import python
 
-from llama_docker import apikey, webui_fetch
-from llama_docker import webui as ui
-from llama_docker.errors import LlamaDockerError
-from llama_docker.push import SshTarget, Store, push
-from llama_docker.status import device_url
+from llama_docker.device import webui as ui
+from llama_docker.knobs import apikey
+from llama_docker.knobs.errors import LlamaDockerError
+from llama_docker.status.fleet import device_url
+from llama_docker.transfer import webui_fetch
+from llama_docker.transfer.push import SshTarget, Store, push
 
 from .common import is_dry, run_as, say, say_error
 from .health import wait_script
@@ -31,9 +32,9 @@ from .image import server_tag
 from .summary import note_move
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
-    from llama_docker.webui_fetch import UiFile
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
+    from llama_docker.transfer.webui_fetch import UiFile
 
     from .batch import Wanted
     from .plan import Plan

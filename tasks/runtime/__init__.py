@@ -9,8 +9,8 @@ from pyinfra.api import deploy
 from . import arch, debian, macos, rootful, steamos
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
 
     from ..batch import Known, Wanted
     from ..plan import Plan

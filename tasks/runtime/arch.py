@@ -12,8 +12,8 @@ from . import rootful
 from .rootful import configure
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
 
     from ..batch import Wanted
     from ..plan import Plan

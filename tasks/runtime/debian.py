@@ -11,7 +11,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import Which
 from pyinfra.operations import apt, server
 
-from llama_docker.errors import RefusedError
+from llama_docker.knobs.errors import RefusedError
 
 from ..common import say
 from ..facts import PathExists
@@ -19,8 +19,8 @@ from . import rootful
 from .rootful import configure
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
 
     from ..batch import Known, Wanted
     from ..plan import Plan

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from pyinfra import host
 from pyinfra.operations import brew, files, server
 
-from llama_docker import fit, launchd
-from llama_docker.errors import RefusedError
+from llama_docker.device import fit, launchd
+from llama_docker.knobs.errors import RefusedError
 
 from ..agents import ensure_agent
 from ..common import say

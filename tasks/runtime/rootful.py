@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING
 
 from pyinfra.operations import files, server
 
-from llama_docker import daemon_json
-from llama_docker.errors import RefusedError
+from llama_docker.device import daemon_json
+from llama_docker.knobs.errors import RefusedError
 
 from .. import converge
 from ..converge import file_facts, unit_facts
 from ..facts import TextFile
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
 
     from ..batch import Known, Wanted
     from ..plan import Plan

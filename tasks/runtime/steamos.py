@@ -14,8 +14,8 @@ from ..common import fail_host, ssh_user
 from .rootful import registries_conf
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
 
     from ..batch import Wanted
     from ..plan import Plan

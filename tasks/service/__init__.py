@@ -10,7 +10,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 
-from llama_docker import apikey
+from llama_docker.knobs import apikey
 
 from .. import converge
 from ..common import say
@@ -18,8 +18,8 @@ from ..facts import NumericOwner
 from . import launchd, systemd
 
 if TYPE_CHECKING:
-    from llama_docker.config import Config
-    from llama_docker.target import Target
+    from llama_docker.device.target import Target
+    from llama_docker.knobs.config import Config
 
     from ..batch import Wanted
     from ..plan import Plan

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from llama_docker import launchd
-from llama_docker.units import server_args
+from llama_docker.device import launchd
+from llama_docker.device.units import server_args
 
 from ..agents import ensure_agent
 

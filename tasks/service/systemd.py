@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llama_docker import webui
-from llama_docker.gpu import container_flags
-from llama_docker.model_set import CURRENT_SET
-from llama_docker.units import server_args, systemd_unit
+from llama_docker.device import webui
+from llama_docker.device.gpu import container_flags
+from llama_docker.device.units import server_args, systemd_unit
+from llama_docker.knobs.model_set import CURRENT_SET
 
 from .. import converge
 from ..router import MOUNT

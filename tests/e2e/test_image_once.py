@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker.image import image_tag, pinned_build_args
-from llama_docker.image_archive import ImageCache
+from llama_docker.device.image import image_tag, pinned_build_args
+from llama_docker.transfer.image_archive import ImageCache
 from tests.conftest import deploy, http_json, inventory, make_model, wait_healthy, write_knobs
 from tests.lab import images, lab
 

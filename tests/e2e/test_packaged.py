@@ -26,7 +26,7 @@ from io import StringIO
 
 from pyinfra.operations import files
 
-from llama_docker import deploys
+from llama_docker.tasks import deploys
 
 files.put(name="My own note", src=StringIO("managed by my deploy\\n"), dest="/tmp/my-note")
 deploys.llama_server(model=MODEL, registry_mirror=MIRROR, apt_check_valid_until=False,
@@ -59,13 +59,13 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_carries_the_steps_templates_and_defaults(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for need in ("llama_docker/deploys.py", "llama_docker/tasks/preflight.py",
+    for need in ("llama_docker/tasks/deploys.py", "llama_docker/tasks/preflight.py",
                  "llama_docker/tasks/summary.py", "llama_docker/files/Containerfile",
                  "llama_docker/files/entrypoint.sh", "llama_docker/files/llama-docker.service.j2",
                  "llama_docker/files/launch-agent.plist.j2", "llama_docker/group_data/all.py"):
         assert need in names, need
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "llama-docker-status = llama_docker.status_cli:main" in \
+    assert "llama-docker-status = llama_docker.status.cli:main" in \
         zipfile.ZipFile(wheel).read(entry).decode()
 
 
@@ -83,7 +83,8 @@ def test_a_users_own_deploy_converges_with_the_packaged_deploy(
         device: lab.Device, venv: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import llama_docker.deploys as d; print(d.__file__)"],
+        [str(venv / "bin" / "python"), "-c",
+         "import llama_docker.tasks.deploys as d; print(d.__file__)"],
         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True, env=env).stdout
     assert where.startswith(str(venv)), where  # the wheel's copy, not this checkout
 

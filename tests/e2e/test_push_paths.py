@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker.errors import VerifyError
-from llama_docker.push import SshTarget, Store, push
+from llama_docker.knobs.errors import VerifyError
+from llama_docker.transfer.push import SshTarget, Store, push
 from tests.conftest import fresh_device
 from tests.lab import lab
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker import webui
-from llama_docker.image import build_args, image_tag
+from llama_docker.device import webui
+from llama_docker.device.image import build_args, image_tag
 from tests.conftest import REPO, Run, deploy, fresh_device, make_model, wait_healthy, write_knobs
 from tests.lab import lab
 from tests.lab.fault_server import FaultServer

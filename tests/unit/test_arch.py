@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker.daemon_json import BACKUP, with_mirror
-from llama_docker.image import build_args, image_tag
+from llama_docker.device.daemon_json import BACKUP, with_mirror
+from llama_docker.device.image import build_args, image_tag
 from llama_docker.tasks.runtime.rootful import PODMAN_MIRROR, registries_conf
 
 from .fixtures.harness import (

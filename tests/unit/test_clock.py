@@ -6,7 +6,7 @@ import calendar
 
 import pytest
 
-from llama_docker.clock import MAX_SKEW_SECONDS, skew_refusal
+from llama_docker.device.clock import MAX_SKEW_SECONDS, skew_refusal
 
 NOW = calendar.timegm((2026, 12, 2, 12, 0, 0))
 

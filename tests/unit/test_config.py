@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker import config
-from llama_docker.errors import ConfigError
+from llama_docker.knobs import config
+from llama_docker.knobs.errors import ConfigError
 
 DEFAULTS = {k: v for k, v in runpy.run_path(
     str(Path(__file__).resolve().parents[2] / "group_data" / "all.py")).items()
@@ -119,7 +119,7 @@ def test_bad_api_key_is_refused_without_echoing_it(key: str) -> None:
 def test_generated_api_key_is_kept_private_and_stable(tmp_path: Path) -> None:
     import stat
 
-    from llama_docker.apikey import resolve
+    from llama_docker.knobs.apikey import resolve
 
     assert resolve("", tmp_path) is None
     key = resolve("generate", tmp_path)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from llama_docker.daemon_json import PATH, parse, with_mirror
-from llama_docker.errors import RefusedError
+from llama_docker.device.daemon_json import PATH, parse, with_mirror
+from llama_docker.knobs.errors import RefusedError
 
 MIRROR = "mirror.lan:5000"
 OURS = {"registry-mirrors": ["http://mirror.lan:5000"], "insecure-registries": [MIRROR]}

@@ -1,6 +1,6 @@
 """The one line a failed step's output comes down to."""
 
-from llama_docker.diagnose import cause, explain, hint, plain
+from llama_docker.device.diagnose import cause, explain, hint, plain
 
 APT_EXPIRED = [
     "Step 3/9 : RUN apt-get update",

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from llama_docker.errors import FetchError, VerifyError
-from llama_docker.fetch import fetch, hub_sha256
+from llama_docker.knobs.errors import FetchError, VerifyError
+from llama_docker.transfer.download import fetch, hub_sha256
 from tests.lab.fault_server import FaultServer
 
 MiB = 1 << 20

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llama_docker.fit import GIB, MIB, Shape, disk_refusal, kv_cache_bytes, ram_refusal
+from llama_docker.device.fit import GIB, MIB, Shape, disk_refusal, kv_cache_bytes, ram_refusal
 
 
 def test_kv_cache_of_a_7b_at_2048_is_1_gib() -> None:

@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 from pyinfra.facts.files import File
 
-from llama_docker import config
-from llama_docker.defaults import DEFAULTS
-from llama_docker.errors import ConfigError, RefusedError
-from llama_docker.gateway_config import (
+from llama_docker.device.gateway_config import (
     CONTAINERFILE,
     haproxy_config,
     image_tag,
     quote,
     systemd_unit,
 )
-from llama_docker.gateway_routes import Upstream, check, routes
-from llama_docker.target import choose
-from llama_docker.units import FILES
+from llama_docker.device.gateway_routes import Upstream, check, routes
+from llama_docker.device.target import choose
+from llama_docker.device.units import FILES
+from llama_docker.knobs import config
+from llama_docker.knobs.defaults import DEFAULTS
+from llama_docker.knobs.errors import ConfigError, RefusedError
 
 SHA = "a" * 64
 
@@ -163,9 +163,9 @@ def test_no_gateway_reads_only_whether_one_is_left() -> None:
 
 
 def test_a_device_serving_a_set_is_routed_for_each_of_its_models() -> None:
-    from llama_docker import config
-    from llama_docker.defaults import DEFAULTS
-    from llama_docker.gateway_routes import served_models
+    from llama_docker.device.gateway_routes import served_models
+    from llama_docker.knobs import config
+    from llama_docker.knobs.defaults import DEFAULTS
 
     sha = "a" * 64
     cfg = config.load({**DEFAULTS, "models": [

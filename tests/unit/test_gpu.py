@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker import config, gpu
-from llama_docker.errors import ConfigError, RefusedError
-from llama_docker.image import build_args, gpu_build_args, image_tag
+from llama_docker.device import gpu
+from llama_docker.device.image import build_args, gpu_build_args, image_tag
+from llama_docker.knobs import config
+from llama_docker.knobs.errors import ConfigError, RefusedError
 
 from .fixtures.harness import FIXTURES, deploy_fixture
 
@@ -102,7 +103,7 @@ def test_served_reads_llama_server_log() -> None:
                                              ("n_gpu_layers", "most"),
                                              ("lab_only_vk_visible_devices", "gpu0")])
 def test_bad_gpu_knobs_name_host_and_knob(knob: str, value: object) -> None:
-    from llama_docker.defaults import DEFAULTS
+    from llama_docker.knobs.defaults import DEFAULTS
     with pytest.raises(ConfigError) as exc:
         config.load({**DEFAULTS, knob: value}, "steamdeck")
     assert str(exc.value).startswith(f"steamdeck: knob {knob}={value!r} is invalid")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from llama_docker.units import FILES
+from llama_docker.device.units import FILES
 
 # --list-devices answers FAKE_DEVICES; a GPU run exits FAKE_GPU_EXIT; a CPU run says so.
 STUB = """#!/bin/sh

@@ -7,9 +7,11 @@ import json
 import subprocess
 from pathlib import Path
 
-from llama_docker import config, gpu_status, status
-from llama_docker.defaults import DEFAULTS
-from llama_docker.target import choose
+from llama_docker.device.target import choose
+from llama_docker.knobs import config
+from llama_docker.knobs.defaults import DEFAULTS
+from llama_docker.status import fleet as status
+from llama_docker.status import gpu as gpu_status
 
 USING = ("0.00.794.200 I llama_prepare_model_devices: using device Vulkan0 (llvmpipe (LLVM "
          "21.1.8, 256 bits)) (unknown id) - 22472 MiB free")

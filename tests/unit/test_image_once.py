@@ -14,25 +14,26 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker import config, image_ship
-from llama_docker.defaults import DEFAULTS
-from llama_docker.errors import ConfigError, LlamaDockerError
-from llama_docker.image import (
+from llama_docker.device.image import (
     VERSION_LABEL,
     build_args,
     image_tag,
     pinned_build_args,
     snapshot_url,
 )
-from llama_docker.image_archive import (
+from llama_docker.knobs import config
+from llama_docker.knobs.defaults import DEFAULTS
+from llama_docker.knobs.errors import ConfigError, LlamaDockerError
+from llama_docker.tasks.image_once import images_dir
+from llama_docker.transfer import image_ship
+from llama_docker.transfer.image_archive import (
     CachedImage,
     DeviceImage,
     ImageCache,
     inspect_archive,
     plain_id,
 )
-from llama_docker.image_ship import build_script, load_command, save_via_ssh, stage_tag
-from llama_docker.tasks.image_once import images_dir
+from llama_docker.transfer.image_ship import build_script, load_command, save_via_ssh, stage_tag
 
 BASE = "docker.io/library/debian:forky-slim"
 TAG = "llama-docker/server:0123456789ab"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from llama_docker import listeners
-from llama_docker.listeners import Listener, foreign, parse, published_ports, refusal
+from llama_docker.device import listeners
+from llama_docker.device.listeners import Listener, foreign, parse, published_ports, refusal
 
 SS_PERL = ["ss State  Recv-Q Send-Q Local Address:Port Peer Address:Port Process",
            'ss LISTEN 0      5            0.0.0.0:8080      0.0.0.0:*    '

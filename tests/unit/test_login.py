@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from llama_docker.login import login_user, root_command, sudo_password
+from llama_docker.device.login import login_user, root_command, sudo_password
 
 
 def _client(username: str | None) -> SimpleNamespace:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker import launchd
-from llama_docker.image import build_args, image_tag
+from llama_docker.device import launchd
+from llama_docker.device.image import build_args, image_tag
 from llama_docker.tasks.runtime.macos import BREW_INSTALL
 
 from .fixtures.harness import MODEL_SHA, Run, check_golden, converged, deploy_fixture

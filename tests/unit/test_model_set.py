@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker import config
-from llama_docker.defaults import DEFAULTS
-from llama_docker.errors import ConfigError
-from llama_docker.fit import GIB, MIB
-from llama_docker.model_set import (
+from llama_docker.device.fit import GIB, MIB
+from llama_docker.device.set_fit import Need, auto_models_max, set_memory_limit_mib, set_ram_refusal
+from llama_docker.knobs import config
+from llama_docker.knobs.defaults import DEFAULTS
+from llama_docker.knobs.errors import ConfigError
+from llama_docker.knobs.model_set import (
     SetEntry,
     ctx_of,
     files_of,
@@ -24,8 +25,7 @@ from llama_docker.model_set import (
     set_file_name,
     set_prune,
 )
-from llama_docker.set_fit import Need, auto_models_max, set_memory_limit_mib, set_ram_refusal
-from llama_docker.status_models import router_models, summary
+from llama_docker.status.models import router_models, summary
 
 from .fixtures.harness import GOLDEN, MODEL_BYTES, MODEL_SHA, knobs, load_fixture, run_deploy
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llama_docker.errors import RefusedError
-from llama_docker.profile import detect, image_arch
+from llama_docker.device.profile import detect, image_arch
+from llama_docker.knobs.errors import RefusedError
 
 
 @pytest.mark.parametrize(("meta", "expected"), [

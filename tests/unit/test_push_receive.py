@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker.push import MISMATCH, MOVED, SHORT, Store, receive_command, under_lock
+from llama_docker.transfer.push import MISMATCH, MOVED, SHORT, Store, receive_command, under_lock
 
 DATA = os.urandom(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from llama_docker.push import SshTarget, lock_failure
+from llama_docker.transfer.push import SshTarget, lock_failure
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="needs an ssh client")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llama_docker.errors import ConfigError
-from llama_docker.spec import PRESETS, resolve_model
+from llama_docker.knobs.errors import ConfigError
+from llama_docker.knobs.spec import PRESETS, resolve_model
 
 SHA = "ab" * 32
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker import config, status
-from llama_docker.errors import ConfigError, RefusedError
-from llama_docker.target import Target, choose
+from llama_docker.device.target import Target, choose
+from llama_docker.knobs import config
+from llama_docker.knobs.errors import ConfigError, RefusedError
+from llama_docker.status import fleet as status
 
 DEFAULTS = {k: v for k, v in runpy.run_path(
     str(Path(__file__).resolve().parents[2] / "group_data" / "all.py")).items()

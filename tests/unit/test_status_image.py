@@ -3,8 +3,8 @@ architecture that run different ones flagged."""
 
 from __future__ import annotations
 
-from llama_docker import status
-from llama_docker.image import VERSION_LABEL
+from llama_docker.device.image import VERSION_LABEL
+from llama_docker.status import fleet as status
 
 from .test_status import cfg, debian, healthy_facts, make_row
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llama_docker.store import after_switch, to_prune
+from llama_docker.device.store import after_switch, to_prune
 
 A, B, C, D = (c * 64 + ".gguf" for c in "abcd")
 

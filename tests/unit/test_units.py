@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from llama_docker.image import build_args, image_tag
-from llama_docker.units import server_args, systemd_unit
+from llama_docker.device.image import build_args, image_tag
+from llama_docker.device.units import server_args, systemd_unit
 
 BASE = dict(runtime="docker", image="llama-docker/server:abc", model_name="tiny",
             models_dir="/var/lib/llama-docker/models", port=8080, bind="0.0.0.0",
@@ -24,7 +24,7 @@ def test_unit_runs_locked_down_container() -> None:
 
 
 def test_memory_cap_from_the_model() -> None:
-    from llama_docker.fit import MIB, memory_limit_mib
+    from llama_docker.device.fit import MIB, memory_limit_mib
 
     assert "--memory" not in exec_start(systemd_unit(**BASE))
     mib = memory_limit_mib(400 * MIB, 100 * MIB)

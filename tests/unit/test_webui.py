@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker import config, status, webui, webui_fetch
-from llama_docker.errors import ConfigError, FetchError, RefusedError, VerifyError
-from llama_docker.target import choose
+from llama_docker.device import webui
+from llama_docker.device.target import choose
+from llama_docker.knobs import config
+from llama_docker.knobs.errors import ConfigError, FetchError, RefusedError, VerifyError
+from llama_docker.status import fleet as status
+from llama_docker.transfer import webui_fetch
 from tests.lab.fault_server import FaultServer
 
 from .fixtures.harness import UI_SHA, deploy_fixture, knobs, ui_served
