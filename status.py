@@ -1,6 +1,6 @@
 """One status table for every device: python3 status.py inventory.py [--json]
 
-The same as the installed `llama-docker-status` command (llama_docker/status_cli.py). Not a
+The same as the installed `llama-docker-status` command (llama_docker/status/cli.py). Not a
 deploy file: pyinfra runs those once per host, and one table needs every host at once.
 """
 

@@ -42,7 +42,7 @@ def ssh_user() -> str:
 
 
 def host_sudo_password(h) -> str | None:  # noqa: ANN001 - a pyinfra Host
-    """The sudo password pyinfra has for this host, if any (llama_docker/login.py)."""
+    """The sudo password pyinfra has for this host, if any (llama_docker/device/login.py)."""
     return sudo_password(h.data, h.state.config, h.connector_data)
 
 

@@ -72,7 +72,7 @@ def _short(image_id: str) -> str:
 def _run(host, need: Need, command: str, timeout: int = 600) -> str | None:  # noqa: ANN001
     """Run a device command as the runtime's user; None, or the line of its output that
     names the cause (apt's `E:` line rather than the builder's exit code), with the knob or
-    command that fixes it where one does (llama_docker/diagnose.py)."""
+    command that fixes it where one does (llama_docker/device/diagnose.py)."""
     ok, out = run_as(host, command, need.sudo, _env=need.env, _timeout=timeout,
                      print_output=False)
     if ok:

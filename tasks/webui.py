@@ -1,7 +1,7 @@
 """Web UI: llama.cpp's own UI of the image's build, verified, in the device's store, served
 through `webui/current`; SimpleChat (the image's own UI) until it can be had.
 
-The build number is in the image (llama_docker/webui.py BUILD_FILE), which may only be
+The build number is in the image (llama_docker/device/webui.py BUILD_FILE), which may only be
 built later in this same run, so the work happens when the run executes: read the build
 from the image (and remember it beside the store, per image tag), get the verified tarball
 on the controller, push it like a model, unpack it read-only, move the link, restart the

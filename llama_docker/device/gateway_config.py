@@ -1,5 +1,5 @@
 """The gateway's files: HAProxy's configuration, its unit and its image tag, rendered from
-the routing table (llama_docker/gateway_routes.py). Pure text in, pure text out.
+the routing table (llama_docker/device/gateway_routes.py). Pure text in, pure text out.
 
 HAProxy rather than LiteLLM's proxy: see README, One address for the fleet.
 """

@@ -23,7 +23,7 @@ class Target:
     build_dir: str
     config_dir: str  # API key files
     unit_path: str
-    gpu: Gpu = CPU   # the backend that serves (llama_docker/gpu.py), decided at preflight
+    gpu: Gpu = CPU   # the backend that serves (llama_docker/device/gpu.py), decided at preflight
 
     @property
     def sudo(self) -> bool:

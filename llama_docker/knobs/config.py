@@ -56,7 +56,7 @@ class Config:
     webui_mirror: str
     models: tuple[ModelSpec, ...] = ()  # several models (router mode); () = `model` alone
     models_max: int = 0  # models loaded at once; 0 = decided from the device's RAM
-    # The fleet gateway (llama_docker/gateway_routes.py): defaults keep Config(...) callers
+    # The fleet gateway (llama_docker/device/gateway_routes.py): defaults keep Config(...) callers
     # that predate it working.
     gateway: bool | str = False  # True, False or "only" (the gateway and no model server)
     gateway_port: int = 4000

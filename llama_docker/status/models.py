@@ -1,6 +1,6 @@
 """The status of a device serving several models (router mode): what `/models` says.
 
-Pure logic beside llama_docker/status.py: the shell line that reads the router's model list
+Pure logic beside llama_docker/status/fleet.py: the shell line that reads the router's model list
 on the device, and that answer read into one entry per model (its name, the sha256 of the
 file it serves, loaded or not, failed to load or not).
 """

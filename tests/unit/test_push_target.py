@@ -1,4 +1,4 @@
-"""The OpenSSH push's command line and the device lock's answers (llama_docker/push.py)."""
+"""The OpenSSH push's command line and the device lock's answers (llama_docker/transfer/push.py)."""
 
 from __future__ import annotations
 
