@@ -12,6 +12,7 @@ test: setup lint
 
 lint:
 	ruff check .
+	lint-imports
 	mypy llama_docker
 
 down:

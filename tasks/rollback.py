@@ -9,9 +9,9 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
 
+from llama_docker.device.router_preset import CURRENT_SET, PREVIOUS_SET
 from llama_docker.device.store import link_commands
 from llama_docker.knobs.errors import LlamaDockerError
-from llama_docker.knobs.model_set import CURRENT_SET, PREVIOUS_SET
 
 from .agents import restart_and_logs
 from .common import fail_host, say

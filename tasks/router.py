@@ -21,6 +21,14 @@ from pyinfra.api.operation import operation
 from pyinfra.operations import files
 
 from llama_docker.device import fit
+from llama_docker.device.router_preset import (
+    CURRENT_SET,
+    PREVIOUS_SET,
+    files_of,
+    render_preset,
+    set_file_name,
+    set_prune,
+)
 from llama_docker.device.set_fit import (
     Need,
     auto_models_max,
@@ -29,18 +37,9 @@ from llama_docker.device.set_fit import (
 )
 from llama_docker.device.store import link_commands
 from llama_docker.knobs.errors import RefusedError
-from llama_docker.knobs.model_set import (
-    CURRENT_SET,
-    PREVIOUS_SET,
-    Member,
-    ctx_of,
-    files_of,
-    render_preset,
-    set_file_name,
-    set_prune,
-)
+from llama_docker.knobs.model_set import ctx_of
 from llama_docker.knobs.spec import ModelFile
-from llama_docker.transfer.local_model import LocalFile, local_file, remote_file
+from llama_docker.transfer.local_model import LocalFile, Member, local_file, remote_file
 
 from .common import is_dry
 from .facts import FreeBytes, StoreState

@@ -7,7 +7,7 @@ import shlex
 
 MODEL_FILE = re.compile(r"^[0-9a-f]{64}\.gguf$")
 LINKS = ("current.gguf", "previous.gguf", "current-mmproj.gguf", "previous-mmproj.gguf",
-         "current-set.ini", "previous-set.ini")  # the last two: a set (llama_docker/knobs/model_set.py)
+         "current-set.ini", "previous-set.ini")  # the last two: a set (device/router_preset.py)
 
 
 def after_switch(newest_first: list[str], links: dict[str, str], serve: dict[str, str]

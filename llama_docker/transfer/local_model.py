@@ -12,8 +12,9 @@ import requests
 from gevent.lock import Semaphore
 
 from llama_docker.device.fit import MIB, Shape, gib
+from llama_docker.device.router_preset import SetEntry
 from llama_docker.knobs.errors import RefusedError
-from llama_docker.knobs.spec import ModelFile
+from llama_docker.knobs.spec import ModelFile, ModelSpec
 from llama_docker.transfer import hubauth
 from llama_docker.transfer.download import fetch, hub_sha256
 from llama_docker.transfer.gguf_shape import read_shape
@@ -123,3 +124,18 @@ def _download(f: ModelFile, cache_dir: Path) -> tuple[Path, str]:
                                "(set cache_dir to a bigger disk)")
     fetch(f.source, dest, sha, size=size, label=f.filename)
     return dest, sha
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of the set as preflight found it: the knob's entry and its verified files
+    (on the controller, or described from the URL in direct mode)."""
+
+    spec: ModelSpec
+    model: LocalFile
+    mmproj: LocalFile | None
+
+    def entry(self) -> SetEntry:
+        return SetEntry(name=self.spec.name, sha256=self.model.sha256,
+                        mmproj_sha256=self.mmproj.sha256 if self.mmproj else None,
+                        args=self.spec.args)

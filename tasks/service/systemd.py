@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from llama_docker.device import webui
 from llama_docker.device.gpu import container_flags
+from llama_docker.device.router_preset import CURRENT_SET
 from llama_docker.device.units import server_args, systemd_unit
-from llama_docker.knobs.model_set import CURRENT_SET
 
 from .. import converge
 from ..router import MOUNT

@@ -66,7 +66,7 @@ done
 for mod in pyinfra paramiko gguf numpy pytest xdist wheel openai llama_docker.tasks; do
   (cd / && python3 -c "import $mod") >/dev/null 2>&1 || missing+=("python module $mod")
 done
-for tool in ruff mypy pyinfra; do
+for tool in ruff mypy lint-imports pyinfra; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool (pip)")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -12,19 +12,19 @@ from pathlib import Path
 import pytest
 
 from llama_docker.device.fit import GIB, MIB
-from llama_docker.device.set_fit import Need, auto_models_max, set_memory_limit_mib, set_ram_refusal
-from llama_docker.knobs import config
-from llama_docker.knobs.defaults import DEFAULTS
-from llama_docker.knobs.errors import ConfigError
-from llama_docker.knobs.model_set import (
+from llama_docker.device.router_preset import (
     SetEntry,
-    ctx_of,
     files_of,
     names_of,
     render_preset,
     set_file_name,
     set_prune,
 )
+from llama_docker.device.set_fit import Need, auto_models_max, set_memory_limit_mib, set_ram_refusal
+from llama_docker.knobs import config
+from llama_docker.knobs.defaults import DEFAULTS
+from llama_docker.knobs.errors import ConfigError
+from llama_docker.knobs.model_set import ctx_of
 from llama_docker.status.models import router_models, summary
 
 from .fixtures.harness import GOLDEN, MODEL_BYTES, MODEL_SHA, knobs, load_fixture, run_deploy
