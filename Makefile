@@ -1,14 +1,22 @@
-# The two commands of the README. Both prepare the machine first (apt, pip, dockerd).
-.PHONY: setup demo test lint down
+# The two commands of the README. Both prepare the machine first (apt, a venv of this
+# checkout in .venv, dockerd); every Python command below runs from that venv.
+.PHONY: setup setup-demo demo test lint down
+
+VENV ?= .venv
+export VENV
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 setup:
-	bash tests/lab/setup-host.sh
+	bash tests/lab/setup-host.sh test
 
-demo: setup
-	python3 -m tests.lab demo
+setup-demo:
+	bash tests/lab/setup-host.sh demo
+
+demo: setup-demo
+	python -m tests.lab demo
 
 test: setup lint
-	python3 -m pytest -v -n 2 --dist loadfile --no-loadscope-reorder
+	python -m pytest -v -n 2 --dist loadfile --no-loadscope-reorder
 
 lint:
 	ruff check .
@@ -16,4 +24,4 @@ lint:
 	mypy llama_docker
 
 down:
-	python3 -m tests.lab down
+	python -m tests.lab down

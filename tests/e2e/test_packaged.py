@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -47,14 +48,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtualenv outside the checkout: this project's dependencies from the system's site
-    (no index is reached), llama_docker itself only from the wheel."""
+    """A virtualenv outside the checkout: this project's dependencies from the test run's own
+    site (no index is reached), llama_docker itself only from the wheel. The site is added as
+    a plain path, so its .pth files (this checkout's editable install among them) are not run."""
     env = tmp_path_factory.mktemp("venv") / "env"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env)],
-                   check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=120)
+    deps = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    (purelib(env) / "test-run-deps.pth").write_text("\n".join(deps) + "\n")
     subprocess.run([str(env / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index",
                     str(wheel)], check=True, timeout=300)
     return env
+
+
+def purelib(env: Path) -> Path:
+    """The venv's site-packages folder."""
+    (found,) = (env / "lib").glob("python3*/site-packages")
+    return found
 
 
 def test_the_wheel_carries_the_steps_templates_and_defaults(wheel: Path) -> None:
@@ -71,7 +80,7 @@ def test_the_wheel_carries_the_steps_templates_and_defaults(wheel: Path) -> None
 
 def run_user_deploy(venv: Path, folder: Path) -> Run:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    # pyinfra comes from the system's site (no index is reached): its console script is not
+    # pyinfra comes from the test run's site (no index is reached): its console script is not
     # in the virtualenv, its module is.
     proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pyinfra", "-y", "inventory.py",
                            "deploy.py"],

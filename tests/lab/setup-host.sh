@@ -1,35 +1,50 @@
 #!/usr/bin/env bash
-# Prepares this machine for the lab: Debian packages, the Python project, a running dockerd.
+# Prepares this machine for the lab: Debian packages, the project in a venv of the checkout
+# (.venv: apt's Python refuses pip installs, PEP 668), a running dockerd.
+#   setup-host.sh demo   only what `make demo` needs (one device, one deploy)
+#   setup-host.sh test   everything the tests and benchmarks need (the default)
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+what=${1:-test}
+venv=${VENV:-.venv}
 
-# Every command the lab, the tests and the benchmarks call, with the Debian package that has
-# it. Recommends are not installed, so each one is named here (arch-test is only a Recommends
-# of mmdebstrap, yet mmdebstrap needs it for --architectures=arm64). The list is checked again
-# at the end: a command still missing stops the set-up with its name.
-commands="docker:docker.io dockerd:docker.io mmdebstrap:mmdebstrap arch-test:arch-test
-  skopeo:skopeo ssh:openssh-client scp:openssh-client ssh-keygen:openssh-client curl:curl
-  iptables:iptables tc:iproute2 ip:iproute2 chromium:chromium newuidmap:uidmap
-  openssl:openssl sha256sum:coreutils tar:tar qemu-aarch64-static:qemu-user-static"
+# Every command the lab calls, with the Debian package that has it. Recommends are not
+# installed, so each one is named here (arch-test is only a Recommends of mmdebstrap, yet
+# mmdebstrap needs it for --architectures=arm64). The list is checked again at the end: a
+# command still missing stops the set-up with its name.
+commands="docker:docker.io dockerd:docker.io mmdebstrap:mmdebstrap skopeo:skopeo
+  ssh:openssh-client ssh-keygen:openssh-client curl:curl tar:tar sha256sum:coreutils"
+if [ "$what" = test ]; then
+  commands="$commands arch-test:arch-test scp:openssh-client iptables:iptables tc:iproute2
+  ip:iproute2 chromium:chromium newuidmap:uidmap openssl:openssl
+  qemu-aarch64-static:qemu-user-static"
+fi
 need=()
 for pair in $commands; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need[*]}"
   timeout 300 apt-get update -q
   DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends \
-    "${need[@]}" ca-certificates fonts-liberation
+    "${need[@]}" ca-certificates $([ "$what" = test ] && echo fonts-liberation)
 fi
 
-# The project must be installed from *this* checkout: pyinfra puts the current folder last on
-# sys.path, so an install from another folder would shadow this one.
+# The project goes into a venv of this checkout, installed editable from *this* folder.
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: python3 -m venv $venv"
+  python3 -m venv "$venv"
+fi
 here=$(pwd -P)
-installed=$(cd / && python3 -c 'import pyinfra, paramiko, gguf, pytest, xdist, mypy, wheel, openai, llama_docker.tasks, llama_docker, os; print(os.path.dirname(os.path.dirname(os.path.realpath(llama_docker.__file__))))' 2>/dev/null || true)
+extra=""; [ "$what" = test ] && extra="[test]"
+probe='import pyinfra, paramiko, gguf, numpy, llama_docker.tasks, llama_docker, os'
+[ "$what" = test ] && probe="$probe, pytest, xdist, mypy, wheel, openai, importlinter"
+installed=$(cd / && "$here/$venv/bin/python" -c "$probe; print(os.path.dirname(os.path.dirname(os.path.realpath(llama_docker.__file__))))" 2>/dev/null || true)
 if [ "$installed" != "$here" ]; then
-  echo "setup: pip install -e .[test]"
-  python3 -m pip install -q -e '.[test]'
+  echo "setup: $venv/bin/pip install -e .$extra"
+  "$venv/bin/python" -m pip install -q -e ".$extra"
 fi
 
 if ! docker info >/dev/null 2>&1; then
@@ -39,35 +54,43 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start, see /var/log/dockerd.log" >&2; exit 1; }
 fi
 
-# arm64 devices and images (a Raspberry Pi) run here through qemu-user, registered with
-# binfmt_misc, which is the kernel's and shared by the whole machine. Flags beyond Debian's
-# OPF: F (the kernel opens the emulator at registration, so containers and chroots without it
-# run arm64 programs) and C (credentials from the program: setuid sudo works, as on a Pi).
-binfmt=/proc/sys/fs/binfmt_misc
-[ -e "$binfmt/register" ] || mount -t binfmt_misc binfmt_misc "$binfmt"
-entry=$binfmt/qemu-aarch64
-has_flags() { grep -q "^flags: .*$1" "$entry"; }
-if [ -e "$entry" ] && ! { has_flags F && has_flags C; }; then
-  echo "setup: qemu-aarch64 lacks the F or C flag: registering it again"
-  echo -1 > "$entry"
+if [ "$what" = test ]; then
+  # arm64 devices and images (a Raspberry Pi) run here through qemu-user, registered with
+  # binfmt_misc, which is the kernel's and shared by the whole machine. Flags beyond Debian's
+  # OPF: F (the kernel opens the emulator at registration, so containers and chroots without it
+  # run arm64 programs) and C (credentials from the program: setuid sudo works, as on a Pi).
+  binfmt=/proc/sys/fs/binfmt_misc
+  [ -e "$binfmt/register" ] || mount -t binfmt_misc binfmt_misc "$binfmt"
+  entry=$binfmt/qemu-aarch64
+  has_flags() { grep -q "^flags: .*$1" "$entry"; }
+  if [ -e "$entry" ] && ! { has_flags F && has_flags C; }; then
+    echo "setup: qemu-aarch64 lacks the F or C flag: registering it again"
+    echo -1 > "$entry"
+  fi
+  if [ ! -e "$entry" ]; then
+    echo "setup: registering qemu-aarch64 with binfmt_misc"
+    line=$(cat /usr/lib/binfmt.d/qemu-aarch64.conf)
+    flags=${line##*:}
+    for f in F C; do case "$flags" in *$f*) ;; *) flags=$flags$f ;; esac; done
+    echo "${line%:*}:$flags" > "$binfmt/register"
+  fi
+  has_flags F && has_flags C || { echo "setup: qemu-aarch64 registration failed" >&2; exit 1; }
 fi
-if [ ! -e "$entry" ]; then
-  echo "setup: registering qemu-aarch64 with binfmt_misc"
-  line=$(cat /usr/lib/binfmt.d/qemu-aarch64.conf)
-  flags=${line##*:}
-  for f in F C; do case "$flags" in *$f*) ;; *) flags=$flags$f ;; esac; done
-  echo "${line%:*}:$flags" > "$binfmt/register"
-fi
-has_flags F && has_flags C || { echo "setup: qemu-aarch64 registration failed" >&2; exit 1; }
 missing=()
 for pair in $commands; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair%%:*} (apt package ${pair#*:})")
 done
-for mod in pyinfra paramiko gguf numpy pytest xdist wheel openai llama_docker.tasks; do
-  (cd / && python3 -c "import $mod") >/dev/null 2>&1 || missing+=("python module $mod")
+mods="pyinfra paramiko gguf numpy llama_docker.tasks"
+tools="pyinfra"
+if [ "$what" = test ]; then
+  mods="$mods pytest xdist wheel openai"
+  tools="$tools ruff mypy lint-imports"
+fi
+for mod in $mods; do
+  (cd / && "$here/$venv/bin/python" -c "import $mod") >/dev/null 2>&1 || missing+=("python module $mod")
 done
-for tool in ruff mypy lint-imports pyinfra; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool (pip)")
+for tool in $tools; do
+  [ -x "$venv/bin/$tool" ] || missing+=("$tool (in $venv)")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   printf 'setup: still missing after the set-up: %s\n' "${missing[*]}" >&2
