@@ -7,6 +7,7 @@ import shlex
 from pyinfra.api import FactBase
 
 from llama_docker.device import listeners
+from llama_docker.device.probes import free_kib
 from llama_docker.device.store import LINKS
 from llama_docker.transfer.image_ship import inspect_command
 
@@ -15,8 +16,7 @@ class FreeBytes(FactBase):
     """Free bytes on the filesystem that holds `path` (or its nearest existing parent)."""
 
     def command(self, path: str) -> str:
-        return (f"p={shlex.quote(path)}; while [ ! -e \"$p\" ]; do p=$(dirname \"$p\"); done; "
-                "df -Pk \"$p\" | awk 'NR==2 {print $4}'")
+        return free_kib(shlex.quote(path))
 
     def process(self, output: list[str]) -> int | None:
         return int(output[0]) * 1024 if output and output[0].isdigit() else None

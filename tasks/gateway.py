@@ -29,7 +29,7 @@ from llama_docker.device.units import FILES
 from llama_docker.knobs import apikey
 from llama_docker.knobs.defaults import DEFAULTS
 from llama_docker.knobs.errors import RefusedError
-from llama_docker.status.fleet import device_url
+from llama_docker.status.probe import device_url
 
 from . import converge
 from .common import notes, say

@@ -12,7 +12,7 @@ from llama_docker.device.store import link_commands
 from llama_docker.device.target import Target
 from llama_docker.knobs.apikey import paths
 from llama_docker.knobs.config import Config
-from llama_docker.status.fleet import device_url
+from llama_docker.status.probe import device_url
 
 from .agents import restart_and_logs
 from .batch import Known, Wanted

@@ -22,7 +22,7 @@ from pyinfra.operations import python
 from llama_docker.device import webui as ui
 from llama_docker.knobs import apikey
 from llama_docker.knobs.errors import LlamaDockerError
-from llama_docker.status.fleet import device_url
+from llama_docker.status.probe import device_url
 from llama_docker.transfer import webui_fetch
 from llama_docker.transfer.push import SshTarget, Store, push
 

@@ -30,10 +30,11 @@ from llama_docker.device.login import login_user
 from llama_docker.knobs import config
 from llama_docker.knobs.defaults import DEFAULTS
 from llama_docker.knobs.errors import ConfigError, LlamaDockerError, RefusedError
-from llama_docker.status import fleet as status
+from llama_docker.status import parse, probe, table
+from llama_docker.status.row import Row
 
 # Connect (10 s) + login, then the scripts' own bounds: a hung host cannot hold the table.
-HOST_TIMEOUT = 30 + 2 * status.SCRIPT_TIMEOUT
+HOST_TIMEOUT = 30 + 2 * probe.SCRIPT_TIMEOUT
 
 
 def load(inventory_file: str) -> State:
@@ -51,51 +52,50 @@ def load(inventory_file: str) -> State:
 
 
 def _run(host: Host, command: str) -> dict[str, str]:
-    ok, out = host.run_shell_command(command=command, _timeout=status.SCRIPT_TIMEOUT)
+    ok, out = host.run_shell_command(command=command, _timeout=probe.SCRIPT_TIMEOUT)
     if not ok:
         raise LlamaDockerError("status commands failed: " + " ".join(out.stderr_lines)[:40])
-    return status.parse(out.stdout_lines)
+    return parse.parse(out.stdout_lines)
 
 
-def _ask(host: Host, cfg: config.Config) -> status.Row:
+def _ask(host: Host, cfg: config.Config) -> Row:
     """Two round trips: facts to pick the device's target, then the bounded status script."""
     host.connect(show_errors=False, raise_exceptions=True)
-    facts = _run(host, status.FACTS_SCRIPT)
+    facts = _run(host, probe.FACTS_SCRIPT)
     try:
         user = login_user(host.data.dict(), getattr(host.connector, "client", None))
-        t = status.target_of(cfg, facts, user)
+        t = parse.target_of(cfg, facts, user)
     except RefusedError as exc:
-        return status.refused_row(host.name, facts, exc)
+        return parse.refused_row(host.name, facts, exc)
     uid = int(facts["uid"]) if facts.get("uid", "").isdigit() else 0
-    return status.row_from(host.name, cfg, t, {**facts, **_run(host, status.script(cfg, t, uid))})
+    return parse.row_from(host.name, cfg, t, {**facts, **_run(host, probe.script(cfg, t, uid))})
 
 
-def ask(host: Host) -> status.Row:
+def ask(host: Host) -> Row:
     """One host's row; every failure becomes the row's reason, never an exception."""
     try:
         cfg = config.load({**DEFAULTS, **host.data.dict()}, host.name)
     except ConfigError as exc:
-        return status.config_row(host.name, exc)
+        return parse.config_row(host.name, exc)
     try:
         with gevent.Timeout(HOST_TIMEOUT, TimeoutError):
             return _ask(host, cfg)
     except TimeoutError:
         what = "status commands" if host.connected else "login"
-        return status.Row(host=host.name, reachable=host.connected, error=f"{what} timed out")
+        return Row(host=host.name, reachable=host.connected, error=f"{what} timed out")
     except LlamaDockerError as exc:
-        return status.Row(host=host.name, reachable=True, error=str(exc))
+        return Row(host=host.name, reachable=True, error=str(exc))
     except PyinfraError as exc:  # ConnectError and unreadable key files alike
-        return status.Row(host=host.name, reachable=False,
-                          error=status.connect_reason(str(exc)))
+        return Row(host=host.name, reachable=False, error=parse.connect_reason(str(exc)))
     except Exception as exc:  # noqa: BLE001 - one odd host must not cost the others' rows
-        return status.Row(host=host.name, reachable=host.connected,
-                          error=f"{type(exc).__name__}: {exc}"[:60])
+        return Row(host=host.name, reachable=host.connected,
+                   error=f"{type(exc).__name__}: {exc}"[:60])
     finally:
         if host.connected:
             host.disconnect()
 
 
-def rows(state: State) -> list[status.Row]:
+def rows(state: State) -> list[Row]:
     """All hosts asked at once (pyinfra's pool), rows in inventory order."""
     hosts = list(state.inventory)
     jobs = [state.pool.spawn(ask, h) for h in hosts]
@@ -122,5 +122,5 @@ def main(argv: list[str] | None = None) -> int:
     if not found:
         print(f"status: no hosts in {args.inventory}", file=sys.stderr)
         return 2
-    print(status.to_json(found) if args.json else status.table(found))
+    print(table.to_json(found) if args.json else table.table(found))
     return 0 if all(r.healthy for r in found) else 1

@@ -1,8 +1,8 @@
 """The status of a device serving several models (router mode): what `/models` says.
 
-Pure logic beside llama_docker/status/fleet.py: the shell line that reads the router's model list
-on the device, and that answer read into one entry per model (its name, the sha256 of the
-file it serves, loaded or not, failed to load or not).
+Pure logic beside llama_docker/status/probe.py and parse.py: the shell line that reads the
+router's model list on the device, and that answer read into one entry per model (its name,
+the sha256 of the file it serves, loaded or not, failed to load or not).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ _SHA_PATH = re.compile(r"/([0-9a-f]{64})\.gguf$")
 
 def models_line(url: str, header: str, as_root: str, max_time: int) -> str:
     """Shell printing `models=<the router's /models JSON on one line>` (with the API key
-    header when the device has one; `$s` says whether sudo works, as in status.script)."""
+    header when the device has one; `$s` says whether sudo works, as in probe.script)."""
     curl = f"curl -s --max-time {max_time}"
     return (f'if [ $s = yes ] && {as_root}test -f {header}; then '
             f"r=$({as_root}{curl} -H @{header} {url}/models 2>/dev/null); "

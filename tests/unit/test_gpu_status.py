@@ -10,15 +10,16 @@ from pathlib import Path
 from llama_docker.device.target import choose
 from llama_docker.knobs import config
 from llama_docker.knobs.defaults import DEFAULTS
-from llama_docker.status import fleet as status
 from llama_docker.status import gpu as gpu_status
+from llama_docker.status import parse, probe, table
+from llama_docker.status.row import Row
 
 USING = ("0.00.794.200 I llama_prepare_model_devices: using device Vulkan0 (llvmpipe (LLVM "
          "21.1.8, 256 bits)) (unknown id) - 22472 MiB free")
 FELL = "llama-docker: gpu vulkan: llama-server sees no Vulkan device; serving on the CPU"
 
 
-def run(tmp_path: Path, profile: str, log: str | None) -> status.Row:
+def run(tmp_path: Path, profile: str, log: str | None) -> Row:
     """The real status script with stub commands; `log` None: no container to read."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
@@ -37,18 +38,18 @@ def run(tmp_path: Path, profile: str, log: str | None) -> status.Row:
         (bin_dir / name).chmod(0o755)
     c = config.load({**DEFAULTS, "models_dir": str(tmp_path / "m")}, "h")
     t = choose(profile, "auto", c.models_dir, str(tmp_path), c.service_name)
-    proc = subprocess.run(["sh", "-c", status.script(c, t, 1000)], capture_output=True,
+    proc = subprocess.run(["sh", "-c", probe.script(c, t, 1000)], capture_output=True,
                           text=True, timeout=30,
                           env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)})
-    return status.row_from("h", c, t, status.parse(proc.stdout.splitlines()))
+    return parse.row_from("h", c, t, parse.parse(proc.stdout.splitlines()))
 
 
 def test_vulkan_row_names_the_device(tmp_path: Path) -> None:
     row = run(tmp_path, "debian", USING)
     assert row.backend == "vulkan"
     assert row.gpu_device == "Vulkan0: llvmpipe (LLVM 21.1.8, 256 bits)"
-    assert status.table([row]).splitlines()[1].endswith("  vulkan")
-    assert json.loads(status.to_json([row]))[0]["gpu_device"].startswith("Vulkan0")
+    assert table.table([row]).splitlines()[1].endswith("  vulkan")
+    assert json.loads(table.to_json([row]))[0]["gpu_device"].startswith("Vulkan0")
     # rootful: the log is root's, read with sudo -n
     assert (tmp_path / "rt.log").read_text().splitlines()[-2:] == ["container inspect llama",
                                                                    "logs llama"]

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from llama_docker.device.probes import free_kib
 from llama_docker.device.target import Target, choose
 from llama_docker.knobs import config
 from llama_docker.knobs.errors import ConfigError, RefusedError
-from llama_docker.status import fleet as status
+from llama_docker.status import parse, probe, table
+from llama_docker.status.row import Row
+from llama_docker.tasks.facts import FreeBytes
 
 DEFAULTS = {k: v for k, v in runpy.run_path(
     str(Path(__file__).resolve().parents[2] / "group_data" / "all.py")).items()
@@ -33,8 +36,8 @@ def debian(c: config.Config | None = None) -> Target:
     return choose("debian", c.runtime, c.models_dir, "/home/pi", c.service_name)
 
 
-def make_row(host: str, c: config.Config, facts: dict[str, str]) -> status.Row:
-    return status.row_from(host, c, debian(c), facts)
+def make_row(host: str, c: config.Config, facts: dict[str, str]) -> Row:
+    return parse.row_from(host, c, debian(c), facts)
 
 
 def healthy_facts(**over: str) -> dict[str, str]:
@@ -55,7 +58,7 @@ def healthy_facts(**over: str) -> dict[str, str]:
 def test_parse_keeps_completion_json_whole() -> None:
     lines = ["kernel=Linux", 'os_PRETTY_NAME="Debian GNU/Linux 12"', "health=200",
              'completion={"content":"a=b', 'c","timings":{}}']
-    facts = status.parse(lines)
+    facts = parse.parse(lines)
     assert facts["os_PRETTY_NAME"] == "Debian GNU/Linux 12"
     assert facts["completion"] == '{"content":"a=b\nc","timings":{}}'
 
@@ -69,7 +72,7 @@ def test_parse_keeps_completion_json_whole() -> None:
     (None, None),
 ])
 def test_tokens_per_second(text: str | None, expected: float | None) -> None:
-    assert status.tokens_per_second(text) == expected
+    assert parse.tokens_per_second(text) == expected
 
 
 def test_healthy_row() -> None:
@@ -114,25 +117,25 @@ def test_target_picks_runtime_as_the_deploy_does(profile: str, runtime: str, exp
                                                   ) -> None:
     c = cfg(runtime=runtime)
     facts = {"kernel": "Linux", "os_ID": profile, "home": "/home/deck", "uid": "1000"}
-    t = status.target_of(c, facts, "deck")
+    t = parse.target_of(c, facts, "deck")
     assert (t.profile, t.runtime) == (profile, expected)
-    assert status.row_from("h", c, t, healthy_facts()).runtime == expected
+    assert parse.row_from("h", c, t, healthy_facts()).runtime == expected
 
 
 def test_unsupported_os_is_a_reached_row_with_a_reason() -> None:
     facts = {"kernel": "Linux", "os_ID": "fedora", "os_PRETTY_NAME": "Fedora Linux 40"}
     with pytest.raises(RefusedError) as err:
-        status.target_of(cfg(), facts, "me")
-    row = status.refused_row("box", facts, err.value)
+        parse.target_of(cfg(), facts, "me")
+    row = parse.refused_row("box", facts, err.value)
     assert (row.reachable, row.profile, row.error) == (True, "fedora",
                                                        "unsupported OS: Fedora Linux 40")
-    assert "\nbox   unsupported OS: Fedora Linux 40\n" in status.table([row])
+    assert "\nbox   unsupported OS: Fedora Linux 40\n" in table.table([row])
 
 
 def test_drift_when_device_serves_another_file() -> None:
     row = make_row("h", cfg(), healthy_facts(current=f"{SHA_B}.gguf"))
     assert row.drift and row.healthy  # serving, but not what the knob says
-    assert "b" * 12 + "*" in status.table([row])
+    assert "b" * 12 + "*" in table.table([row])
 
 
 @pytest.mark.parametrize(("message", "phrase"), [
@@ -150,13 +153,13 @@ def test_drift_when_device_serves_another_file() -> None:
     ("Something new\nwith detail", "Something new"),
 ])
 def test_connect_reason(message: str, phrase: str) -> None:
-    assert status.connect_reason(message) == phrase
+    assert parse.connect_reason(message) == phrase
 
 
 def test_config_row_names_the_knob() -> None:
     with pytest.raises(ConfigError) as err:
         config.load({**DEFAULTS, "port": 70000}, "h")
-    row = status.config_row("h", err.value)
+    row = parse.config_row("h", err.value)
     assert row.reachable is None and row.error == "knob port=70000 is invalid"
     assert not row.healthy
 
@@ -164,18 +167,18 @@ def test_config_row_names_the_knob() -> None:
 # --- table and JSON ---------------------------------------------------------------------------
 
 
-def fleet() -> list[status.Row]:
+def fleet() -> list[Row]:
     return [
         make_row("raspi.local", cfg(), healthy_facts()),
         make_row("nas.lan", cfg(bind="127.0.0.1", port=8081),
                         healthy_facts(service="inactive", health="000", completion="")),
-        status.Row(host="pinebook.local", reachable=False, error="connection refused"),
-        status.config_row("deck", ConfigError("port", 0, "x")),
+        Row(host="pinebook.local", reachable=False, error="connection refused"),
+        parse.config_row("deck", ConfigError("port", 0, "x")),
     ]
 
 
 def test_table_columns_align() -> None:
-    lines = status.table(fleet()).splitlines()
+    lines = table.table(fleet()).splitlines()
     header, ok, down = lines[0], lines[1], lines[2]
     for name in ("SHA", "HEALTH", "LISTEN", "KEY"):
         col = header.index(name)
@@ -191,7 +194,7 @@ def test_table_columns_align() -> None:
 
 
 def test_table_unreachable_rows_carry_reason() -> None:
-    lines = status.table(fleet()).splitlines()
+    lines = table.table(fleet()).splitlines()
     assert lines[3].split() == ["pinebook.local", "unreachable:", "connection", "refused"]
     assert lines[4].startswith("deck ") and "not asked: knob port=0 is invalid" in lines[4]
     assert lines[-1] == "1 of 4 hosts healthy"
@@ -201,30 +204,35 @@ def test_table_width_for_a_typical_home() -> None:
     """14 columns with two 12-hex shas cannot fit 100; a home with a preset fits 160."""
     home = [make_row("pinebook.local", config.load(DEFAULTS, "p"), healthy_facts()),
             make_row("raspi.local", cfg(), healthy_facts(service="inactive"))]
-    width = max(len(line) for line in status.table(home).splitlines())
+    width = max(len(line) for line in table.table(home).splitlines())
     assert width <= 160, width
 
 
 @pytest.mark.parametrize(("n", "text"), [
     (None, "-"), (512 << 20, "512M"), (int(7.6 * (1 << 30)), "7.6G"), (40 << 30, "40G")])
 def test_size(n: int | None, text: str) -> None:
-    assert status.size(n) == text
+    assert table.size(n) == text
+
+
+def rows_from(items: list[dict]) -> list[Row]:
+    """Rows back from `--json` output, as a script reading it would."""
+    return [Row(**{k: v for k, v in item.items() if k != "healthy"}) for item in items]
 
 
 def test_json_round_trip() -> None:
     rows = fleet()
-    data = json.loads(status.to_json(rows))
+    data = json.loads(table.to_json(rows))
     assert [d["healthy"] for d in data] == [True, False, False, False]
     assert data[0]["sha256"] == SHA_A and data[0]["tokens_per_s"] == pytest.approx(123.456)
     assert data[2] == {**data[2], "reachable": False, "error": "connection refused"}
-    assert status.from_json(data) == rows
+    assert rows_from(data) == rows
 
 
 def test_device_url() -> None:
-    assert status.device_url("0.0.0.0", 8080) == "http://127.0.0.1:8080"
-    assert status.device_url("::", 80) == "http://127.0.0.1:80"
-    assert status.device_url("::1", 80) == "http://[::1]:80"
-    assert status.device_url("192.168.1.5", 8080) == "http://192.168.1.5:8080"
+    assert probe.device_url("0.0.0.0", 8080) == "http://127.0.0.1:8080"
+    assert probe.device_url("::", 80) == "http://127.0.0.1:80"
+    assert probe.device_url("::1", 80) == "http://[::1]:80"
+    assert probe.device_url("192.168.1.5", 8080) == "http://192.168.1.5:8080"
 
 
 # --- the device script, run here against stub commands ----------------------------------------
@@ -265,22 +273,22 @@ def device(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 def run_script(c: config.Config, env: dict[str, str], t: Target | None = None,
                **fake: str) -> list[str]:
     full = {**env, **{f"FAKE_{k.upper()}": v for k, v in fake.items()}}
-    proc = subprocess.run(["sh", "-c", status.script(c, t or debian(c), 1000)], env=full,
+    proc = subprocess.run(["sh", "-c", probe.script(c, t or debian(c), 1000)], env=full,
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 
 
 def test_facts_script_runs_here() -> None:
-    facts = status.parse(subprocess.run(["sh", "-c", status.FACTS_SCRIPT], capture_output=True,
-                                        text=True, timeout=30).stdout.splitlines())
+    facts = parse.parse(subprocess.run(["sh", "-c", probe.FACTS_SCRIPT], capture_output=True,
+                                       text=True, timeout=30).stdout.splitlines())
     assert facts["kernel"] == os.uname().sysname and facts["uid"] == str(os.getuid())
 
 
 def test_script_healthy_device(device: tuple[Path, dict[str, str]]) -> None:
     tmp, env = device
     c = cfg(models_dir=str(tmp / "models"))
-    row = make_row("h", c, status.parse(run_script(c, env)))
+    row = make_row("h", c, parse.parse(run_script(c, env)))
     assert row.healthy and row.sha256 == SHA_A and row.previous_sha256 == SHA_B
     assert row.api_key is False and row.ram_bytes and row.disk_free_bytes
     calls = (tmp / "curl.log").read_text().splitlines()
@@ -293,7 +301,7 @@ def test_script_healthy_device(device: tuple[Path, dict[str, str]]) -> None:
 def test_script_sends_api_key_header_under_sudo(device: tuple[Path, dict[str, str]]) -> None:
     tmp, env = device
     c = cfg(models_dir=str(tmp / "models"))
-    row = make_row("h", c, status.parse(run_script(c, env, key="1")))
+    row = make_row("h", c, parse.parse(run_script(c, env, key="1")))
     assert row.api_key is True and row.healthy
     completion = (tmp / "curl.log").read_text().splitlines()[1]
     assert "-H @/etc/llama-docker/api-key.header" in completion
@@ -308,7 +316,7 @@ def test_script_rootless_user_unit_and_own_key_files(device: tuple[Path, dict[st
     (tmp / ".config" / "llama-docker").mkdir(parents=True)
     (tmp / ".config" / "llama-docker" / "api-key").write_text("k\n")
     (tmp / ".config" / "llama-docker" / "api-key.header").write_text("Authorization: k\n")
-    row = status.row_from("deck", c, t, status.parse(run_script(c, env, t, nosudo="1")))
+    row = parse.row_from("deck", c, t, parse.parse(run_script(c, env, t, nosudo="1")))
     assert row.healthy and row.api_key is True and row.runtime == "podman"
     assert (tmp / "systemctl.log").read_text().split() == [
         "XDG_RUNTIME_DIR=/run/user/1000", "--user", "is-active", "llama-docker.service"]
@@ -319,16 +327,25 @@ def test_script_rootless_user_unit_and_own_key_files(device: tuple[Path, dict[st
 def test_script_down_server_skips_generation(device: tuple[Path, dict[str, str]]) -> None:
     tmp, env = device
     c = cfg(models_dir=str(tmp / "models"))
-    row = make_row("h", c, status.parse(
+    row = make_row("h", c, parse.parse(
         run_script(c, env, health="000", active="failed", nosudo="1")))
     assert (row.service, row.health, row.tokens_per_s, row.api_key) == ("failed", 0, None, None)
     assert len((tmp / "curl.log").read_text().splitlines()) == 1
 
 
+def test_free_disk_is_the_deploys_own_command() -> None:
+    """The FREE column and preflight's disk check send one command text (device/probes.py)."""
+    assert FreeBytes().command("/srv/my models") == (
+        "p='/srv/my models'; while [ ! -e \"$p\" ]; do p=$(dirname \"$p\"); done; "
+        "df -Pk \"$p\" | awk 'NR==2 {print $4}'")
+    line = 'echo "disk_free_kib=$(' + free_kib('"$d"') + ')"'
+    assert line in probe.script(cfg(), debian(), 1000)
+
+
 def test_script_missing_store_and_home_path(device: tuple[Path, dict[str, str]]) -> None:
     tmp, env = device
     c = cfg(models_dir="~/not/there yet")
-    row = make_row("h", c, status.parse(run_script(c, env)))
+    row = make_row("h", c, parse.parse(run_script(c, env)))
     assert row.sha256 is None and row.disk_free_bytes  # df of the nearest existing parent
 
 
@@ -340,7 +357,7 @@ GATEWAY_PAGE = {"models": {"tiny-a": {"raspi": 1, "pinebook": 0}, "tiny-b": {"na
 def test_script_reads_the_gateway_page(device: tuple[Path, dict[str, str]]) -> None:
     tmp, env = device
     c = cfg(models_dir=str(tmp / "models"), gateway=True, gateway_port=4000)
-    row = make_row("nas", c, status.parse(
+    row = make_row("nas", c, parse.parse(
         run_script(c, env, gateway=json.dumps(GATEWAY_PAGE), gw_code="503")))
     assert row.gateway == {"port": 4000, "service": "active", "health": 503,
                            "models": GATEWAY_PAGE["models"]}
@@ -353,39 +370,39 @@ def test_gateway_not_answering_makes_its_host_unhealthy(device: tuple[Path, dict
                                                         ) -> None:
     tmp, env = device
     c = cfg(models_dir=str(tmp / "models"), gateway=True)
-    row = make_row("nas", c, status.parse(run_script(c, env, gateway="", gw_code="000")))
+    row = make_row("nas", c, parse.parse(run_script(c, env, gateway="", gw_code="000")))
     assert row.gateway == {"port": 4000, "service": "active", "health": 0, "models": {}}
     assert not row.healthy
-    assert status.gateway_line(row) == "gateway on nas (*:4000): not answering (unit active)"
+    assert table.gateway_line(row) == "gateway on nas (*:4000): not answering (unit active)"
 
 
 def test_table_has_a_gateway_row_naming_devices_seen_down() -> None:
     gw = cfg(gateway=True, gateway_port=4000)
     rows = [*fleet(), make_row("nas", gw, healthy_facts(
         gateway_service="active", gateway_health="200", gateway=json.dumps(GATEWAY_PAGE)))]
-    lines = status.table(rows).splitlines()
+    lines = table.table(rows).splitlines()
     assert lines[-2] == ("gateway on nas (*:4000): tiny-a 1 of 2 up (pinebook down), "
                          "tiny-b 1 of 1 up")
     assert lines[-1] == "2 of 5 hosts healthy"
-    data = json.loads(status.to_json(rows))
+    data = json.loads(table.to_json(rows))
     assert data[-1]["gateway"]["models"] == GATEWAY_PAGE["models"]
     assert [d["gateway"] for d in data[:-1]] == [None] * 4
-    assert status.from_json(data) == rows
+    assert rows_from(data) == rows
 
 
 def test_gateway_only_box_is_its_gateway(device: tuple[Path, dict[str, str]]) -> None:
     """gateway = "only": no server asked for, the row is the gateway's and says so."""
     tmp, env = device
     c = cfg(models_dir=str(tmp / "models"), gateway="only", gateway_port=8080)
-    row = make_row("gw", c, status.parse(run_script(c, env, gateway=json.dumps(GATEWAY_PAGE))))
+    row = make_row("gw", c, parse.parse(run_script(c, env, gateway=json.dumps(GATEWAY_PAGE))))
     assert row.gateway_only and row.healthy and row.model is None and row.sha256 is None
     assert (row.service, row.health, row.port) == ("active", 200, 8080)
     calls = (tmp / "curl.log").read_text()
     assert "/gateway/health" in calls and "/completion" not in calls
     assert "llama-gateway.service" in (tmp / "systemctl.log").read_text()
-    lines = status.table([row]).splitlines()
+    lines = table.table([row]).splitlines()
     assert lines[1].split()[:6] == ["gw", "debian", "docker", "active", "(gateway", "only)"]
     assert lines[2].startswith("gateway on gw (*:8080): tiny-a 1 of 2 up")
-    down = make_row("gw", c, status.parse(run_script(c, env, gateway="", gw_code="000",
-                                                     active="inactive")))
-    assert not down.healthy and status.table([down]).splitlines()[-1] == "0 of 1 hosts healthy"
+    down = make_row("gw", c, parse.parse(run_script(c, env, gateway="", gw_code="000",
+                                                    active="inactive")))
+    assert not down.healthy and table.table([down]).splitlines()[-1] == "0 of 1 hosts healthy"

@@ -15,7 +15,7 @@ from llama_docker.device import webui
 from llama_docker.device.target import choose
 from llama_docker.knobs import config
 from llama_docker.knobs.errors import ConfigError, FetchError, RefusedError, VerifyError
-from llama_docker.status import fleet as status
+from llama_docker.status import parse, probe
 from llama_docker.transfer import webui_fetch
 from tests.lab.fault_server import FaultServer
 
@@ -150,10 +150,10 @@ def test_served_reads_link_and_unit_args() -> None:
 def test_status_row_reports_the_ui() -> None:
     cfg = config.load(knobs())
     t = choose("debian", "auto", "auto", "/home/pi", "llama-docker")
-    script = status.script(cfg, t, 1000)
+    script = probe.script(cfg, t, 1000)
     assert 'readlink "$d/webui/current"' in script and UNIT in script
-    row = status.row_from("h", cfg, t, {"webui_link": f"{'f' * 64}/llama-b11669",
-                                        "webui_args": "--path /models/webui/current "})
+    row = parse.row_from("h", cfg, t, {"webui_link": f"{'f' * 64}/llama-b11669",
+                                       "webui_args": "--path /models/webui/current "})
     assert (row.webui, row.webui_version) == ("llama.cpp", "llama-b11669")
     assert row.to_json()["webui"] == "llama.cpp"
 
