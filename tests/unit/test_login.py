@@ -1,4 +1,5 @@
-"""Who the deploy logs in as, and how a sudo password reaches sudo (llama_docker/device/login.py)."""
+"""Who the deploy logs in as, and how a sudo password reaches sudo
+(llama_docker/device/login.py)."""
 
 from __future__ import annotations
 

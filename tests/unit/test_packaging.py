@@ -3,9 +3,9 @@
 import runpy
 from pathlib import Path
 
-from llama_docker.tasks import deploys
 from llama_docker.knobs.defaults import DEFAULTS
 from llama_docker.knobs.resources import folder
+from llama_docker.tasks import deploys
 
 REPO = Path(__file__).resolve().parents[2]
 
