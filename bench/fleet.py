@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from llama_docker.device.image import image_tag, pinned_build_args
-from llama_docker.transfer.push import Store, push
+from llama_docker.device.store import Store
+from llama_docker.transfer.push import push
 
 from .common import (
     MIB,

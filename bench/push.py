@@ -17,8 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
+import llama_docker.device.store as store_mod
 import llama_docker.transfer.push as push_mod
-from llama_docker.transfer.push import SshTarget, Store, push
+from llama_docker.device.store import Store
+from llama_docker.transfer.push import SshTarget, push
 
 from .common import (
     MIB,
@@ -90,7 +92,8 @@ def hashing(mode: str, seconds: list[float]) -> Iterator[None]:
     if mode == "arrival":
         yield
         return
-    with mock.patch.object(push_mod, "hashed_on_arrival", lambda offset: False), \
+    # the device command's choice (device/store.py): append, then hash after the last byte
+    with mock.patch.object(store_mod, "hashed_on_arrival", lambda offset: False), \
             mock.patch.object(push_mod, "verify_and_store",
                               after if mode == "after" else lambda *args: None):
         yield

@@ -22,9 +22,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 import llama_docker.transfer.push as push_mod
+from llama_docker.device.store import Store
 from llama_docker.knobs.errors import LlamaDockerError
 from llama_docker.transfer.download import FetchError, fetch
-from llama_docker.transfer.push import Store, push
+from llama_docker.transfer.push import push
 from tests.lab.fault_server import FaultServer
 
 from .common import MIB, QUICK, WORK, Lab, Result, Row, lab, log

@@ -24,7 +24,7 @@ from llama_docker.device.gateway_config import (
     image_tag,
     systemd_unit,
 )
-from llama_docker.device.image import build_args
+from llama_docker.device.image import build_args, build_command
 from llama_docker.device.units import FILES
 from llama_docker.knobs import apikey
 from llama_docker.knobs.defaults import DEFAULTS
@@ -34,7 +34,6 @@ from llama_docker.status.probe import device_url
 from . import converge
 from .common import notes, say
 from .facts import ImageId, NumericOwner
-from .image import build_command
 
 if TYPE_CHECKING:
     from llama_docker.device.target import Target

@@ -5,7 +5,6 @@ own, as every device did before the cache."""
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +14,7 @@ from pyinfra.operations import files, python
 
 from llama_docker.device.image import (
     BUILD_FILES,
+    build_command,
     gpu_build_args,
     image_tag,
     pinned_build_args,
@@ -34,14 +34,6 @@ if TYPE_CHECKING:
 
     from .batch import Wanted
     from .plan import Plan
-
-
-def build_command(runtime: str, args: dict[str, str], tag: str, context: str) -> str:
-    flags = " ".join(f"--build-arg {k}={shlex.quote(v)}" for k, v in sorted(args.items()))
-    # docker 20.10's legacy builder is what Debian ships; BuildKit is not assumed.
-    env = "DOCKER_BUILDKIT=0 " if runtime == "docker" else ""
-    return (f"{env}{runtime} build {flags} -t {tag} -f {context}/Containerfile "
-            f"{shlex.quote(context)}")
 
 
 def config_build_args(cfg: Config, tgt: Target) -> dict[str, str]:

@@ -23,6 +23,7 @@ from gevent.lock import Semaphore
 
 from llama_docker.device import diagnose
 from llama_docker.device.login import root_command
+from llama_docker.device.store import Store, forget_command
 from llama_docker.knobs.errors import LlamaDockerError, VerifyError
 from llama_docker.transfer.hashing import verify_once
 from llama_docker.transfer.image_archive import CachedImage, DeviceImage, ImageCache
@@ -33,7 +34,7 @@ from llama_docker.transfer.image_ship import (
     save_to,
     save_via_ssh,
 )
-from llama_docker.transfer.push import SshTarget, Store, push
+from llama_docker.transfer.push import SshTarget, push
 
 from .common import host_sudo_password, run_as, say, say_error
 
@@ -192,8 +193,7 @@ def _receive(host, need: Need, entry: CachedImage, cache: ImageCache) -> None:  
         got = f"image {have.image_id}" if have else "absent"
         raise LlamaDockerError(f"after the load {need.tag} is {got}, expected image "
                                f"{entry.image_id}; the running server is untouched")
-    _run(host, need, f"rm -f {shlex.quote(store.final(entry.sha256))} "
-                     f"{shlex.quote(store.marker(entry.sha256))}")
+    _run(host, need, forget_command(store, entry.sha256))
     via = "ssh" if target else "paramiko"
     resumed = f", resumed from byte {offset}" if offset else ""
     say(host, f"loaded {need.tag} (llama.cpp {have.version or 'unknown'}, image "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import TYPE_CHECKING
 
 import gevent
@@ -11,13 +10,20 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import operation
 from pyinfra.operations import python
 
-from llama_docker.device.store import LINKS, after_switch, link_commands, to_prune
+from llama_docker.device.store import (
+    LINKS,
+    Store,
+    after_switch,
+    forget_command,
+    link_commands,
+    to_prune,
+)
 from llama_docker.knobs.errors import LlamaDockerError
 from llama_docker.knobs.spec import ModelFile
 from llama_docker.transfer.direct import fetch_on_device
 from llama_docker.transfer.interrupt import stoppable
 from llama_docker.transfer.local_model import LocalFile
-from llama_docker.transfer.push import SshTarget, Store, push, stopped_line
+from llama_docker.transfer.push import SshTarget, push, stopped_line
 
 from . import converge
 from .common import errors, say, say_error
@@ -123,7 +129,7 @@ def prune(store: Store, names: list[str]):
     """
     for name in names:
         sha = name.removesuffix(".gguf")
-        yield f"rm -f {shlex.quote(store.final(sha))} {shlex.quote(store.marker(sha))}"
+        yield forget_command(store, sha)
 
 
 def _direct(state, host, url: str, local: LocalFile, store: Store, filename: str  # noqa: ANN001

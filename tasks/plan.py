@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llama_docker.device import target
+from llama_docker.device.store import Store
 from llama_docker.knobs import config
 from llama_docker.transfer.local_model import LocalFile, Member
-from llama_docker.transfer.push import Store
 from llama_docker.transfer.webui_fetch import UiFile
 
 from .batch import Known

@@ -12,12 +12,12 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
 from llama_docker.device import clock, fit, gpu, profile, target
+from llama_docker.device.store import Store
 from llama_docker.knobs import config
 from llama_docker.knobs.errors import LlamaDockerError, RefusedError
 from llama_docker.knobs.spec import ModelFile
 from llama_docker.transfer import webui_fetch
 from llama_docker.transfer.local_model import LocalFile, local_file, remote_file
-from llama_docker.transfer.push import Store
 
 from . import busy_port, gateway, router, runtime, steps
 from .batch import Known, gather

@@ -11,7 +11,6 @@ its link and the build it remembered, so a run with nothing to do adds no round 
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ from llama_docker.knobs import apikey
 from llama_docker.knobs.errors import LlamaDockerError
 from llama_docker.status.probe import device_url
 from llama_docker.transfer import webui_fetch
-from llama_docker.transfer.push import SshTarget, Store, push
+from llama_docker.transfer.push import SshTarget, push
 
 from .common import is_dry, run_as, say, say_error
 from .health import wait_script
@@ -45,9 +44,7 @@ class UiState(FactBase):
     holds, as recorded by an earlier run (None until then)."""
 
     def command(self, root: str, tag: str) -> str:
-        return (f"cd {shlex.quote(root)} 2>/dev/null || exit 0; ls -1 | sed 's/^/F /'; "
-                "t=$(readlink current) && echo \"L $t\"; "
-                f"sed 's/^/B /' {shlex.quote(build_record(tag))} 2>/dev/null; true")
+        return ui.state_command(root, tag)
 
     def process(self, output: list[str]) -> dict:
         found = self.default()
@@ -64,21 +61,6 @@ class UiState(FactBase):
     @staticmethod
     def default() -> dict:
         return {"files": [], "link": None, "build": None}
-
-
-class UiStore(Store):
-    """The model store's verify-then-rename rules for UI tarballs: `<sha256>.tar.gz`."""
-
-    def final(self, sha: str) -> str:
-        return f"{self.root}/{sha}.tar.gz"
-
-    def part(self, sha: str) -> str:
-        return f"{self.root}/{sha}.tar.gz.part"
-
-
-def build_record(tag: str) -> str:
-    """The file beside the store that remembers which build the image `tag` holds."""
-    return f"image-{tag.rsplit(':', 1)[-1]}.build"
 
 
 def root(tgt: Target) -> str:
@@ -98,24 +80,6 @@ def wants(cfg: Config, tgt: Target) -> list[Wanted]:
             if served_here(cfg, tgt) else [])
 
 
-def unpack_command(store: str, sha: str) -> str:
-    """Unpack the verified tarball into `<sha>/` (read-only) unless it is there already: in
-    a hidden folder first, so a half-unpacked UI never has the name that gets linked."""
-    q = shlex.quote
-    tmp = q(f".{sha}.tmp")
-    return (f"cd {q(store)} && if [ ! -d {sha} ]; then "
-            f"rm -rf {tmp} && mkdir {tmp} && tar -xzf {q(sha + '.tar.gz')} -C {tmp} "
-            f"--no-same-owner --no-same-permissions && chmod -R a+rX,a-w {tmp} && "
-            f"mv {tmp} {sha}; fi")
-
-
-def link_command(store: str, target: str) -> str:
-    """Point `current` at `target` atomically. `mv -T` (GNU, as on every systemd device):
-    without it mv moves the new link into the folder the old one points at."""
-    tmp, link = shlex.quote(f"{store}/.current.tmp"), shlex.quote(f"{store}/current")
-    return f"ln -sfn {shlex.quote(target)} {tmp} && mv -fT {tmp} {link}"
-
-
 def _run(h, command: str, sudo: bool, env: dict[str, str]) -> str:  # noqa: ANN001
     ok, out = run_as(h, command, sudo, _env=env) if env else run_as(h, command, sudo)
     text = " ".join(out.stdout_lines + out.stderr_lines).strip()
@@ -127,13 +91,12 @@ def _run(h, command: str, sudo: bool, env: dict[str, str]) -> str:  # noqa: ANN0
 def _device_build(h, plan: Plan, tag: str) -> str:  # noqa: ANN001
     """The llama.cpp build the image holds (read once per image tag, then remembered)."""
     t = plan.target
-    out = _run(h, f"{t.runtime} run --rm --entrypoint cat {shlex.quote(tag)} {ui.BUILD_FILE}",
-               t.sudo, {**t.unit_env(plan.uid), **plan.env})
+    out = _run(h, ui.read_build_command(t.runtime, tag), t.sudo,
+               {**t.unit_env(plan.uid), **plan.env})
     build = ui.parse_build(out)
     if build is None:
         raise LlamaDockerError(f"the image {tag} names no llama.cpp build in {ui.BUILD_FILE}")
-    record = shlex.quote(f"{root(t)}/{build_record(tag)}")
-    _run(h, f"mkdir -p {shlex.quote(root(t))} && echo {build} > {record}", False, {})
+    _run(h, ui.record_build_command(root(t), tag, build), False, {})
     return build
 
 
@@ -174,8 +137,7 @@ def _place(state, host, plan: Plan, tag: str, local: UiFile | None,  # noqa: ANN
         if target != ui.IMAGE_UI and local is not None and label:
             _store(host, plan, local)
         if target != found["link"]:
-            _run(host, f"mkdir -p {shlex.quote(store)} && {link_command(store, target)}",
-                 False, {})
+            _run(host, ui.link_command(store, target), False, {})
             say(host, f"web UI: serving {label}")
             _restart(host, plan)
     except LlamaDockerError as exc:
@@ -199,17 +161,17 @@ def _verified_link(found: dict) -> bool:
 
 def _store(h, plan: Plan, local: UiFile) -> None:  # noqa: ANN001
     """Push the tarball like a model (resumable, hashed on the device), unpack it."""
-    store = UiStore(root(plan.target))
+    store = ui.tarballs(root(plan.target))
     # A UI given as a path skips the build record that makes the store for an upstream one:
     # on a fresh device the store is not there yet.
-    _run(h, f"mkdir -p {shlex.quote(store.root)}", False, {})
+    _run(h, ui.make_store_command(store.root), False, {})
     client = h.connector.client
     sent, offset = push(client, local.path, local.sha256, store, h.name,
                         SshTarget.from_data(h.name, h.data), plan.aes)
     if sent:
         resumed = f", resumed from byte {offset}" if offset else ""
         say(h, f"sent {sent} bytes of {local.label}{resumed}; sha256 verified")
-    _run(h, unpack_command(store.root, local.sha256), False, {})
+    _run(h, ui.unpack_command(store.root, local.sha256), False, {})
 
 
 def _converged(plan: Plan, found: dict, local: UiFile | None) -> bool:

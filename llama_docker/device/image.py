@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shlex
 
 from llama_docker.device.units import FILES
 
@@ -12,6 +13,16 @@ REPO = "llama-docker/server"
 
 def build_args(base: str, check_valid_until: bool) -> dict[str, str]:
     return {"BASE": base, "APT_CHECK_VALID_UNTIL": str(check_valid_until).lower()}
+
+
+def build_command(runtime: str, args: dict[str, str], tag: str, context: str) -> str:
+    """Build `tag` on the device from the Containerfile in `context` (the server's image and
+    the gateway's alike)."""
+    flags = " ".join(f"--build-arg {k}={shlex.quote(v)}" for k, v in sorted(args.items()))
+    # docker 20.10's legacy builder is what Debian ships; BuildKit is not assumed.
+    env = "DOCKER_BUILDKIT=0 " if runtime == "docker" else ""
+    return (f"{env}{runtime} build {flags} -t {tag} -f {context}/Containerfile "
+            f"{shlex.quote(context)}")
 
 
 def gpu_build_args(args: dict[str, str], backend: str) -> dict[str, str]:

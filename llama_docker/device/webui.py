@@ -1,5 +1,6 @@
 """llama.cpp's own web UI on the devices: where its release lives, what a valid one holds,
-how the server is told to serve it. Pure logic: no network, no device.
+how the server is told to serve it, and the text of the commands that put it on a device.
+Pure logic: no network, no device.
 
 Debian's llama-server can only serve SimpleChat (Debian cannot build the upstream UI); its
 postinst can download `llama-bNNNN-ui.tar.gz` of the package's own build from GitHub, with
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import posixpath
 import re
+import shlex
 import tarfile
 from pathlib import Path
 
+from llama_docker.device.store import Store, link_commands
 from llama_docker.knobs.errors import VerifyError
 
 GITHUB_RELEASES = "https://github.com/ggml-org/llama.cpp/releases/download"
@@ -133,3 +136,59 @@ def served(link: str, args: str) -> tuple[str, str | None]:
     if _SHA.match(head):
         return "llama.cpp", rest or head[:12]
     return "simplechat", None
+
+
+# --- the commands that put it on a device (the steps: tasks/webui.py)
+
+
+def tarballs(root: str) -> Store:
+    """The UI's store: the model store's verify-then-rename rules for `<sha256>.tar.gz`."""
+    return Store(root, ext="tar.gz")
+
+
+def build_record(tag: str) -> str:
+    """The file beside the store that remembers which build the image `tag` holds."""
+    return f"image-{tag.rsplit(':', 1)[-1]}.build"
+
+
+def state_command(root: str, tag: str) -> str:
+    """The store's names (`F <name>`), where `current` points (`L <target>`) and the build
+    recorded for the image `tag` (`B <build>`), in one round trip; nothing when no store."""
+    return (f"cd {shlex.quote(root)} 2>/dev/null || exit 0; ls -1 | sed 's/^/F /'; "
+            "t=$(readlink current) && echo \"L $t\"; "
+            f"sed 's/^/B /' {shlex.quote(build_record(tag))} 2>/dev/null; true")
+
+
+def read_build_command(runtime: str, tag: str) -> str:
+    """Print the llama.cpp build the image `tag` holds (BUILD_FILE)."""
+    return f"{runtime} run --rm --entrypoint cat {shlex.quote(tag)} {BUILD_FILE}"
+
+
+def record_build_command(root: str, tag: str, build: str) -> str:
+    """Remember beside the store that the image `tag` holds `build`: later runs read it
+    with the store's state instead of starting a container."""
+    record = shlex.quote(f"{root}/{build_record(tag)}")
+    return f"mkdir -p {shlex.quote(root)} && echo {build} > {record}"
+
+
+def make_store_command(root: str) -> str:
+    """Create the store (a UI given as a path has no build record that made it already)."""
+    return f"mkdir -p {shlex.quote(root)}"
+
+
+def unpack_command(store: str, sha: str) -> str:
+    """Unpack the verified tarball into `<sha>/` (read-only) unless it is there already: in
+    a hidden folder first, so a half-unpacked UI never has the name that gets linked."""
+    q = shlex.quote
+    tmp = q(f".{sha}.tmp")
+    return (f"cd {q(store)} && if [ ! -d {sha} ]; then "
+            f"rm -rf {tmp} && mkdir {tmp} && tar -xzf {q(sha + '.tar.gz')} -C {tmp} "
+            f"--no-same-owner --no-same-permissions && chmod -R a+rX,a-w {tmp} && "
+            f"mv {tmp} {sha}; fi")
+
+
+def link_command(store: str, target: str) -> str:
+    """Point `current` at `target` (link_target) atomically, the store made first. The
+    target is a folder, so the store's link builder renames with `mv -T`."""
+    link = link_commands(store, "current", target, folder=True)
+    return f"mkdir -p {shlex.quote(store)} && {link}"

@@ -11,8 +11,9 @@ import shlex
 
 import paramiko
 
+from llama_docker.device.store import Store
 from llama_docker.knobs.errors import FetchError
-from llama_docker.transfer.push import Store, remote_size, run_locked, verify_and_store
+from llama_docker.transfer.push import remote_size, run_locked, verify_and_store
 
 ATTEMPTS = 10
 

@@ -6,7 +6,7 @@ process (and its ssh child) alive until the last byte. While a transfer runs, th
 first stop it (the ssh child terminated, or the paramiko loop told to stop), then do what
 they did before. A SIGKILLed controller cannot run anything: on Linux its ssh child gets
 SIGTERM from the kernel (PR_SET_PDEATHSIG). Either way the device's writer sees EOF and
-its lock goes with it (push.under_lock).
+its lock goes with it (llama_docker/device/store.py under_lock).
 """
 
 from __future__ import annotations

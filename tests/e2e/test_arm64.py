@@ -30,13 +30,13 @@ from pathlib import Path
 import pytest
 
 from llama_docker.device import profile
-from llama_docker.device.image import BUILD_FILES, build_args, image_tag
+from llama_docker.device.image import BUILD_FILES, build_args, build_command, image_tag
+from llama_docker.device.store import Store
 from llama_docker.device.units import FILES
-from llama_docker.tasks.image import build_command
 from llama_docker.tasks.image_once import images_dir
 from llama_docker.transfer.image_archive import CachedImage, ImageCache, inspect_archive
 from llama_docker.transfer.image_ship import build_script, stage_tag
-from llama_docker.transfer.push import SshTarget, Store, push
+from llama_docker.transfer.push import SshTarget, push
 from tests.conftest import REPO, deploy, http_json, make_model, wait_healthy, write_knobs
 from tests.lab import images, lab
 from tests.lab.sh import docker, out

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from llama_docker.device.store import Store
 from llama_docker.knobs.errors import VerifyError
-from llama_docker.transfer.push import SshTarget, Store, push
+from llama_docker.transfer.push import SshTarget, push
 from tests.conftest import fresh_device
 from tests.lab import lab
 

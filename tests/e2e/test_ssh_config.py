@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from llama_docker.device.store import Store
 from llama_docker.knobs.errors import LlamaDockerError
-from llama_docker.transfer.push import Store, push
+from llama_docker.transfer.push import push
 from tests.conftest import Run, deploy, make_model, wait_healthy, write_knobs
 from tests.lab import lab
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker.transfer.push import BUSY, MOVED, append_command, under_lock
+from llama_docker.device.store import BUSY, MOVED, append_command, under_lock
 
 VIA = {"flock": lambda cmd: cmd,
        "perl": lambda cmd: cmd.replace("command -v flock", "command -v no-such-flock")}

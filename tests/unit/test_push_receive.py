@@ -1,6 +1,6 @@
-"""A fresh push's device side (push.receive_command), run by this machine's own sh: the
-bytes are written and hashed in one pass, and only a file that hashes to the expected sha
-is stored."""
+"""A fresh push's device side (receive_command, llama_docker/device/store.py), run by this
+machine's own sh: the bytes are written and hashed in one pass, and only a file that hashes
+to the expected sha is stored."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_docker.transfer.push import MISMATCH, MOVED, SHORT, Store, receive_command, under_lock
+from llama_docker.device.store import MISMATCH, MOVED, SHORT, Store, receive_command, under_lock
 
 DATA = os.urandom(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()

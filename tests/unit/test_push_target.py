@@ -1,4 +1,5 @@
-"""The OpenSSH push's command line and the device lock's answers (llama_docker/transfer/push.py)."""
+"""The OpenSSH push's command line (llama_docker/transfer/push.py) and the device lock's
+answers (llama_docker/device/store.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import shutil
 
 import pytest
 
-from llama_docker.transfer.push import SshTarget, lock_failure
+from llama_docker.device.store import lock_failure
+from llama_docker.transfer.push import SshTarget
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="needs an ssh client")
 

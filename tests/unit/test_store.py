@@ -1,8 +1,13 @@
-"""Pruning the device's model store."""
+"""The device's model store: pruning, and the one atomic link builder (run by this
+machine's own sh)."""
 
 from __future__ import annotations
 
-from llama_docker.device.store import after_switch, to_prune
+import os
+import subprocess
+from pathlib import Path
+
+from llama_docker.device.store import after_switch, link_commands, to_prune
 
 A, B, C, D = (c * 64 + ".gguf" for c in "abcd")
 
@@ -45,3 +50,24 @@ def test_after_switch_projector_links_move_with_their_own_previous() -> None:
                             {"current.gguf": C, "current-mmproj.gguf": D})
     assert links == {"current.gguf": C, "previous.gguf": A,
                      "current-mmproj.gguf": D, "previous-mmproj.gguf": B}
+
+
+def test_a_file_link_is_renamed_over_with_plain_mv(tmp_path: Path) -> None:
+    (tmp_path / A).write_text("a")
+    (tmp_path / B).write_text("b")
+    for target in (A, B):
+        cmd = link_commands(str(tmp_path), "current.gguf", target)
+        assert " mv -f " in cmd  # no -T: BSD mv (macOS) has none
+        subprocess.run(cmd, shell=True, check=True)
+    assert os.readlink(tmp_path / "current.gguf") == B
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([A, B, "current.gguf"])
+
+
+def test_a_folder_link_is_replaced_not_moved_into_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    for target in ("one", "two"):
+        subprocess.run(link_commands(str(tmp_path), "current", target, folder=True),
+                       shell=True, check=True)
+    assert os.readlink(tmp_path / "current") == "two"
+    assert list((tmp_path / "one").iterdir()) == []  # plain mv would have put the link here
