@@ -22,7 +22,7 @@ from llama_docker.device.gateway_config import HEALTH_PATH as GATEWAY_HEALTH
 from llama_docker.device.gateway_config import UNIT as GATEWAY_UNIT
 from llama_docker.device.image import VERSION_LABEL
 from llama_docker.device.profile import ARCHES, detect
-from llama_docker.device.target import Target, choose
+from llama_docker.device.target import Target, choose, device_url
 from llama_docker.device.units import CONTAINER
 from llama_docker.knobs.apikey import paths
 from llama_docker.knobs.config import Config
@@ -99,12 +99,6 @@ def gateway_answers(gw: Mapping[str, Any]) -> bool:
     """The gateway's unit runs and its page answered: 200, or 503 while a model has no device
     up (the devices' own rows say why)."""
     return gw.get("service") == "active" and gw.get("health") in (200, 503)
-
-
-def device_url(bind: str, port: int) -> str:
-    """Where the server answers on the device itself (the wildcard binds answer on loopback)."""
-    addr = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
-    return f"http://[{addr}]:{port}" if ":" in addr else f"http://{addr}:{port}"
 
 
 def _shell_path(path: str) -> str:
