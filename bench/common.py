@@ -236,11 +236,13 @@ class Deploy:
 
 
 def deploy(inv: Path, *args: str, entry: str = "deploy.py", counted: Path | None = None,
-           timeout: float = 900) -> Deploy:
-    """`pyinfra -y INV deploy.py` from the checkout; `counted` also counts hashed bytes."""
+           timeout: float = 900, extra_env: dict[str, str] | None = None) -> Deploy:
+    """`pyinfra -y INV deploy.py` from the checkout; `counted` also counts hashed bytes;
+    `extra_env`: more of the controller's environment (the lab's Vulkan hook)."""
     cmd = ["pyinfra", "-y", str(inv), entry, *args]
     # This checkout's code first, even where another one is installed in editable mode.
-    env = {**os.environ, "PYINFRA_PROGRESS": "off", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYINFRA_PROGRESS": "off", "PYTHONPATH": str(REPO),
+           **(extra_env or {})}
     if counted is not None:
         cmd = [sys.executable, "-m", "bench.counted", *cmd[1:]]
         env["BENCH_HASH_COUNT"] = str(counted)

@@ -1,9 +1,9 @@
 """Vulkan against the CPU: tokens/s of the same server, same device, same model, side by side.
 
 The lab has no GPU: its Vulkan device is lavapipe, Mesa's software rasteriser, made visible
-to ggml with the lab-only knob `lab_only_vk_visible_devices`. So this row proves the Vulkan
-path serves and measures what it costs here; a ratio below 1 is expected and no speed-up is
-claimed (a Steam Deck's RADV is a real GPU: see README). One device of its own
+to ggml by the lab's hook (LLAMA_DOCKER_LAB_VK_VISIBLE_DEVICES, tasks/gpu.py). So this row
+proves the Vulkan path serves and measures what it costs here; a ratio below 1 is expected and
+no speed-up is claimed (a Steam Deck's RADV is a real GPU: see README). One device of its own
 (e2e-gpu-bench, lab index 62), deployed with `gpu = "vulkan"`; the CPU reference is the same
 image and model run plainly with `--device none` on another port. The two are queried in
 turn, never at once; tokens/s is llama-server's own `timings.predicted_per_second`.
@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+
+from llama_docker.tasks.gpu import LAB_VISIBLE
 
 from .common import (
     WORK,
@@ -65,10 +67,9 @@ def _measure(dev: lab.Device) -> Result:
     path, sha = model("vulkan", seed=62, **SHAPE)
     folder = WORK / "vulkan"
     inv = inventory(folder, [dev])
-    write_knobs(folder, model={"name": "vk", "path": str(path), "sha256": sha}, gpu="vulkan",
-                lab_only_vk_visible_devices="0")
+    write_knobs(folder, model={"name": "vk", "path": str(path), "sha256": sha}, gpu="vulkan")
     log("deploy with gpu = 'vulkan' (lavapipe)")
-    deploy(inv).ok()
+    deploy(inv, extra_env={LAB_VISIBLE: "0"}).ok()
     unit = dev.exec("cat", "/etc/systemd/system/llama-docker.service")
     image = re.search(r"(llama-docker/server:\w+)", unit).group(1)  # type: ignore[union-attr]
     ctx = re.search(r"--ctx-size (\d+)", unit).group(1)  # type: ignore[union-attr]

@@ -79,9 +79,6 @@ webui_mirror = ""
 gpu = "auto"
 # Layers offloaded to the GPU: "all", "auto" (llama-server fits them to free GPU memory), or N.
 n_gpu_layers = "all"
-# LAB ONLY (tests): GGML_VK_VISIBLE_DEVICES for the server, so ggml uses the lab's software
-# Vulkan device (lavapipe), which it skips otherwise. "" on real devices.
-lab_only_vk_visible_devices = ""
 
 # --- Preflight margins ----------------------------------------------------------------------
 # RAM kept free beyond model + context, in MiB.

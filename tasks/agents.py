@@ -42,8 +42,8 @@ def ensure_agent(agent: launchd.Agent, path: str, restart: bool = False,
     return False
 
 
-def restart_and_logs(t: Target, service: str) -> tuple[str, str]:
+def restart_and_logs(t: Target) -> tuple[str, str]:
     """How health restarts the server after a rollback, and where its log is."""
     domain = host.get_fact(LaunchdDomain)
-    return (launchd.kickstart_command(domain, launchd.label(service)),
-            f"tail -n 50 {shlex.quote(launchd.log_path(t.home, service))}")
+    return (launchd.kickstart_command(domain, t.agent_label),
+            f"tail -n 50 {shlex.quote(launchd.log_path(t.home, t.service))}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from llama_docker.device import launchd, listeners
+from llama_docker.device import listeners
 from llama_docker.device.units import CONTAINER
 from llama_docker.knobs.errors import RefusedError
 
@@ -19,8 +19,7 @@ if TYPE_CHECKING:
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
     """The facts the check reads, for preflight's one batch."""
-    ours: Wanted = ((AgentPid, {"label": launchd.label(cfg.service_name)})
-                    if tgt.runtime == "native" else
+    ours: Wanted = ((AgentPid, {"label": tgt.agent_label}) if tgt.native else
                     (PublishedPorts, {"runtime": tgt.runtime, "container": CONTAINER}))
     return [(PortListeners, {"port": cfg.port}), ours]
 
@@ -33,9 +32,9 @@ def check(cfg: Config, tgt: Target, known: Known, user: str) -> None:
     converged device: that is not a reason to refuse.
     """
     found = known.get(PortListeners, port=cfg.port)
-    if tgt.runtime == "native":
+    if tgt.native:
         published: set[int] = set()
-        agent = known.get(AgentPid, label=launchd.label(cfg.service_name))
+        agent = known.get(AgentPid, label=tgt.agent_label)
     else:
         published = known.get(PublishedPorts, runtime=tgt.runtime, container=CONTAINER)
         agent = None

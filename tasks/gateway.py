@@ -25,11 +25,11 @@ from llama_docker.device.gateway_config import (
     systemd_unit,
 )
 from llama_docker.device.image import build_args, build_command
+from llama_docker.device.target import device_url
 from llama_docker.device.units import FILES
 from llama_docker.knobs import apikey
 from llama_docker.knobs.defaults import DEFAULTS
 from llama_docker.knobs.errors import RefusedError
-from llama_docker.status.probe import device_url
 
 from . import converge
 from .common import notes, say
@@ -59,7 +59,7 @@ def build_dir(tgt: Target) -> str:
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
-    if tgt.manager != "systemd":
+    if not tgt.system_units:
         return []
     if not cfg.gateway:  # one switched off is removed: is its unit still there?
         return [(File, {"path": unit_path()})]
@@ -90,7 +90,7 @@ def check(cfg: Config, tgt: Target) -> None:
     before anything changes."""
     if not cfg.gateway:
         return
-    if tgt.manager != "systemd":
+    if not tgt.system_units:
         raise RefusedError(f"gateway: runs on a Debian or Arch device (this host is "
                            f"{tgt.profile})")
     _table()
@@ -126,7 +126,7 @@ def _switched_off(plan: Plan) -> None:
     """A host whose `gateway` knob went back to False: its gateway stops, its unit and its
     routes (which hold the keys) go. Its image stays, as cheap to keep as to rebuild."""
     t = plan.target
-    if t.manager != "systemd" or plan.known.get(File, path=unit_path()) is None:
+    if not t.system_units or plan.known.get(File, path=unit_path()) is None:
         return
     converge.removed_unit(why="Gateway switched off", service=UNIT,
                           paths=((unit_path(), "its unit"), (config_file(t), "its routes")),

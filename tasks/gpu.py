@@ -3,6 +3,8 @@ the run asked for is the one serving (llama-server's own log line says which).""
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,7 @@ from pyinfra.operations import python
 
 from llama_docker.device import gpu
 from llama_docker.device.units import CONTAINER
+from llama_docker.knobs.errors import RefusedError
 
 from .common import run_as, say
 
@@ -21,6 +24,10 @@ if TYPE_CHECKING:
 # The lines the check reads: llama-server's device and offload lines (-lv 4) and the
 # entrypoint's own line when it fell back to the CPU.
 LOG_PATTERN = "llama-docker: gpu|using device |offloaded [0-9]+/[0-9]+ layers"
+# The lab's one hook (tests/e2e/test_gpu.py, bench/vulkan.py), in the controller's environment:
+# GGML_VK_VISIBLE_DEVICES for a Vulkan server, so ggml uses the lab's software Vulkan device
+# (lavapipe), which it skips otherwise. No knob: no real device has use for it.
+LAB_VISIBLE = "LLAMA_DOCKER_LAB_VK_VISIBLE_DEVICES"
 
 
 class RenderNodes(FactBase):
@@ -50,6 +57,15 @@ class RenderNodes(FactBase):
     @staticmethod
     def default() -> gpu.GpuFacts:
         return gpu.GpuFacts()
+
+
+def lab_visible_devices() -> str:
+    """The lab's Vulkan device indexes ('' everywhere else)."""
+    value = os.environ.get(LAB_VISIBLE, "")
+    if not re.fullmatch(r"(\d+(,\d+)*)?", value):
+        raise RefusedError(f"{LAB_VISIBLE}={value!r}: Vulkan device indexes such as '0', "
+                           "or unset")
+    return value
 
 
 def logs_command(runtime: str) -> str:

@@ -9,10 +9,9 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from llama_docker.device.store import link_commands
-from llama_docker.device.target import Target
+from llama_docker.device.target import Target, device_url
 from llama_docker.knobs.apikey import paths
 from llama_docker.knobs.config import Config
-from llama_docker.status.probe import device_url
 
 from .agents import restart_and_logs
 from .batch import Known, Wanted
@@ -96,12 +95,11 @@ def health(cfg: Config, t: Target, env: dict[str, str], restarted: bool,
     if switch and switch.changed and (switch.before.get("current.gguf")
                                       or switch.before.get("current-set.ini")):
         rollback = {link: target for link, target in switch.before.items() if target}
-    service = f"{cfg.service_name}.service"
-    user = "--user " if t.manager == "systemd-user" else ""
-    restart = f"systemctl {user}restart {shlex.quote(service)}"
-    logs = f"journalctl {user}-u {service}"
-    if t.manager == "launchd":
-        restart, logs = restart_and_logs(t, cfg.service_name)
+    service = t.unit_name
+    restart = f"{t.systemctl} restart {shlex.quote(service)}"
+    logs = f"{t.journalctl} -u {service}"
+    if t.launchd:
+        restart, logs = restart_and_logs(t)
     script = wait_script(url, cfg.health_timeout, paths(t.config_dir)[1],
                          cfg.models[0].name if cfg.models else None)
     python.call(name=f"Wait for {url}/health and a first completion", function=_wait,

@@ -49,15 +49,15 @@ def server_tag(cfg: Config, tgt: Target) -> str:
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
-    return [] if tgt.runtime == "native" else [(ImageId, {"runtime": tgt.runtime,
-                                                          "tag": server_tag(cfg, tgt)})]
+    return [] if tgt.native else [(ImageId, {"runtime": tgt.runtime,
+                                             "tag": server_tag(cfg, tgt)})]
 
 
 @deploy("Server image")
 def image(plan: Plan) -> tuple[str, bool]:
     """Return the image tag and whether it is built in this run."""
     t = plan.target
-    if t.runtime == "native":
+    if t.native:
         return "", False  # Homebrew's llama-server runs on the Mac itself: no image
     args = config_build_args(plan.cfg, t)
     tag = image_tag(args)

@@ -191,7 +191,7 @@ def early(plan: Plan) -> None:
     converge.directory(plan.known, name="Model store", path=plan.store.root, mode="755",
                        user=plan.user if plan.target.sudo else None, _sudo=plan.target.sudo)
     files = to_push(plan)
-    if files and plan.target.runtime != "native":
+    if files and not plan.target.native:
         names = ", ".join(f.path.name for f in files if f.path is not None)
         python.call(name=f"Start the push of {names}, beside the server image",
                     function=_start, files=files, store=plan.store, aes=plan.aes)

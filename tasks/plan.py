@@ -19,13 +19,11 @@ class Plan:
     """What the later steps need, decided once per host."""
 
     cfg: config.Config
-    profile: str
     arch: str
     threads: int
     user: str
     model: LocalFile | None  # None on a gateway-only box (`gateway = "only"`)
     mmproj: LocalFile | None
-    store: Store
     target: target.Target
 
     uid: int
@@ -39,6 +37,15 @@ class Plan:
     models: tuple[Member, ...] = ()
     models_max: int = 0  # how many of them the router loads at once
     webui: UiFile | None = None  # the user's own UI (webui knob a path), verified here
+
+    @property
+    def store(self) -> Store:
+        """The device's model store, hashed with the device's own command."""
+        return Store(self.target.models_dir, self.target.hash_command)
+
+    @property
+    def profile(self) -> str:
+        return self.target.profile
 
     @property
     def runtime(self) -> str:

@@ -12,7 +12,6 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
 from llama_docker.device import clock, fit, gpu, profile, target
-from llama_docker.device.store import Store
 from llama_docker.knobs import config
 from llama_docker.knobs.errors import LlamaDockerError, RefusedError
 from llama_docker.knobs.spec import ModelFile
@@ -38,9 +37,6 @@ from .gpu import RenderNodes
 from .plan import Plan
 from .runtime import macos as runtime_macos
 
-SUPPORTED = ("debian", "steamos", "arch", "macos")
-
-
 # Who the device is, in one round trip: every family's facts (a Mac's answer to a Linux
 # question is empty, and the question is not asked again unless a step needs it).
 IDENTITY = (Kernel, LinuxDistribution, Home, UserId, Arch, PackageArch, SudoWorks, MemoryBytes,
@@ -59,9 +55,7 @@ def device_target(knobs: Mapping[str, Any] | None = None
     ident = gather([(cls, {}) for cls in IDENTITY])
     kernel = ident.get(Kernel)
     meta = ident.get(LinuxDistribution)["release_meta"] if kernel == "Linux" else {}
-    kind = profile.detect(kernel, meta)
-    if kind not in SUPPORTED:
-        raise RefusedError(f"{kind} devices are not supported by this version")
+    kind = profile.detect(kernel, meta)  # refuses any family but the four
     tgt = target.choose(kind, cfg.runtime, cfg.models_dir,
                         ident.get(Home) or f"/home/{ssh_user()}", cfg.service_name)
     tgt = replace(tgt, gpu=gpu.choose(cfg.gpu, kind, tgt.runtime,
@@ -121,11 +115,10 @@ def _check_sudo(works: str, user: str) -> None:
 
 def _check(knobs: Mapping[str, Any]) -> Plan:
     cfg, tgt, uid, ident = device_target(knobs)
-    kind = tgt.profile
-    skew = clock.skew_refusal(ident.get(DeviceClock), ident.read_at, kind)
+    skew = clock.skew_refusal(ident.get(DeviceClock), ident.read_at, tgt.profile)
     if skew:  # before anything else: apt and TLS fail on such a device
         raise RefusedError(skew)
-    brew = runtime_macos.homebrew() if kind == "macos" else None
+    brew = runtime_macos.homebrew() if tgt.is_macos else None
     env = runtime_macos.device_env(brew, tgt.runtime) if brew else {}
     arch = profile.image_arch(ident.get(Arch), ident.get(PackageArch))
     user = ssh_user()
@@ -151,14 +144,12 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
         model, mmproj, memory_mib = _one_model(cfg, tgt, specs, seen, cache, ident, known)
         members, models_max = (), 0
     say(host, tgt.gpu.line())
-    store = Store(tgt.models_dir, "shasum -a 256" if kind == "macos" else "sha256sum")
-    threads = cfg.threads or ident.get(MacPhysicalCores if kind == "macos" else PhysicalCores)
+    threads = cfg.threads or ident.get(MacPhysicalCores if tgt.is_macos else PhysicalCores)
     # The user's own UI (a folder or tarball here) is checked before any byte moves.
     own_ui = (webui_fetch.local(cfg.webui, cache, cfg.webui_sha256)
               if cfg.webui.startswith(("/", "~")) else None)
-    return Plan(cfg=cfg, profile=kind, arch=arch, threads=threads, user=user, model=model,
-                mmproj=mmproj, store=store, target=tgt, uid=uid,
-                memory_mib=memory_mib, aes=ident.get(CpuHasAes),
+    return Plan(cfg=cfg, arch=arch, threads=threads, user=user, model=model, mmproj=mmproj,
+                target=tgt, uid=uid, memory_mib=memory_mib, aes=ident.get(CpuHasAes),
                 known=known, brew=brew, env=env, models=members, models_max=models_max,
                 webui=own_ui)
 
@@ -170,9 +161,9 @@ def _gateway_box(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str
     known = device_state(cfg, tgt, uid, env)
     runtime.check(cfg, tgt, known)
     say(host, "gateway only: this host serves no model")
-    return Plan(cfg=cfg, profile=tgt.profile, arch=arch, threads=0, user=user, model=None,
-                mmproj=None, store=Store(tgt.models_dir, "sha256sum"), target=tgt, uid=uid,
-                memory_mib=0, aes=ident.get(CpuHasAes), known=known, brew=brew, env=env)
+    return Plan(cfg=cfg, arch=arch, threads=0, user=user, model=None, mmproj=None,
+                target=tgt, uid=uid, memory_mib=0, aes=ident.get(CpuHasAes), known=known,
+                brew=brew, env=env)
 
 
 def _one_model(cfg: config.Config, tgt: target.Target, specs: list[ModelFile],

@@ -51,12 +51,12 @@ def rollback(knobs: Mapping[str, Any] | None = None) -> bool:
         return False
     env = t.unit_env(uid)
     server.shell(name="Swap current and previous model", commands=cmds)
-    if t.manager == "launchd":
-        restart, _ = restart_and_logs(t, cfg.service_name)
+    if t.launchd:
+        restart, _ = restart_and_logs(t)
         server.shell(name=f"Restart {cfg.service_name} (launchd)", commands=[restart])
     else:
         systemd.service(name=f"Restart {cfg.service_name}",
-                        service=f"{cfg.service_name}.service", running=True, restarted=True,
+                        service=t.unit_name, running=True, restarted=True,
                         user_mode=t.rootless, _sudo=t.sudo, _env=env)
     health(cfg, t, env, restarted=True)
     return True

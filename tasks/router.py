@@ -122,7 +122,7 @@ def prepare(cfg: Config, tgt: Target, ram: int | None, known: Known
             ) -> tuple[tuple[Member, ...], int, int]:
     """Fit the set from what the URLs say, then (controller mode) fetch every file once and
     fit again with each model's real shape. Returns (members, models_max, memory cap MiB)."""
-    if tgt.manager == "launchd":
+    if tgt.launchd:
         raise RefusedError("several models (the models knob) run on Linux devices in this "
                            "version; on macOS use the model knob")
     cache = Path(cfg.cache_dir).expanduser()

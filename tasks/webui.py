@@ -19,9 +19,9 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.operations import python
 
 from llama_docker.device import webui as ui
+from llama_docker.device.target import device_url
 from llama_docker.knobs import apikey
 from llama_docker.knobs.errors import LlamaDockerError
-from llama_docker.status.probe import device_url
 from llama_docker.transfer import webui_fetch
 from llama_docker.transfer.push import SshTarget, push
 
@@ -70,7 +70,7 @@ def root(tgt: Target) -> str:
 def served_here(cfg: Config, tgt: Target) -> bool:
     """Whether this step has work: a UI from the store, on a device whose server runs in a
     container from a systemd unit (macOS runs Homebrew's llama-server, with its own UI)."""
-    return cfg.webui not in ("simplechat", "none") and tgt.manager != "launchd"
+    return cfg.webui not in ("simplechat", "none") and not tgt.launchd
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
@@ -104,8 +104,7 @@ def _restart(h, plan: Plan) -> None:  # noqa: ANN001
     """Restart a running server so it serves the new link (llama-server resolves --path
     once, at start), then wait for it as the health step does; a stopped one is left."""
     t = plan.target
-    unit = f"{plan.cfg.service_name}.service"
-    ctl = "systemctl --user" if t.rootless else "systemctl"
+    unit, ctl = t.unit_name, t.systemctl
     env = t.unit_env(plan.uid)
     ok, _ = (run_as(h, f"{ctl} is-active -q {unit}", t.sudo, _env=env) if env
              else run_as(h, f"{ctl} is-active -q {unit}", t.sudo))

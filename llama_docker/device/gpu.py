@@ -17,7 +17,6 @@ from typing import Any
 from llama_docker.device.fit import GIB
 from llama_docker.knobs.errors import RefusedError
 
-GPU_KNOB = ("auto", "vulkan", "off")
 # Kernel drivers whose Mesa Vulkan driver llama.cpp runs well on: auto uses these.
 GOOD = {"amdgpu": "RADV", "i915": "ANV", "xe": "ANV"}
 # Why auto leaves other drivers' GPUs alone (the line preflight prints).
@@ -171,11 +170,6 @@ def choose(knob: str, profile: str, runtime: str, facts: GpuFacts) -> Gpu:
     return Gpu(backend="cpu", why="no render node")
 
 
-def layers_arg(knob: Any) -> str:
-    """llama-server's --n-gpu-layers value for the n_gpu_layers knob."""
-    return str(knob)
-
-
 def container_flags(gpu: Gpu, rootless: bool, layers: str, lab_visible: str = ""
                     ) -> tuple[str, ...]:
     """`run` flags for the GPU: the render nodes, the groups that may open them, and what
@@ -184,7 +178,7 @@ def container_flags(gpu: Gpu, rootless: bool, layers: str, lab_visible: str = ""
     Rootless podman (SteamOS): numeric groups would resolve inside the user namespace and
     grant nothing; `keep-groups` hands the user's own groups on. Docker and rootful podman
     take the device's group ids by number (the image has no such group names).
-    `lab_visible`: the lab's GGML_VK_VISIBLE_DEVICES (tests only; see group_data/all.py).
+    `lab_visible`: the lab's GGML_VK_VISIBLE_DEVICES (tests only; see tasks/gpu.py).
     """
     if gpu.backend != "vulkan":
         return ()

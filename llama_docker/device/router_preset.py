@@ -59,11 +59,6 @@ def files_of(preset: str) -> set[str]:
             if (m := _MODEL_LINE.match(line.strip()))}
 
 
-def names_of(preset: str) -> list[str]:
-    """The model names of a preset, in order."""
-    return [line.strip()[1:-1] for line in preset.splitlines()
-            if line.strip().startswith("[") and line.strip() not in ("[*]",)]
-
 
 def set_prune(stored: list[str], keep_sets: list[str], keep_files: set[str],
               linked: set[str]) -> list[str]:

@@ -6,8 +6,6 @@ import os
 import secrets
 from pathlib import Path
 
-DEVICE_DIR = "/etc/llama-docker"  # rootful devices; rootless ones use ~/.config/llama-docker
-
 
 def paths(config_dir: str) -> tuple[str, str]:
     """The key file (read by llama-server) and the header file (read by curl -H @file)."""

@@ -63,7 +63,6 @@ class Config:
     lan_address: str = ""
     gpu: str = "auto"
     n_gpu_layers: str = "all"
-    lab_only_vk_visible_devices: str = ""
     image_source: str = "controller"  # "device": each device builds its own image
 
     @property
@@ -213,12 +212,6 @@ def _gpu_layers(knob: str, value: Any) -> str:
     return str(value)
 
 
-def _vk_devices(knob: str, value: Any) -> str:
-    if not isinstance(value, str) or not re.match(r"^(\d+(,\d+)*)?$", value):
-        raise ConfigError(knob, value, "'' (real devices) or Vulkan device indexes such as '0'")
-    return value
-
-
 _PKG_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+~:-]{0,63}$")
 _SNAPSHOT = re.compile(r"^(\d{8}(T\d{6}Z)?|https?://[^\s\"'$`\\]+)$")
 
@@ -271,7 +264,6 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "webui_mirror": _base_url,
     "gpu": _choice("auto", "vulkan", "off"),
     "n_gpu_layers": _gpu_layers,
-    "lab_only_vk_visible_devices": _vk_devices,
     "llama_cpp_version": _pkg_version,
     "debian_snapshot": _snapshot,
     "image_rebuild": _rebuild_mark,

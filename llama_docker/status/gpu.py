@@ -21,10 +21,10 @@ def probe(t: Target, uid: int) -> str:
     """Prints `gpu_log=<first matching line>` when the container's log could be read (the
     line is empty for a CPU server); prints nothing when it could not (no sudo, no server).
     Needs `$s` (sudo works) from the status script."""
-    if t.manager == "launchd":
+    if t.launchd:
         return "true"
     as_root = "sudo -n " if t.sudo else ""
-    env = f"XDG_RUNTIME_DIR=/run/user/{uid} " if t.manager == "systemd-user" else ""
+    env = f"XDG_RUNTIME_DIR=/run/user/{uid} " if t.user_units else ""
     rt = f"{as_root}{env}{t.runtime}"
     return (f"if [ $s = yes ] && {rt} container inspect {CONTAINER} >/dev/null 2>&1; then "
             f"printf 'gpu_log=%s\\n' \"$({rt} logs {CONTAINER} 2>&1 "

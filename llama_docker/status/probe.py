@@ -15,7 +15,7 @@ from llama_docker.device.gateway_config import HEALTH_PATH as GATEWAY_HEALTH
 from llama_docker.device.gateway_config import UNIT as GATEWAY_UNIT
 from llama_docker.device.image import VERSION_LABEL
 from llama_docker.device.probes import free_kib
-from llama_docker.device.target import Target
+from llama_docker.device.target import Target, device_url
 from llama_docker.device.units import CONTAINER
 from llama_docker.knobs.apikey import paths
 from llama_docker.knobs.config import Config
@@ -28,12 +28,6 @@ COMPLETION_MAX_TIME = 30
 # Bounds the whole script: each curl is bounded, the other commands are local and quick.
 SCRIPT_TIMEOUT = HEALTH_MAX_TIME + COMPLETION_MAX_TIME + 25
 _STORE = '"$d"'  # the model store's folder: the script's first line sets $d
-
-
-def device_url(bind: str, port: int) -> str:
-    """Where the server answers on the device itself (the wildcard binds answer on loopback)."""
-    addr = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
-    return f"http://[{addr}]:{port}" if ":" in addr else f"http://{addr}:{port}"
 
 
 def _shell_path(path: str) -> str:
@@ -53,15 +47,14 @@ FACTS_SCRIPT = "; ".join([
 ])
 
 
-def _service_state(t: Target, unit: str, uid: int) -> str:
-    """A command printing active/inactive/failed/... for the unit, whatever manages it."""
-    if t.manager == "launchd":
-        label = shlex.quote(t.unit_path.rsplit("/", 1)[-1].removesuffix(".plist"))
-        return (f"if launchctl list {label} 2>/dev/null | grep -q '\"PID\"'; then "
-                "echo service=active; else echo service=inactive; fi")
-    user = f"XDG_RUNTIME_DIR=/run/user/{uid} systemctl --user" if t.manager == "systemd-user" \
-        else "systemctl"
-    return f'echo "service=$({user} is-active {shlex.quote(unit)} 2>/dev/null)"'
+def _service_state(t: Target, uid: int) -> str:
+    """A command printing active/inactive/failed/... for the server's unit, whatever
+    manages it."""
+    if t.launchd:
+        return (f"if launchctl list {shlex.quote(t.agent_label)} 2>/dev/null | grep -q "
+                "'\"PID\"'; then echo service=active; else echo service=inactive; fi")
+    env = f"XDG_RUNTIME_DIR=/run/user/{uid} " if t.user_units else ""
+    return f'echo "service=$({env}{t.systemctl} is-active {shlex.quote(t.unit_name)} 2>/dev/null)"'
 
 
 def script(cfg: Config, t: Target, uid: int) -> str:
@@ -84,7 +77,7 @@ def script(cfg: Config, t: Target, uid: int) -> str:
             'echo "arch=$(uname -m)"', *gateway_lines(cfg), "exit 0"])
     return "; ".join([
         f"d={_shell_path(t.models_dir)}",
-        _service_state(t, f"{cfg.service_name}.service", uid),
+        _service_state(t, uid),
         'echo "current=$(readlink "$d/current.gguf" 2>/dev/null)"',
         'echo "previous=$(readlink "$d/previous.gguf" 2>/dev/null)"',
         *webui_lines(t),

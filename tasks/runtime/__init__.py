@@ -21,6 +21,8 @@ INSTALLERS = {"debian": debian.install, "steamos": steamos.install,
 
 FACTS = {"debian": debian.wants, "steamos": steamos.wants,
          "arch": arch.wants}
+# Families whose installer could break the user's own runtime configuration.
+CHECKS = {"debian": debian.check, "arch": rootful.check}
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
@@ -31,10 +33,8 @@ def wants(cfg: Config, tgt: Target) -> list[Wanted]:
 def check(cfg: Config, tgt: Target, known: Known) -> None:
     """Refuse (RefusedError) what the installer would have to break: a user's runtime
     configuration it cannot read. Runs in preflight, before anything changes."""
-    if tgt.profile == "debian":
-        debian.check(cfg, tgt, known)
-    elif tgt.profile == "arch":
-        rootful.check(cfg, tgt, known)
+    if tgt.profile in CHECKS:
+        CHECKS[tgt.profile](cfg, tgt, known)
 
 
 @deploy("Container runtime")

@@ -72,7 +72,7 @@ def install(plan: Plan) -> bool:
     if host.get_fact(LaunchdDomain).startswith("user/"):
         say(host, "nobody is logged in at this Mac's screen: the server runs now, and after a "
                   "restart from your login on (or turn on automatic login)")
-    if t.runtime == "native":
+    if t.native:
         return False
     return _colima(plan, env)
 

@@ -31,10 +31,10 @@ def wants(cfg: Config, tgt: Target) -> list[Wanted]:
     keys = [f for path in apikey.paths(tgt.config_dir) for f in converge.file_facts(path)]
     keys += [*converge.dir_facts(tgt.config_dir),
              (NumericOwner, {"path": apikey.paths(tgt.config_dir)[0]})]
-    if tgt.manager == "launchd":
+    if tgt.launchd:
         return keys
     return [*keys, *converge.file_facts(tgt.unit_path),
-            *converge.unit_facts(f"{cfg.service_name}.service", tgt.rootless)]
+            *converge.unit_facts(tgt.unit_name, tgt.rootless)]
 
 
 def _api_key(plan: Plan) -> tuple[str | None, bool]:
@@ -66,13 +66,13 @@ def service(plan: Plan, image: str, changed: bool) -> bool:
     """Return True when the server is (re)started in this run."""
     t = plan.target
     key_file, key_changed = _api_key(plan)
-    serve = launchd.serve if t.manager == "launchd" else systemd.serve
+    serve = launchd.serve if t.launchd else systemd.serve
     return serve(plan, image, changed or key_changed, key_file)
 
 
 def retire_wants(cfg: Config, tgt: Target) -> list[Wanted]:
     """A gateway-only box's one question: is a server unit of an earlier run still there?"""
-    if not cfg.gateway_only or tgt.manager != "systemd":
+    if not cfg.gateway_only or not tgt.system_units:
         return []
     return [(File, {"path": tgt.unit_path})]
 
@@ -82,8 +82,8 @@ def retire(plan: Plan) -> None:
     """A host that served a model and now runs the gateway only (`gateway = "only"`): its
     server stops and its unit goes, so it serves nothing and frees its port for the gateway.
     Its models stay in the store: switching back needs no push."""
-    t, name = plan.target, f"{plan.cfg.service_name}.service"
-    if not plan.cfg.gateway_only or t.manager != "systemd" \
+    t, name = plan.target, plan.target.unit_name
+    if not plan.cfg.gateway_only or not t.system_units \
             or plan.known.get(File, path=t.unit_path) is None:
         return
     converge.removed_unit(why="Gateway only", service=name, paths=((t.unit_path, name),),

@@ -21,7 +21,7 @@ def server_program(plan: Plan, image: str, key_file: str | None) -> tuple[str, .
                   api_key_file=key_file,
                   args=server_args(cfg.cors_origins, cfg.model.args, cfg.server_args))
     assert plan.brew is not None  # preflight refuses a Mac without Homebrew
-    if t.runtime == "native":
+    if t.native:
         return launchd.native_args(brew=plan.brew, metal=plan.arch == "arm64", **common)
     return launchd.docker_args(brew=plan.brew, image=image, uid=plan.uid, **common)
 

@@ -11,6 +11,7 @@ from llama_docker.device.router_preset import CURRENT_SET
 from llama_docker.device.units import server_args, systemd_unit
 
 from .. import converge
+from ..gpu import lab_visible_devices
 from ..router import MOUNT
 
 if TYPE_CHECKING:
@@ -38,10 +39,10 @@ def serve(plan: Plan, image: str, changed: bool, key_file: str | None) -> bool:
                mmproj=plan.mmproj is not None,
                api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib,
                gpu_flags=container_flags(t.gpu, t.rootless, cfg.n_gpu_layers,
-                                         cfg.lab_only_vk_visible_devices)),
+                                         lab_visible_devices())),
         **(router_unit(plan) if plan.models else {}),
     })
-    name = f"{cfg.service_name}.service"
+    name = t.unit_name
     unit_changed = converge.put_text(plan.known, name=f"Unit {name}", text=unit,
                                      dest=t.unit_path, mode="644", _sudo=t.sudo)
     return converge.running(plan.known, name=f"{name} runs now and at boot", service=name,

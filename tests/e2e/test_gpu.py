@@ -1,10 +1,11 @@
 """GPU through Vulkan, proven end to end with the lab's software Vulkan device (lavapipe).
 
 There is no GPU here. ggml's Vulkan backend skips CPU-type devices such as lavapipe unless
-GGML_VK_VISIBLE_DEVICES names one: the tests set that through the lab-only knob
-`lab_only_vk_visible_devices` (never a product default). The lab devices have no /dev/dri,
-so `gpu = "vulkan"` is forced on one device; a `gpu = "off"` device beside it keeps the small
-CPU image. Speed is not claimed: lavapipe is a software rasteriser.
+GGML_VK_VISIBLE_DEVICES names one: the tests name it in the controller's environment
+(LLAMA_DOCKER_LAB_VK_VISIBLE_DEVICES, read by tasks/gpu.py: the lab's hook, no knob, never a
+product default). The lab devices have no /dev/dri, so `gpu = "vulkan"` is forced on one
+device; a `gpu = "off"` device beside it keeps the small CPU image. Speed is not claimed:
+lavapipe is a software rasteriser.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from llama_docker.tasks.gpu import LAB_VISIBLE
 from tests.conftest import REPO, Run, deploy, fresh_device, http_json, make_model, write_knobs
 from tests.lab import lab
 
 pytestmark = pytest.mark.lab
 VK = "e2e-gpu-vulkan"
 OFF = "e2e-gpu-off"
-LAB_ONLY = {"lab_only_vk_visible_devices": "0"}  # lavapipe is Vulkan device 0 here
+LAB_ENV = {LAB_VISIBLE: "0"}  # lavapipe is Vulkan device 0 here
 
 vk_device = fresh_device(VK, index=60)
 off_device = fresh_device(OFF, index=61)
@@ -43,13 +45,12 @@ def inv(vk_device: lab.Device, off_device: lab.Device,
         tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("inv")
     write_knobs(folder, model=make_model(folder, "tiny-gpu", seed=60))
-    return write_inventory(folder, vk_device, off_device, {"gpu": "vulkan", **LAB_ONLY},
-                           {"gpu": "off"})
+    return write_inventory(folder, vk_device, off_device, {"gpu": "vulkan"}, {"gpu": "off"})
 
 
 @pytest.fixture(scope="module")
 def first_run(inv: Path) -> Run:
-    return deploy(inv)
+    return deploy(inv, env=LAB_ENV)
 
 
 def status_rows(inv: Path) -> dict[str, dict]:
@@ -120,7 +121,7 @@ def test_status_names_the_backend(inv: Path, first_run: Run) -> None:
 
 
 def test_second_run_changes_nothing(inv: Path, first_run: Run) -> None:
-    again = deploy(inv)
+    again = deploy(inv, env=LAB_ENV)
     assert again.code == 0, again.output[-3000:]
     assert again.changed(VK) == 0 and again.changed(OFF) == 0, again.output[-3000:]
 
@@ -152,8 +153,8 @@ def test_several_models_serve_through_vulkan_too(
     folder = inv.parent
     models = [make_model(folder, "tiny-gpu", seed=60), make_model(folder, "tiny-gpu-b", seed=62)]
     write_knobs(folder, models=models, models_max=1)
-    write_inventory(folder, vk_device, off_device, {"gpu": "vulkan", **LAB_ONLY}, {"gpu": "off"})
-    run = deploy(inv)
+    write_inventory(folder, vk_device, off_device, {"gpu": "vulkan"}, {"gpu": "off"})
+    run = deploy(inv, env=LAB_ENV)
     assert run.code == 0, run.output[-4000:]
     assert re.search(rf"\[{VK}\]\s+llama-docker: gpu vulkan serves on Vulkan0: llvmpipe .*, "
                      r"3/3 layers offloaded", run.output), run.output[-4000:]

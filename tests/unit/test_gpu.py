@@ -11,6 +11,7 @@ from llama_docker.device import gpu
 from llama_docker.device.image import build_args, gpu_build_args, image_tag
 from llama_docker.knobs import config
 from llama_docker.knobs.errors import ConfigError, RefusedError
+from llama_docker.tasks.gpu import LAB_VISIBLE, lab_visible_devices
 
 from .fixtures.harness import FIXTURES, deploy_fixture
 
@@ -100,8 +101,7 @@ def test_served_reads_llama_server_log() -> None:
 
 
 @pytest.mark.parametrize(("knob", "value"), [("gpu", "cuda"), ("n_gpu_layers", -1),
-                                             ("n_gpu_layers", "most"),
-                                             ("lab_only_vk_visible_devices", "gpu0")])
+                                             ("n_gpu_layers", "most")])
 def test_bad_gpu_knobs_name_host_and_knob(knob: str, value: object) -> None:
     from llama_docker.knobs.defaults import DEFAULTS
     with pytest.raises(ConfigError) as exc:
@@ -124,6 +124,18 @@ def test_intel_box_deploys_gpu_image_and_render_node(tmp_path: Path) -> None:
     assert "--device /dev/dri" in unit and "--group-add 44" in unit
     assert "--group-add 105" in unit and "--env LLAMA_GPU=vulkan" in unit
     assert "GGML_VK_VISIBLE_DEVICES" not in unit  # lab only, never a product default
+
+
+def test_lab_hook_makes_the_software_device_visible(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab's lavapipe is seen by ggml only when named: the controller's environment
+    names it (tests/e2e/test_gpu.py); a value that is no device index is refused."""
+    monkeypatch.setenv(LAB_VISIBLE, "0")
+    run = deploy_fixture(tmp_path, "debian", {"RenderNodes": facts("lab")}, gpu="vulkan")
+    assert "--env GGML_VK_VISIBLE_DEVICES=0" in _unit(run)
+    monkeypatch.setenv(LAB_VISIBLE, "gpu0")
+    with pytest.raises(RefusedError, match=f"{LAB_VISIBLE}='gpu0'"):
+        lab_visible_devices()
 
 
 def test_pi_deploys_cpu_image_without_gpu_flags(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llama_docker.device.probes import free_kib
-from llama_docker.device.target import Target, choose
+from llama_docker.device.target import Target, choose, device_url
 from llama_docker.knobs import config
 from llama_docker.knobs.errors import ConfigError, RefusedError
 from llama_docker.status import parse, probe, table
@@ -229,10 +229,10 @@ def test_json_round_trip() -> None:
 
 
 def test_device_url() -> None:
-    assert probe.device_url("0.0.0.0", 8080) == "http://127.0.0.1:8080"
-    assert probe.device_url("::", 80) == "http://127.0.0.1:80"
-    assert probe.device_url("::1", 80) == "http://[::1]:80"
-    assert probe.device_url("192.168.1.5", 8080) == "http://192.168.1.5:8080"
+    assert device_url("0.0.0.0", 8080) == "http://127.0.0.1:8080"
+    assert device_url("::", 80) == "http://127.0.0.1:80"
+    assert device_url("::1", 80) == "http://[::1]:80"
+    assert device_url("192.168.1.5", 8080) == "http://192.168.1.5:8080"
 
 
 # --- the device script, run here against stub commands ----------------------------------------
