@@ -21,7 +21,7 @@ test: setup lint
 lint:
 	ruff check .
 	lint-imports
-	mypy llama_docker
+	mypy llama_docker tasks
 
 down:
 	python -m tests.lab down

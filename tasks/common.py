@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
 
 from pyinfra import host, logger
+from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.operations import python
 
 from llama_docker.device.login import login_user, root_command, sudo_password
 from llama_docker.knobs.defaults import DEFAULTS
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # The first error line of each host, for the summary at the end of the run.
 errors: dict[str, str] = {}
@@ -18,6 +21,12 @@ errors: dict[str, str] = {}
 refused: set[str] = set()
 # What a host is besides a model server (the gateway), for its summary line.
 notes: dict[str, str] = {}
+
+
+def deploy(name: str, data_defaults: dict[str, Any] | None = None) -> Callable[[F], F]:
+    """pyinfra's @deploy, typed as the step it wraps: pyinfra types the wrapped function as an
+    operation whose global arguments (`_sudo`...) come first, which no step's call matches."""
+    return cast("Callable[[F], F]", pyinfra_deploy(name, data_defaults=data_defaults))
 
 
 def say_error(h, message: str) -> None:  # noqa: ANN001 - a pyinfra Host
@@ -38,7 +47,7 @@ def _fail(state, host, message: str) -> bool:  # noqa: ANN001 - pyinfra's callba
 def ssh_user() -> str:
     """The user the deploy logs in as on this host, from pyinfra's connection (an ssh config
     alias's `User` is in no host data), else host data, else root."""
-    return login_user(host.data, getattr(host.connector, "client", None))
+    return login_user(cast("Mapping[str, Any]", host.data), getattr(host.connector, "client", None))
 
 
 def host_sudo_password(h) -> str | None:  # noqa: ANN001 - a pyinfra Host

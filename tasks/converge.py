@@ -46,7 +46,7 @@ def put_text(known: Known, *, name: str, text: str, dest: str, mode: str,
     if (_owned(found, mode, user, group)
             and known.get(Sha1File, path=dest) == hashlib.sha1(text.encode()).hexdigest()):
         return False
-    owner = {k: v for k, v in (("user", user), ("group", group)) if v}
+    owner: dict[str, Any] = {k: v for k, v in (("user", user), ("group", group)) if v}
     return files.put(name=name, src=StringIO(text), dest=dest, mode=mode, **owner,
                      **op_args).will_change
 
@@ -65,7 +65,7 @@ def directory(known: Known, *, name: str, path: str, mode: str, user: str | None
     """files.directory; True when it changes the device."""
     if _owned(known.get(Directory, path=path), mode, user, None):
         return False
-    owner = {"user": user} if user else {}
+    owner: dict[str, Any] = {"user": user} if user else {}
     return files.directory(name=name, path=path, mode=mode, **owner, **op_args).will_change
 
 

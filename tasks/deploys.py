@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyinfra.api import deploy
-
 from llama_docker.knobs.defaults import DEFAULTS
 
 from . import steps
+from .common import deploy
 from .preflight import preflight
 from .rollback import rollback
 from .summary import print_summary_at_exit

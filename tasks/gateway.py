@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
@@ -32,7 +31,7 @@ from llama_docker.knobs.defaults import DEFAULTS
 from llama_docker.knobs.errors import RefusedError
 
 from . import converge
-from .common import notes, say
+from .common import deploy, notes, say
 from .facts import ImageId, NumericOwner
 
 if TYPE_CHECKING:

@@ -9,14 +9,14 @@ import shlex
 from typing import TYPE_CHECKING
 
 from pyinfra import logger
-from pyinfra.api import FactBase, deploy
+from pyinfra.api import FactBase
 from pyinfra.operations import python
 
 from llama_docker.device import gpu
 from llama_docker.device.units import CONTAINER
 from llama_docker.knobs.errors import RefusedError
 
-from .common import run_as, say
+from .common import deploy, run_as, say
 
 if TYPE_CHECKING:
     from .plan import Plan, Progress

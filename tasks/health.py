@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shlex
 
-from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from llama_docker.device.store import link_commands
@@ -15,7 +14,7 @@ from llama_docker.knobs.config import Config
 
 from .agents import restart_and_logs
 from .batch import Known, Wanted
-from .common import run_as, say_error
+from .common import deploy, run_as, say_error
 from .facts import HttpStatus
 from .plan import Switch
 

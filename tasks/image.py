@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.operations import files, python
 
 from llama_docker.device.image import (
@@ -25,6 +24,7 @@ from llama_docker.transfer.image_archive import DeviceImage, ImageCache
 from llama_docker.transfer.image_ship import stage_tag
 
 from . import image_once
+from .common import deploy
 from .facts import ImageId
 from .summary import note_move
 

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 import gevent
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.api.operation import operation
 from pyinfra.operations import python
 
@@ -26,7 +25,7 @@ from llama_docker.transfer.local_model import LocalFile
 from llama_docker.transfer.push import SshTarget, push, stopped_line
 
 from . import converge
-from .common import errors, say, say_error
+from .common import deploy, errors, say, say_error
 from .facts import StoreState
 from .plan import Switch
 from .summary import note_move
@@ -212,6 +211,7 @@ def _serve(plan: Plan, name: str, link: str, sha: str, previous: str,
 @deploy("Model")
 def model(plan: Plan) -> Switch:
     """Put the model (and projector) on the device and switch `current` to it."""
+    assert plan.model is not None  # None only on a gateway-only box, which has no store
     root = plan.store.root
     stored = plan.known.get(StoreState, root=root)
     before = {link: stored["links"].get(link) for link in LINKS}
@@ -230,6 +230,7 @@ def model(plan: Plan) -> Switch:
 def prune_store(plan: Plan) -> None:
     """Keep `models_keep` models, counting the one this run serves (and never a linked one),
     so the run after a model change has nothing left to prune."""
+    assert plan.model is not None
     stored = plan.known.get(StoreState, root=plan.store.root)
     serve = {"current.gguf": f"{plan.model.sha256}.gguf"}
     if plan.mmproj:

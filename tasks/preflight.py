@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from pyinfra import host, logger
-from pyinfra.api import deploy
 from pyinfra.facts.server import Arch, Home, Kernel, LinuxDistribution
 
 from llama_docker.device import clock, fit, gpu, profile, target
@@ -20,7 +19,7 @@ from llama_docker.transfer.local_model import LocalFile, local_file, remote_file
 
 from . import busy_port, gateway, router, runtime, steps
 from .batch import Known, gather
-from .common import fail_host, host_sudo_password, is_dry, knob_data, run_as, say, ssh_user
+from .common import deploy, fail_host, host_sudo_password, is_dry, knob_data, run_as, say, ssh_user
 from .facts import (
     CpuHasAes,
     DeviceClock,

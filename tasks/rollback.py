@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
 
 from llama_docker.device.router_preset import CURRENT_SET, PREVIOUS_SET
@@ -14,7 +13,7 @@ from llama_docker.device.store import link_commands
 from llama_docker.knobs.errors import LlamaDockerError
 
 from .agents import restart_and_logs
-from .common import fail_host, say
+from .common import deploy, fail_host, say
 from .facts import StoreState
 from .health import health
 from .preflight import device_target

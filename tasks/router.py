@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
+from pyinfra.api import FactBase
 from pyinfra.api.operation import operation
 from pyinfra.operations import files
 
@@ -41,7 +41,7 @@ from llama_docker.knobs.model_set import ctx_of
 from llama_docker.knobs.spec import ModelFile
 from llama_docker.transfer.local_model import LocalFile, Member, local_file, remote_file
 
-from .common import is_dry
+from .common import deploy, is_dry
 from .facts import FreeBytes, StoreState
 from .model import _place, sources
 from .plan import Switch

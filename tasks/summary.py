@@ -90,7 +90,7 @@ def _steps(host) -> list[str]:  # noqa: ANN001 - a pyinfra Host
 
 
 def _rows() -> list[tuple[str, str, str, list[str]]]:
-    rows = []
+    rows: list[tuple[str, str, str, list[str]]] = []
     for host in state.inventory:
         name = host.name
         if not state.is_host_in_limit(host):

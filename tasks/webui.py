@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
+from pyinfra.api import FactBase
 from pyinfra.operations import python
 
 from llama_docker.device import webui as ui
@@ -25,7 +25,7 @@ from llama_docker.knobs.errors import LlamaDockerError
 from llama_docker.transfer import webui_fetch
 from llama_docker.transfer.push import SshTarget, push
 
-from .common import is_dry, run_as, say, say_error
+from .common import deploy, is_dry, run_as, say, say_error
 from .health import wait_script
 from .image import server_tag
 from .summary import note_move

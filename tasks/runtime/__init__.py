@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyinfra.api import deploy
-
+from ..common import deploy
 from . import arch, debian, macos, rootful, steamos
 
 if TYPE_CHECKING:

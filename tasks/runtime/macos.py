@@ -48,6 +48,7 @@ def device_env(prefix: str, runtime: str) -> dict[str, str]:
 
 def vm_memory_gib(plan: Plan) -> int:
     """colima's VM holds the model, its context cache and the margin, plus 1 GiB of its own."""
+    assert plan.model is not None  # None only on a gateway-only box, which runs no server
     weights = plan.model.size + (plan.mmproj.size if plan.mmproj else 0)
     need = (weights + fit.kv_cache_bytes(plan.model.shape, plan.cfg.ctx_size)
             + plan.cfg.ram_margin_mib * fit.MIB)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 from io import StringIO
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyinfra.operations import files, server
 
@@ -79,9 +79,9 @@ def configure(plan: Plan) -> bool:
             server.shell(name=f"Keep the previous daemon.json once as {daemon_json.BACKUP}",
                          commands=[f"[ -e {backup} ] || cp -p {conf} {backup}"], _sudo=True)
         # An existing file keeps its own mode and owner (pyinfra copies into it).
+        mode: dict[str, Any] = {} if existed else {"mode": "644"}
         files.put(name="Merge the registry mirror into docker's daemon.json",
-                  src=StringIO(text), dest=DOCKER_CONF, _sudo=True,
-                  **({} if existed else {"mode": "644"}))
+                  src=StringIO(text), dest=DOCKER_CONF, _sudo=True, **mode)
     converge.running(known, name="docker runs now and at boot", service="docker.service",
                      restarted=text is not None, _sudo=True)
     return text is not None

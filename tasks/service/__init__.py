@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.facts.files import File
 
 from llama_docker.knobs import apikey
 
 from .. import converge
-from ..common import say
+from ..common import deploy, say
 from ..facts import NumericOwner
 from . import launchd, systemd
 

@@ -3,7 +3,7 @@ LaunchAgent rendered from the template."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llama_docker.device import launchd
 from llama_docker.device.units import server_args
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def server_program(plan: Plan, image: str, key_file: str | None) -> tuple[str, ...]:
     cfg, t = plan.cfg, plan.target
-    common = dict(models_dir=t.models_dir, port=cfg.port, bind=cfg.bind,
+    common: dict[str, Any] = dict(models_dir=t.models_dir, port=cfg.port, bind=cfg.bind,
                   ctx_size=cfg.ctx_size, threads=plan.threads, mmproj=plan.mmproj is not None,
                   api_key_file=key_file,
                   args=server_args(cfg.cors_origins, cfg.model.args, cfg.server_args))
