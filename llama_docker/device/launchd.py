@@ -1,8 +1,10 @@
-"""launchd agents for macOS: argument lists, plists rendered from files/, checked before upload.
+"""launchd agents for macOS: argument lists, and the plists that run them.
 
-Pure text in, pure text out. A plist is parsed back with plistlib and compared with what was
-meant before it is uploaded: a broken plist would otherwise surface only as launchctl's
-"Bootstrap failed: 5: Input/output error", long after the file was written.
+Pure text in, pure text out. The plist is written by plistlib from the agent's values (the
+standard library's writer escapes every string, so an argument such as `a&b <c>` stays one
+<string>) and checked for the keys launchd needs before it is uploaded: a broken plist would
+otherwise surface only as launchctl's "Bootstrap failed: 5: Input/output error", long after
+the file was written.
 """
 
 from __future__ import annotations
@@ -12,14 +14,12 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 from xml.parsers.expat import ExpatError
-from xml.sax.saxutils import escape
 
-import jinja2
-
-from llama_docker.device.units import CONTAINER, FILES
+from llama_docker.device.units import CONTAINER
 from llama_docker.knobs.errors import LlamaDockerError
 
-TEMPLATE = "launch-agent.plist.j2"
+NOTE = ("<!-- Written by llama-docker; a re-run overwrites local edits "
+        "(change the knobs instead). -->")
 PREFIX = "com.llama-docker"
 COLIMA_PROFILE = "llama-docker"
 # Homebrew's own choice for its agents: loadable in the gui/ domain of a login session and in
@@ -27,14 +27,6 @@ COLIMA_PROFILE = "llama-docker"
 SESSION_TYPES = ("Aqua", "Background", "LoginWindow", "StandardIO", "System")
 LOG_DIR = "Library/Logs/llama-docker"  # under the user's home
 SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(FILES)),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    finalize=lambda value: escape(str(value)),  # XML: `a&b <c>` must stay one <string>
-)
-
 
 class PlistError(LlamaDockerError):
     """A plist that launchd would refuse, or one that does not say what was meant."""
@@ -133,17 +125,28 @@ def server_agent(*, service: str, home: str, program: tuple[str, ...],
 
 
 def render(agent: Agent) -> str:
-    """The agent's plist, checked: it parses and says exactly what `agent` says."""
-    text = _env.get_template(TEMPLATE).render(
-        label=agent.label, program=agent.program, env=agent.env, log=agent.log,
-        workdir=agent.workdir, keep_alive=agent.keep_alive, exit_timeout=agent.exit_timeout,
-        session_types=SESSION_TYPES)
-    plist = validate(text)
-    if plist["Label"] != agent.label or tuple(plist["ProgramArguments"]) != agent.program \
-            or plist.get("EnvironmentVariables", {}) != dict(agent.env):
-        raise PlistError(f"the plist for {agent.label} does not say what was meant "
-                         "(an argument did not survive XML)")
-    return text
+    """The agent's plist, checked for what launchd needs; the note after the header tells a
+    reader that edits there are overwritten."""
+    keep_alive: bool | dict[str, bool] = True if agent.keep_alive else {"SuccessfulExit": False}
+    try:
+        text = plistlib.dumps({
+            "Label": agent.label,
+            "ProgramArguments": list(agent.program),
+            "EnvironmentVariables": dict(agent.env),
+            "WorkingDirectory": agent.workdir,
+            "RunAtLoad": True,
+            "KeepAlive": keep_alive,
+            "ThrottleInterval": 10,
+            "ExitTimeOut": agent.exit_timeout,
+            "LimitLoadToSessionType": list(SESSION_TYPES),
+            "StandardOutPath": agent.log,
+            "StandardErrorPath": agent.log,
+        }, sort_keys=False).decode()
+    except ValueError as exc:  # a control character: XML 1.0 cannot hold it
+        raise PlistError(f"not a valid plist for {agent.label}: {exc}") from None
+    head, _, body = text.partition("<plist ")
+    validate(text)
+    return f"{head}{NOTE}\n<plist {body}"
 
 
 def validate(text: str) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def test_the_wheel_carries_the_steps_templates_and_defaults(wheel: Path) -> None
     for need in ("llama_docker/tasks/deploys.py", "llama_docker/tasks/preflight.py",
                  "llama_docker/tasks/summary.py", "llama_docker/files/Containerfile",
                  "llama_docker/files/entrypoint.sh", "llama_docker/files/llama-docker.service.j2",
-                 "llama_docker/files/launch-agent.plist.j2", "llama_docker/group_data/all.py"):
+                 "llama_docker/group_data/all.py"):
         assert need in names, need
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "llama-docker-status = llama_docker.status.cli:main" in \

@@ -267,13 +267,13 @@ GOOD = launchd.render(_agent("/opt/homebrew/bin/llama-server"))
 @pytest.mark.parametrize(("text", "why"), [
     (GOOD[: len(GOOD) // 2], "not a valid plist"),
     ("", "not a valid plist"),
-    (GOOD.replace("<key>Label</key>\n  <string>com.llama-docker.llama-docker</string>", ""),
+    (GOOD.replace("<key>Label</key>\n\t<string>com.llama-docker.llama-docker</string>", ""),
      "no Label"),
     (GOOD.replace("/opt/homebrew/bin/llama-server", "llama-server"), "absolute path"),
-    (GOOD.replace("<key>KeepAlive</key>\n  <true/>", "<key>KeepAlive</key>\n  <string>yes"
+    (GOOD.replace("<key>KeepAlive</key>\n\t<true/>", "<key>KeepAlive</key>\n\t<string>yes"
                   "</string>"), "KeepAlive"),
-    (GOOD.replace("<key>RunAtLoad</key>\n  <true/>", ""), "RunAtLoad"),
-    (GOOD.replace("<array>\n    <string>/opt/homebrew/bin/llama-server</string>\n  </array>",
+    (GOOD.replace("<key>RunAtLoad</key>\n\t<true/>", ""), "RunAtLoad"),
+    (GOOD.replace("<array>\n\t\t<string>/opt/homebrew/bin/llama-server</string>\n\t</array>",
                   "<array/>"), "ProgramArguments"),
 ], ids=["truncated", "empty", "no-label", "relative-program", "keepalive-string",
         "no-runatload", "no-arguments"])
