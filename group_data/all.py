@@ -47,6 +47,10 @@ image_rebuild = ""
 # "device": every device builds its own from Debian's mirror (a slow link from this laptop).
 image_source = "controller"
 
+# --- Lock file (README: Lock file) ----------------------------------------------------------
+# Resolve llama-docker.lock's entries anew: True (all), a model's name, "webui", or a list.
+lock_upgrade = False
+
 # --- Server -----------------------------------------------------------------------------------
 # Port of the web UI and API on the device.
 port = 8080

@@ -17,7 +17,7 @@ from llama_docker.knobs.spec import ModelFile
 from llama_docker.transfer import webui_fetch
 from llama_docker.transfer.local_model import LocalFile, local_file, remote_file
 
-from . import busy_port, gateway, router, runtime, steps
+from . import busy_port, gateway, lock, router, runtime, steps
 from .batch import Known, gather
 from .common import deploy, fail_host, host_sudo_password, is_dry, knob_data, run_as, say, ssh_user
 from .facts import (
@@ -126,6 +126,7 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     gateway.check(cfg, tgt)
     if cfg.gateway_only:
         return _gateway_box(cfg, tgt, uid, env, arch, user, ident, brew)
+    cfg = lock.pin(cfg)  # the lock's sha256 and size: nothing is asked of the files' hosts
     cache = Path(cfg.cache_dir).expanduser()
     specs = [cfg.model.file] + ([cfg.model.mmproj] if cfg.model.mmproj else [])
     # Fit first, from what the URL says (sha256, size): nothing is downloaded for a device
@@ -147,10 +148,12 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     # The user's own UI (a folder or tarball here) is checked before any byte moves.
     own_ui = (webui_fetch.local(cfg.webui, cache, cfg.webui_sha256)
               if cfg.webui.startswith(("/", "~")) else None)
-    return Plan(cfg=cfg, arch=arch, threads=threads, user=user, model=model, mmproj=mmproj,
+    plan = Plan(cfg=cfg, arch=arch, threads=threads, user=user, model=model, mmproj=mmproj,
                 target=tgt, uid=uid, memory_mib=memory_mib, aes=ident.get(CpuHasAes),
                 known=known, brew=brew, env=env, models=members, models_max=models_max,
                 webui=own_ui)
+    lock.record(plan)  # what was resolved anew goes into the lock file at the end
+    return plan
 
 
 def _gateway_box(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str, str],
@@ -193,5 +196,5 @@ def preflight(knobs: Mapping[str, Any] | None = None) -> Plan | None:
     try:
         return _check(knobs or {})
     except LlamaDockerError as exc:
-        fail_host(str(exc))
+        fail_host(lock.explain(exc))
         return None

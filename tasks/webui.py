@@ -11,7 +11,6 @@ its link and the build it remembered, so a run with nothing to do adds no round 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra import host
@@ -25,6 +24,7 @@ from llama_docker.knobs.errors import LlamaDockerError
 from llama_docker.transfer import webui_fetch
 from llama_docker.transfer.push import SshTarget, push
 
+from . import lock
 from .common import deploy, is_dry, run_as, say, say_error
 from .health import wait_script
 from .image import server_tag
@@ -122,8 +122,7 @@ def _place(state, host, plan: Plan, tag: str, local: UiFile | None,  # noqa: ANN
     try:
         if local is None:
             build = _device_build(host, plan, tag)
-            local = webui_fetch.upstream(Path(cfg.cache_dir).expanduser(), build,
-                                         cfg.webui_mirror, cfg.webui_sha256)
+            local = lock.ui_upstream(cfg, build)
     except LlamaDockerError as exc:
         # Whatever the reason, one line; a verified UI already served stays, else the
         # image's own (SimpleChat). Nothing unverified is ever linked.
@@ -179,8 +178,7 @@ def _converged(plan: Plan, found: dict, local: UiFile | None) -> bool:
     if local is not None:
         sha: str | None = local.sha256
     elif found["build"]:
-        sha = webui_fetch.known_digest(Path(plan.cfg.cache_dir).expanduser(), found["build"],
-                                       plan.cfg.webui_sha256)
+        sha = lock.ui_known_digest(plan.cfg, found["build"])
     else:
         sha = None
     return bool(sha) and link.startswith(f"{sha}/") and f"{sha}.ok" in found["files"]
@@ -199,9 +197,7 @@ def webui(plan: Plan, tag: str) -> None:
         # The device's build is known: fetch (or find in the cache) its UI now, so a run
         # that cannot have it and finds the device as it should be stays a no-op.
         try:
-            local = webui_fetch.upstream(Path(plan.cfg.cache_dir).expanduser(),
-                                         found["build"], plan.cfg.webui_mirror,
-                                         plan.cfg.webui_sha256)
+            local = lock.ui_upstream(plan.cfg, found["build"])
         except LlamaDockerError as exc:
             keep = _verified_link(found)
             if keep or found["link"] == ui.IMAGE_UI:

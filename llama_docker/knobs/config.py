@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llama_docker.knobs.errors import ConfigError
+from llama_docker.knobs.lock import upgrade_rule
 from llama_docker.knobs.model_set import resolve_models
 from llama_docker.knobs.spec import ModelSpec, resolve_model
 
@@ -64,6 +65,8 @@ class Config:
     gpu: str = "auto"
     n_gpu_layers: str = "all"
     image_source: str = "controller"  # "device": each device builds its own image
+    # Lock entries to resolve anew (llama_docker/knobs/lock.py): True = all, or their names.
+    lock_upgrade: bool | tuple[str, ...] = False
 
     @property
     def gateway_only(self) -> bool:
@@ -268,6 +271,7 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "debian_snapshot": _snapshot,
     "image_rebuild": _rebuild_mark,
     "image_source": _choice("controller", "device"),
+    "lock_upgrade": upgrade_rule,
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")

@@ -30,8 +30,10 @@ from llama_docker.device.login import login_user
 from llama_docker.knobs import config
 from llama_docker.knobs.defaults import DEFAULTS
 from llama_docker.knobs.errors import ConfigError, LlamaDockerError, RefusedError
+from llama_docker.knobs.lock import Lock, pinned_config
 from llama_docker.status import parse, probe, table
 from llama_docker.status.row import Row
+from llama_docker.transfer import lockfile
 
 # Connect (10 s) + login, then the scripts' own bounds: a hung host cannot hold the table.
 HOST_TIMEOUT = 30 + 2 * probe.SCRIPT_TIMEOUT
@@ -71,10 +73,12 @@ def _ask(host: Host, cfg: config.Config) -> Row:
     return parse.row_from(host.name, cfg, t, {**facts, **_run(host, probe.script(cfg, t, uid))})
 
 
-def ask(host: Host) -> Row:
-    """One host's row; every failure becomes the row's reason, never an exception."""
+def ask(host: Host, lock: Lock | None = None) -> Row:
+    """One host's row; every failure becomes the row's reason, never an exception. The
+    lock file's sha256 stands in for a model knob that pins none (a preset)."""
     try:
-        cfg = config.load({**DEFAULTS, **host.data.dict()}, host.name)
+        cfg = pinned_config(config.load({**DEFAULTS, **host.data.dict()}, host.name),
+                            lock or Lock())
     except ConfigError as exc:
         return parse.config_row(host.name, exc)
     try:
@@ -95,10 +99,10 @@ def ask(host: Host) -> Row:
             host.disconnect()
 
 
-def rows(state: State) -> list[Row]:
+def rows(state: State, lock: Lock | None = None) -> list[Row]:
     """All hosts asked at once (pyinfra's pool), rows in inventory order."""
     hosts = list(state.inventory)
-    jobs = [state.pool.spawn(ask, h) for h in hosts]
+    jobs = [state.pool.spawn(ask, h, lock) for h in hosts]
     gevent.joinall(jobs)
     return [job.get() for job in jobs]
 
@@ -118,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - an inventory file's own error, shown in one line
         print(f"status: cannot load {args.inventory}: {exc}", file=sys.stderr)
         return 2
-    found = rows(state)
+    try:
+        lock = lockfile.read(lockfile.locate(args.inventory, os.getcwd()))
+    except LlamaDockerError as exc:  # said, and the table compares with the knobs alone
+        print(f"status: {exc}", file=sys.stderr)
+        lock = Lock()
+    found = rows(state, lock)
     if not found:
         print(f"status: no hosts in {args.inventory}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ class Row:
     runtime: str | None = None
     service: str | None = None  # `systemctl [--user] is-active`; launchd: active/inactive
     model: str | None = None  # the model knob's name
-    model_sha256: str | None = None  # the knob's pinned sha256 (None for unpinned presets)
+    model_sha256: str | None = None  # the knob's sha256, else the lock's (None: neither)
     sha256: str | None = None  # what current.gguf links to on the device
     previous_sha256: str | None = None
     health: int | None = None  # HTTP status of /health on the device; 0 when none

@@ -102,8 +102,8 @@ def table(rows: list[Row]) -> str:
     healthy = sum(r.healthy for r in rows)
     lines.append(f"{healthy} of {len(rows)} hosts healthy")
     if any(r.drift for r in rows):
-        lines.append("* serves a model other than the model knob's: run pyinfra inventory.py "
-                     "deploy.py")
+        lines.append("* serves a model other than the model knob's (or the lock file's): run "
+                     "pyinfra inventory.py deploy.py")
     if differ:
         lines.append("! runs another llama.cpp than other devices of its CPU: run pyinfra "
                      "inventory.py deploy.py (every device then gets the cached image)")
