@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from .trust import strict_by_default
-
 ENTRY = Path(__file__).resolve().parent / "entry"
 PASSED_ON = ("pyinfra's own options are passed on: --limit HOST, -y (no confirmation), "
              "--dry, --use-sudo-password, --data KNOB=VALUE, -v; see pyinfra --help")
@@ -126,19 +124,16 @@ def _knobs(params: dict) -> int:
     return 2 if lines else 0
 
 
-def _status(inventory: str, as_json: bool) -> int:
-    strict_by_default()  # before status loads the inventory and makes the connectors
-    from llama_docker.status import cli as status_cli  # patches sockets (gevent): only here
-
-    return status_cli.main([inventory, *(["--json"] if as_json else [])])
-
-
-def status_main() -> int:
+def status_main(argv: list[str] | None = None) -> int:
     """`llama-docker-status`: the status table, with host keys as strict as the deploy's."""
-    strict_by_default()
+    # Imported here, in this order: status patches sockets with gevent before paramiko and
+    # pyinfra load; the strict default is set before it loads the inventory.
     from llama_docker.status import cli as status_cli
 
-    return status_cli.main()
+    from .trust import strict_by_default
+
+    strict_by_default()
+    return status_cli.main(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         if rest:
             parser.error(f"status takes the inventory and --json only, not {' '.join(rest)}")
-        return _status(args.inventory, args.json)
+        return status_main([args.inventory, *(["--json"] if args.json else [])])
     cmd = next(c for c in COMMANDS if c.name == args.command)
     params = _pyinfra_params(rest)
     why = _refusal(cmd, params)
