@@ -137,6 +137,7 @@ def status_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`llama-docker`: exit 2 when nothing could start; otherwise pyinfra's own exit code."""
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if args.command is None:

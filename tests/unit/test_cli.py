@@ -177,3 +177,17 @@ def test_plain_pyinfra_names_the_bad_knob_of_a_host_it_cannot_reach(tmp_path: Pa
     summary = done.stderr[done.stderr.index("--> llama-docker summary"):]
     assert "raspi  REFUSED      knob port=99999 is invalid: expected a whole number" in summary, \
         done.stdout + done.stderr
+
+
+def test_the_run_reads_the_folders_own_config_after_the_packages(home: Path) -> None:
+    """The real pyinfra run (its one host refuses connections): the package's config.py sets
+    up the summary, and a config.py of the user's folder is still read, as pyinfra would."""
+    (home / "config.py").write_text('print("the folder\'s own config.py")\n')
+    proc = subprocess.run([sys.executable, "-c", "import sys; from llama_docker.tasks.cli "
+                           "import main; sys.exit(main())", "deploy", "inventory.py",
+                           "--limit", "nas", "-y"], cwd=home, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HOME": str(home)})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "the folder's own config.py" in out, out
+    assert "nas  UNREACHABLE  could not connect" in out, out
