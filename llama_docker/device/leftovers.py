@@ -120,10 +120,15 @@ def parse_listing(lines: list[str]) -> dict[str, dict[str, list[str]]]:
 
 
 def remove_commands(runtime: str, containers: list[str], images: list[str]) -> list[str]:
-    """Containers first (an image in use cannot go), each only if it is still there: the
-    units' own stop has usually removed them already (`--rm`)."""
-    cmds = [f"if {runtime} container inspect {shlex.quote(c)} >/dev/null 2>&1; then "
-            f"{runtime} rm -f {shlex.quote(c)}; fi" for c in containers]
+    """Containers first (an image in use cannot go). The units' own stop has usually removed
+    them (`--rm`), though the engine may still be at it: each is asked for again, removed
+    while there, for at most 10 s, and must be gone."""
+    cmds = []
+    for c in containers:
+        there = f"{runtime} container inspect {shlex.quote(c)} >/dev/null 2>&1"
+        cmds.append(f"for i in 1 2 3 4 5 6 7 8 9 10; do {there} || break; "
+                    f"{runtime} rm -f {shlex.quote(c)} >/dev/null 2>&1 || sleep 1; done; "
+                    f"! {there}")
     if images:
         cmds.append(f"{runtime} rmi {' '.join(shlex.quote(i) for i in images)}")
     return cmds

@@ -61,7 +61,7 @@ def test_debian_units_containers_images_and_folders_go_the_store_stays(tmp_path:
     assert f"rm -f {LINUX_UNIT}" in commands and f"rm -f {GATEWAY_UNIT}" in commands
     assert "docker rmi llama-docker/server:0123456789ab llama-docker/gateway:ba9876543210" \
         in commands
-    assert any(c.startswith("if docker container inspect llama ") for c in commands)
+    assert any(c.startswith("for i in ") and "docker rm -f llama " in c for c in commands)
     assert "rm -rf /etc/llama-docker" in commands and "rm -rf /opt/llama-docker" in commands
     assert not [c for c in commands if "/var/lib/llama-docker" in c]  # the models stay
     assert all(op.sudo for op in run.ops), [op.name for op in run.ops if not op.sudo]
