@@ -12,7 +12,10 @@ Imports only run downward:
     webui.py, health.py, gpu.py, gateway.py   one @deploy each
     service/       the API key, then systemd.py (Linux) or launchd.py (macOS)
     plan.py        what the steps share: Plan, Switch, Progress
-    rollback.py    the rollback deploy
+    rollback.py    the rollback deploy; remove.py the remove deploy (units, containers, images)
+    cli.py         the `llama-docker` command: pyinfra with the files in entry/, from any
+                   folder; inventory_check.py, trust.py (host keys) and before_connect.py
+                   are what it sets up before pyinfra connects
     agents.py      launchd agents (colima's and the server's)
     batch.py, facts.py, converge.py, common.py, summary.py, busy_port.py   the ground floor
 """

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pyinfra import host
+
 from llama_docker.knobs.defaults import DEFAULTS
 
-from . import steps
-from .common import deploy
+from . import steps, trust
+from .common import deploy, fail_host
 from .preflight import preflight
+from .remove import remove
 from .rollback import rollback
 from .summary import print_summary_at_exit
 
@@ -30,9 +33,10 @@ def llama_server(**knobs: Any) -> None:
     + knobs: any knob of group_data/all.py, e.g. ``model="qwen2.5-0.5b-instruct"``
     """
     print_summary_at_exit()
-    plan = preflight(knobs)
-    if plan is not None:
-        steps.run(plan, steps.ALL)
+    if not refuse_unpinned():
+        plan = preflight(knobs)
+        if plan is not None:
+            steps.run(plan, steps.ALL)
 
 
 @deploy("llama-docker model", data_defaults=DEFAULTS)
@@ -42,9 +46,10 @@ def llama_model(**knobs: Any) -> None:
     + knobs: any knob of group_data/all.py
     """
     print_summary_at_exit()
-    plan = preflight(knobs)
-    if plan is not None:
-        steps.run(plan, steps.MODEL_ONLY)
+    if not refuse_unpinned():
+        plan = preflight(knobs)
+        if plan is not None:
+            steps.run(plan, steps.MODEL_ONLY)
 
 
 @deploy("llama-docker rollback", data_defaults=DEFAULTS)
@@ -54,4 +59,26 @@ def llama_rollback(**knobs: Any) -> None:
     + knobs: any knob of group_data/all.py (the service name and model store are read)
     """
     print_summary_at_exit()
-    rollback(knobs)
+    if not refuse_unpinned():
+        rollback(knobs)
+
+
+@deploy("llama-docker remove", data_defaults=DEFAULTS)
+def llama_remove(purge: bool = False, **knobs: Any) -> None:
+    """Stop and delete llama-docker's units, containers and images; a no-op when gone.
+
+    + purge: also delete the model store (`models_dir`)
+    + knobs: any knob of group_data/all.py (the service name and model store are read)
+    """
+    print_summary_at_exit()
+    if not refuse_unpinned():
+        remove(knobs, purge=purge)
+
+
+def refuse_unpinned() -> bool:
+    """Refuse a host whose key pyinfra's own default has just trusted unchecked (trust.py):
+    plain pyinfra connects before any deploy file runs. True when refused."""
+    why = trust.accepted_unchecked(host)
+    if why:
+        fail_host(why)
+    return bool(why)

@@ -26,6 +26,7 @@ from llama_docker.device import diagnose
 from llama_docker.device.fit import gib
 from llama_docker.transfer import local_model as controller
 
+from . import unreachable
 from .common import errors, is_dry, notes, refused
 
 _registered = False
@@ -98,7 +99,7 @@ def _rows() -> list[tuple[str, str, str, list[str]]]:
         if host not in state.activated_hosts and _interrupted and name not in _unreachable:
             rows.append((name, "INTERRUPTED", "stopped by Ctrl-C while connecting", []))
         elif host not in state.activated_hosts:
-            rows.append((name, "UNREACHABLE", _unreachable_reason(name), []))
+            rows.append((name, *unreachable.row(host, _unreachable_reason(name)), []))
         elif _interrupted and name not in refused:
             rows.append((name, "INTERRUPTED", errors.get(name) or _interrupted_detail(), []))
         elif name in errors:

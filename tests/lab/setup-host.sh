@@ -42,7 +42,8 @@ extra=""; [ "$what" = test ] && extra="[test]"
 probe='import pyinfra, paramiko, gguf, numpy, llama_docker.tasks, llama_docker, os'
 [ "$what" = test ] && probe="$probe, pytest, xdist, mypy, wheel, openai, importlinter"
 installed=$(cd / && "$here/$venv/bin/python" -c "$probe; print(os.path.dirname(os.path.dirname(os.path.realpath(llama_docker.__file__))))" 2>/dev/null || true)
-if [ "$installed" != "$here" ]; then
+# A new console script (pyproject's [project.scripts]) needs the install run again.
+if [ "$installed" != "$here" ] || [ ! -x "$venv/bin/llama-docker" ]; then
   echo "setup: $venv/bin/pip install -e .$extra"
   "$venv/bin/python" -m pip install -q -e ".$extra"
 fi
@@ -81,7 +82,7 @@ for pair in $commands; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair%%:*} (apt package ${pair#*:})")
 done
 mods="pyinfra paramiko gguf numpy llama_docker.tasks"
-tools="pyinfra"
+tools="pyinfra llama-docker"
 if [ "$what" = test ]; then
   mods="$mods pytest xdist wheel openai"
   tools="$tools ruff mypy lint-imports"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,9 +22,10 @@ lab = [("never-reached", {})]
 
 def test_ctrl_c_while_the_inventory_loads_exits_130(tmp_path: Path) -> None:
     (tmp_path / "inventory.py").write_text(SLOW_INVENTORY)
-    proc = subprocess.Popen(["pyinfra", "-y", str(tmp_path / "inventory.py"), "deploy.py"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    # This interpreter's pyinfra: whatever `pyinfra` is first on PATH may not see this checkout.
+    proc = subprocess.Popen([sys.executable, "-m", "pyinfra", "-y",
+                             str(tmp_path / "inventory.py"), "deploy.py"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
         while not (tmp_path / "reading").exists():
