@@ -64,6 +64,8 @@ class Config:
     gpu: str = "auto"
     n_gpu_layers: str = "all"
     image_source: str = "controller"  # "device": each device builds its own image
+    relay: bool = True  # devices holding a verified model pass it on (transfer/relay.py)
+    lan_ssh_port: int = 0  # the sshd port other devices reach; 0 = the controller's
 
     @property
     def gateway_only(self) -> bool:
@@ -268,6 +270,8 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "debian_snapshot": _snapshot,
     "image_rebuild": _rebuild_mark,
     "image_source": _choice("controller", "device"),
+    "relay": _bool,
+    "lan_ssh_port": _int(0, 65535),
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")
