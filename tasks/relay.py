@@ -40,15 +40,17 @@ class _Spec:
     stores: dict[str, Store]
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _relays: dict[str, Relay] = {}  # sha256 -> the file's relay in this run
 _specs: dict[str, _Spec] = {}  # host name -> its spec
 
 
 def _join(plan: Plan, host: Any, local: LocalFile, name: str) -> Relay | None:
-    if not plan.cfg.relay or plan.target.native:
-        return None
+    address = address_of(host.name, host.data, plan.cfg)
+    if not plan.cfg.relay or plan.target.native or address in LOOPBACK:
+        return None  # a loopback address: no other device could reach it there
     _specs[host.name] = _Spec(
-        address=address_of(host.name, host.data, plan.cfg), port=plan.cfg.lan_ssh_port,
+        address=address, port=plan.cfg.lan_ssh_port,
         folder=device_link.link_dir(plan.profile, plan.target.home),
         stores={"gguf": plan.store})
     return _relays.setdefault(local.sha256, Relay(name=name, sha=local.sha256, ext="gguf",

@@ -57,7 +57,10 @@ def copy(sender: Peer, receiver: Peer, sha: str, ext: str, size: int, name: str
     LlamaDockerError (the receiver's store refused: its lock, its disk)."""
     store = receiver.stores[ext]
     part = store.part(sha)
-    link.receive_link(sender, receiver)
+    try:
+        link.receive_link(sender, receiver)
+    except LlamaDockerError as exc:  # no link (a read-only authorized_keys, no ssh-keygen)
+        raise LinkDown(f"no link from {sender.name}: {exc}") from None
     offset = remote_size(receiver.client, part)
     if offset > size:  # not a prefix of this file: start over
         run_locked(receiver.client, store, sha, discard_command(part))
@@ -156,7 +159,7 @@ class Relay:
                 self.active += 1
                 try:
                     sent, offset = from_peer(src)
-                except LinkDown as exc:
+                except LinkDown as exc:  # the next source may be reachable, or none is
                     unreachable.append(str(exc))
                     tried.add(src)
                     continue
@@ -178,9 +181,11 @@ class Relay:
                 resumed = f", resumed from byte {offset}" if offset else ""
                 return True, (f"received {sent} bytes of {self.name} from {src} over the "
                               f"device link{resumed}; sha256 verified")
+            # Wait while a copy may still make a source this device has not tried: a
+            # device that reaches no peer waits for the others, so the controller's link
+            # carries its copy after theirs, and only then.
             underway = self.active > 0 or self.seeding
-            if (candidates or underway) and not unreachable \
-                    and time.monotonic() < deadline:
+            if (candidates or underway) and time.monotonic() < deadline:
                 self.changed.wait(timeout=1)
                 continue
             return self._from_controller(me, unreachable, from_controller)
