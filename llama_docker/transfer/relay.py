@@ -24,6 +24,7 @@ import paramiko
 
 from llama_docker.device import link as device_link
 from llama_docker.device.store import (
+    SHORT,
     discard_command,
     lock_error,
     received,
@@ -109,6 +110,8 @@ def _send(sender: Peer, receiver: Peer, sha: str, ext: str, size: int, name: str
     failed = lock_error(code, err, store.lock(sha))
     if failed:
         raise failed
+    if code == SHORT:  # the sender stopped: the .part is kept, the next source resumes it
+        raise SourceFailed(f"the copy from {sender.name} ended before the last byte")
     stored = received(code, err, offset, name, sha)  # a bad byte raises VerifyError
     if stored is None:
         raise SourceFailed(f"the copy from {sender.name} failed ({_last(err, code)})")
