@@ -95,9 +95,9 @@ disk_margin_mib = 1024
 ssh_strict_host_key_checking = "yes"
 
 # --- Access -----------------------------------------------------------------------------------
-# API key for llama-server: "" for none, "generate" for a random key kept (0600) at
-# <cache_dir>/api-key on this controller, or the key itself. Clients send
-# "Authorization: Bearer <key>"; /health stays open.
+# API key for llama-server: "" for none, "generate" for a random key kept (0600) in
+# ~/.config/llama-docker/api-key ($XDG_CONFIG_HOME) on this controller, or the key itself.
+# Clients send "Authorization: Bearer <key>"; /health stays open.
 api_key = ""
 
 # --- Fleet gateway (README: One address for the fleet) ---------------------------------------

@@ -2,6 +2,10 @@
 
     llama-docker plan inventory.py                  pyinfra inventory.py deploy.py --dry
     llama-docker deploy inventory.py -y --limit raspi.local
+    llama-docker deploy --upgrade inventory.py      ... --data lock_upgrade=True
+    llama-docker bundle fleet.tar inventory.py      then, offline: deploy --from fleet.tar
+
+The lock's options and the bundle are tasks/cli_lock.py.
 
 Every argument a subcommand does not take itself goes to pyinfra as it is (the inventory,
 `--limit`, `-y`, `--use-sudo-password`, `--data`, `-v` ...). First every host's knobs are
@@ -19,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
+
+from . import cli_lock
 
 ENTRY = Path(__file__).resolve().parent / "entry"
 PASSED_ON = ("pyinfra's own options are passed on: --limit HOST, -y (no confirmation), "
@@ -62,18 +68,31 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.purpose, allow_abbrev=False,
-                           usage=f"llama-docker {cmd.name} INVENTORY [pyinfra options]",
+                           usage=f"llama-docker {cmd.name} {cli_lock.usage(cmd.name)}"
+                                 "INVENTORY [pyinfra options]",
                            description=f"{cmd.purpose[0].upper()}{cmd.purpose[1:]}. "
                                        f"The same as: {cmd.same_as}",
                            epilog=PASSED_ON)
         if cmd.name == "remove":
             p.add_argument("--purge", action="store_true",
                            help="also delete the model store (models_dir) on each device")
+        if cmd.name in cli_lock.UPGRADES:  # taken out before parsing (cli_lock.take_upgrade)
+            p.add_argument(cli_lock.UPGRADE, action="store_true", help=cli_lock.UPGRADE_HELP)
+        if cmd.name == "deploy":
+            p.add_argument("--from", dest="source", metavar="FILE", help=cli_lock.FROM_HELP)
     status = sub.add_parser("status", help=STATUS, allow_abbrev=False,
                             description=f"{STATUS[0].upper()}{STATUS[1:]}. Exit code 0 when "
                                         "every device is healthy, 1 otherwise.")
     status.add_argument("inventory", help="the pyinfra inventory file, e.g. inventory.py")
     status.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    bundle = sub.add_parser("bundle", help=cli_lock.BUNDLE, allow_abbrev=False,
+                            usage="llama-docker bundle FILE INVENTORY [pyinfra options]",
+                            description=f"{cli_lock.BUNDLE[0].upper()}{cli_lock.BUNDLE[1:]}. "
+                                        "Run it where a deploy has filled the cache.",
+                            epilog="The lock is the one beside the inventory, the files come "
+                                   "from its hosts' cache_dir (--data cache_dir=... and "
+                                   "--limit are read as a run reads them).")
+    bundle.add_argument("file", metavar="FILE", help="the archive to write, e.g. fleet.tar")
     return parser
 
 
@@ -139,21 +158,32 @@ def status_main(argv: list[str] | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """`llama-docker`: exit 2 when nothing could start; otherwise pyinfra's own exit code."""
     parser = _parser()
-    args, rest = parser.parse_known_args(argv)
+    given, upgrade = cli_lock.take_upgrade(sys.argv[1:] if argv is None else argv)
+    args, rest = parser.parse_known_args(given)
     if args.command is None:
         parser.print_help(sys.stderr)
+        return 2
+    source = getattr(args, "source", None)
+    lock_why = cli_lock.refusal(args.command, upgrade, source)
+    if lock_why:
+        print(f"llama-docker: {lock_why}", file=sys.stderr)
         return 2
     if args.command == "status":
         if rest:
             parser.error(f"status takes the inventory and --json only, not {' '.join(rest)}")
         return status_main([args.inventory, *(["--json"] if args.json else [])])
+    if args.command == "bundle":
+        return cli_lock.bundle_main(args.file, rest)
     cmd = next(c for c in COMMANDS if c.name == args.command)
+    rest = cli_lock.with_upgrade(rest, upgrade)
     params = _pyinfra_params(rest)
     why = _refusal(cmd, params)
     if why:
         print(f"llama-docker: {why}", file=sys.stderr)
         return 2
     if params is not None and _knobs(params):
+        return 2
+    if source and params is not None and cli_lock.unpack_main(source, params):
         return 2
     entry = "purge.py" if getattr(args, "purge", False) else cmd.entry
     run_pyinfra([sys.executable, "-m", "pyinfra", "--config", str(ENTRY / "config.py"),

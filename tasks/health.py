@@ -7,6 +7,7 @@ import shlex
 
 from pyinfra.operations import python
 
+from llama_docker.device.progress import WAIT_MARK, Ticker, waited
 from llama_docker.device.store import link_commands
 from llama_docker.device.target import Target, device_url
 from llama_docker.knobs.apikey import paths
@@ -17,11 +18,13 @@ from .batch import Known, Wanted
 from .common import deploy, run_as, say_error
 from .facts import HttpStatus
 from .plan import Switch
+from .progress import run_shown
 
 PROMPT = {"prompt": "Hello", "n_predict": 4}
 
 
-def wait_script(url: str, timeout: int, header: str, model: str | None = None) -> str:
+def wait_script(url: str, timeout: int, header: str, model: str | None = None,
+                told: bool = False) -> str:
     """A bounded poll of /health that names what it waited for, then a short completion.
 
     The completion sends the API key header when the device has one (curl reads it from the
@@ -30,6 +33,7 @@ def wait_script(url: str, timeout: int, header: str, model: str | None = None) -
     stdin, when it needs one).
     `model`: a router (several models) needs a name in the request: this one when the
     router lists it, else the first it lists (a rollback's set may not have it).
+    `told`: each poll's status on stderr (`llama-docker-wait: 503`), for the progress lines.
     """
     tries = max(timeout // 2, 1)
     body = shlex.quote(json.dumps(PROMPT))
@@ -43,6 +47,7 @@ def wait_script(url: str, timeout: int, header: str, model: str | None = None) -
     return (
         f"i=0; code=000; while [ $i -lt {tries} ]; do "
         f"code=$(curl -s -o /dev/null --max-time 2 -w '%{{http_code}}' {url}/health); "
+        + (f'echo "{WAIT_MARK} $code" >&2; ' if told else "") +
         '[ "$code" = 200 ] && break; i=$((i+1)); sleep 2; done; '
         f'if [ "$code" != 200 ]; then echo "{url}/health did not answer 200 within {timeout}s '
         '(last status $code)"; exit 1; fi; '
@@ -54,15 +59,20 @@ def wait_script(url: str, timeout: int, header: str, model: str | None = None) -
     )
 
 
-def _healthy(h, script: str, sudo: bool) -> tuple[bool, str]:  # noqa: ANN001
-    ok, out = run_as(h, script, sudo)
-    return ok, " ".join(out.stdout_lines + out.stderr_lines).strip()
+def _healthy(h, script: str, sudo: bool, url: str = "",  # noqa: ANN001
+             timeout: int = 0) -> tuple[bool, str]:
+    """The wait, said at least every 30 s while it lasts (what it waits for, how long of
+    how long, what /health answers); (healthy, why not)."""
+    ticker = Ticker(f"waiting for {url}/health", limit=timeout or None, pick=waited)
+    ok, lines = run_shown(h, script, sudo, ticker, timeout=3 * timeout + 120 if timeout
+                          else 3600)
+    return ok, " ".join(line for line in lines if not line.startswith(WAIT_MARK)).strip()
 
 
 def _wait(state, host, url: str, script: str, service: str, root: str,  # noqa: ANN001
           rollback: dict[str, str], restart: str, env: dict[str, str], logs: str,
-          sudo: bool) -> bool:
-    ok, why = _healthy(host, script, sudo)
+          sudo: bool, timeout: int = 0) -> bool:
+    ok, why = _healthy(host, script, sudo, url, timeout)
     if ok:
         return True
     if not rollback:
@@ -71,7 +81,7 @@ def _wait(state, host, url: str, script: str, service: str, root: str,  # noqa: 
     cmds = [link_commands(root, link, target) for link, target in rollback.items()]
     host.run_shell_command(command=" && ".join(cmds))
     run_as(host, restart, sudo, _env=env)
-    back, _ = _healthy(host, script, sudo)
+    back, _ = _healthy(host, script, sudo, url, timeout)
     old = rollback.get("current.gguf") or rollback.get("current-set.ini")
     state_now = "it answers again" if back else "it does not answer either"
     say_error(host, f"the new model failed its health check ({why}); rolled back to {old}, "
@@ -100,7 +110,8 @@ def health(cfg: Config, t: Target, env: dict[str, str], restarted: bool,
     if t.launchd:
         restart, logs = restart_and_logs(t)
     script = wait_script(url, cfg.health_timeout, paths(t.config_dir)[1],
-                         cfg.models[0].name if cfg.models else None)
+                         cfg.models[0].name if cfg.models else None, told=True)
     python.call(name=f"Wait for {url}/health and a first completion", function=_wait,
                 url=url, script=script, service=service, root=t.models_dir,
-                rollback=rollback, restart=restart, env=env, logs=logs, sudo=t.sudo)
+                rollback=rollback, restart=restart, env=env, logs=logs, sudo=t.sudo,
+                timeout=cfg.health_timeout)

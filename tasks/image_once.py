@@ -23,6 +23,7 @@ from gevent.lock import Semaphore
 
 from llama_docker.device import diagnose
 from llama_docker.device.login import root_command
+from llama_docker.device.progress import Ticker
 from llama_docker.device.store import Store, forget_command
 from llama_docker.knobs.errors import LlamaDockerError, VerifyError
 from llama_docker.transfer.hashing import verify_once
@@ -34,9 +35,11 @@ from llama_docker.transfer.image_ship import (
     save_to,
     save_via_ssh,
 )
+from llama_docker.transfer.progress import ByteProgress
 from llama_docker.transfer.push import SshTarget, push
 
 from .common import host_sudo_password, run_as, say, say_error
+from .progress import run_shown
 
 # One maker per image: (cache, tag, arch) -> lock. pyinfra runs a host's operation in a
 # greenlet, so the others wait here while the first builds.
@@ -70,15 +73,20 @@ def _short(image_id: str) -> str:
     return image_id[:12]
 
 
-def _run(host, need: Need, command: str, timeout: int = 600) -> str | None:  # noqa: ANN001
+def _run(host, need: Need, command: str, timeout: int = 600,  # noqa: ANN001
+         shown: Ticker | None = None) -> str | None:
     """Run a device command as the runtime's user; None, or the line of its output that
     names the cause (apt's `E:` line rather than the builder's exit code), with the knob or
-    command that fixes it where one does (llama_docker/device/diagnose.py)."""
-    ok, out = run_as(host, command, need.sudo, _env=need.env, _timeout=timeout,
-                     print_output=False)
+    command that fixes it where one does (llama_docker/device/diagnose.py). `shown`: a long
+    command, its progress said at least every 30 s while it runs (tasks/progress.py)."""
+    if shown is not None:
+        ok, lines = run_shown(host, command, need.sudo, shown, need.env, timeout)
+    else:
+        ok, out = run_as(host, command, need.sudo, _env=need.env, _timeout=timeout,
+                         print_output=False)
+        lines = out.stdout_lines + out.stderr_lines
     if ok:
         return None
-    lines = out.stdout_lines + out.stderr_lines
     why, fix = diagnose.cause(lines) or "no message", diagnose.hint(lines)
     return f"{why} ({fix})" if fix else why
 
@@ -102,7 +110,8 @@ def _build(host, need: Need, why: str) -> tuple[DeviceImage, float]:  # noqa: AN
     say(host, f"building {need.tag} for {need.arch} on this device{why}")
     t = time.monotonic()
     err = _run(host, need, build_script(need.runtime, need.stage_build, need.tag,
-                                        need.build_dir), timeout=3600)
+                                        need.build_dir), timeout=3600,
+               shown=Ticker(f"building {need.tag} for {need.arch}"))
     if err:
         raise LlamaDockerError(f"building {need.tag} failed: {err}")
     have = device_image(host, need)
@@ -144,8 +153,10 @@ def _make(host, need: Need, cache: ImageCache) -> CachedImage:  # noqa: ANN001
     part = cache.part(need.tag, need.arch)
     t = time.monotonic()
     target = SshTarget.from_data(host.name, host.data)
-    sha = (save_via_ssh(target.argv(need.aes), cmd, stdin, part) if target
-           else save_to(host.connector.client, cmd, stdin, part))
+    with ByteProgress(f"{host.name} image save", f"saving {need.tag} into the controller's "
+                      "cache", lambda line: say(host, line)) as shown:
+        sha = (save_via_ssh(target.argv(need.aes), cmd, stdin, part, shown) if target
+               else save_to(host.connector.client, cmd, stdin, part, shown))
     saved = time.monotonic() - t
     entry = cache.add(need.tag, need.arch, part, sha, host.name)
     if not have.holds(entry):
@@ -183,7 +194,8 @@ def _receive(host, need: Need, entry: CachedImage, cache: ImageCache) -> None:  
     pushed, t = time.monotonic() - t, time.monotonic()
     # Only a verified file has the final name: nothing else is ever loaded.
     err = _run(host, need, load_command(need.runtime, store.final(entry.sha256),
-                                           entry.image_id, need.tag), 1800)
+                                           entry.image_id, need.tag), 1800,
+               Ticker(f"loading {need.tag} from its archive"))
     loaded = time.monotonic() - t
     if err:
         raise LlamaDockerError(f"{need.runtime} load of {store.final(entry.sha256)} failed: "

@@ -55,9 +55,11 @@ def write_knobs(inv_dir: Path, **knobs: object) -> None:
 
 def deploy(inventory: Path, *extra: str, entry: str = "deploy.py", timeout: int = 1200,
            env: dict[str, str] | None = None) -> Run:
+    # A generated API key goes to the inventory's folder, never the runner's ~/.config.
+    own = {"XDG_CONFIG_HOME": str(Path(inventory).parent / "config")}
     proc = subprocess.run(
         ["pyinfra", "-y", str(inventory), entry, *extra], cwd=REPO, capture_output=True,
-        text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        text=True, timeout=timeout, env={**os.environ, **own, **(env or {})},
     )
     return Run(proc.returncode, proc.stdout + proc.stderr)
 

@@ -21,10 +21,10 @@ import hashlib
 import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from llama_docker.knobs.errors import LlamaDockerError, VerifyError
 from llama_docker.knobs.lock import FILENAME, Lock, LockError, Pin, dumps, loads
@@ -70,10 +70,11 @@ def _files(lock: Lock, cache: Path) -> tuple[list[tuple[str, Path]], list[str]]:
     return found, missing
 
 
-def write(out: Path, lock_path: Path, cache_dir: Path) -> list[str]:
+def write(out: Path, lock_path: Path, cache_dir: Path,
+          progress: Callable[[int], None] | None = None) -> list[str]:
     """Write the bundle of `lock_path` from `cache_dir` to `out` (atomically); the names of
     the files in it. Refuses, naming them, when the cache lacks files the lock names: a
-    deploy from this controller fetches them first."""
+    deploy from this controller fetches them first. `progress` is told each chunk's length."""
     lock = lockfile.read(lock_path)
     if lock.is_empty():
         raise LlamaDockerError(f"{lock_path} names nothing to bundle: deploy first")
@@ -89,9 +90,29 @@ def write(out: Path, lock_path: Path, cache_dir: Path) -> list[str]:
         info.size, info.mode = len(text), 0o644
         tar.addfile(info, _Bytes(text))
         for name, path in found:
-            tar.add(str(path), arcname=name, recursive=False)
+            member = tar.gettarinfo(str(path), arcname=name)
+            with open(path, "rb") as f:
+                tar.addfile(member, _Counted(f, progress))
     os.replace(part, out)
     return [FILENAME] + [name for name, _ in found]
+
+
+class _Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class _Counted:
+    """A file object that tells `progress` how much was read from it."""
+
+    def __init__(self, f: IO[bytes], progress: Callable[[int], None] | None) -> None:
+        self._f, self._progress, self.n = f, progress, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.n += len(data)
+        if self._progress is not None and data:
+            self._progress(len(data))
+        return data
 
 
 class _Bytes:
@@ -106,7 +127,7 @@ class _Bytes:
         return chunk
 
 
-def _copy(src: IO[bytes], dest: Path) -> str:
+def _copy(src: _Readable, dest: Path) -> str:
     """Stream a member into `dest` (through `<dest>.part`); its sha256."""
     h = hashlib.sha256()
     part = dest.with_name(dest.name + ".part")
@@ -138,10 +159,12 @@ def _members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str, str]]
         yield member, kind, name
 
 
-def unpack(bundle: Path, cache_dir: Path, lock_path: Path) -> Lock:
+def unpack(bundle: Path, cache_dir: Path, lock_path: Path,
+           progress: Callable[[int], None] | None = None) -> Lock:
     """Put the bundle's files into `cache_dir`, each verified against its lock, and its lock
     at `lock_path` (which must be absent or the same lock). Raises VerifyError for a file
-    that is not what the lock says (that file is deleted), LlamaDockerError for the rest."""
+    that is not what the lock says (that file is deleted), LlamaDockerError for the rest.
+    `progress` is told the bytes of each member as they are read (or skipped)."""
     cache = Path(cache_dir).expanduser()
     try:
         tar = tarfile.open(bundle)
@@ -163,12 +186,15 @@ def unpack(bundle: Path, cache_dir: Path, lock_path: Path) -> Lock:
         images = {p.image_id for p in lock.images.values()}
         indexes: list[dict] = []
         for info, kind, name in _members(tar):
-            src = tar.extractfile(info)
-            assert src is not None  # a regular file (checked by _members)
+            member = tar.extractfile(info)
+            assert member is not None  # a regular file (checked by _members)
+            src = _Counted(member, progress)
             if kind == "images" and name.endswith(".json"):
                 indexes.append(json.loads(src.read()))
-                continue
-            _unpack_file(src, cache, kind, name, wanted, images)
+            else:
+                _unpack_file(src, cache, kind, name, wanted, images)
+            if progress is not None and info.size > src.n:
+                progress(info.size - src.n)  # a file the cache had: skipped, done
         _index_images(cache, indexes, lock)
     found, missing = _files(lock, cache)
     if missing:
@@ -184,7 +210,7 @@ def _same_lock(lock: Lock, lock_path: Path, bundle: Path) -> None:
                                "to deploy what the bundle holds")
 
 
-def _unpack_file(src: IO[bytes], cache: Path, kind: str, name: str, wanted: dict[str, str],
+def _unpack_file(src: _Readable, cache: Path, kind: str, name: str, wanted: dict[str, str],
                  images: set[str]) -> None:
     if kind == "images":
         image_id = name.removesuffix(".tar")

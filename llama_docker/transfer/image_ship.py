@@ -10,6 +10,7 @@ import select
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
@@ -73,11 +74,11 @@ def load_command(runtime: str, archive: str, image_id: str, tag: str) -> str:
             f'{runtime} tag "${{name:-{image_id}}}" {_q(tag)}')
 
 
-def save_to(client: paramiko.SSHClient, command: str, stdin: str | None, part: Path
-            ) -> str:
+def save_to(client: paramiko.SSHClient, command: str, stdin: str | None, part: Path,
+            progress: Callable[[int], None] | None = None) -> str:
     """Run `command` (an image save to stdout) and write its bytes to `part`, hashing them
-    as they come; return the sha256. A failed save or a dropped link raises and leaves no
-    file that could be taken for a whole archive."""
+    as they come (`progress` is told each chunk's length); return the sha256. A failed save
+    or a dropped link raises and leaves no file that could be taken for a whole archive."""
     transport = client.get_transport()
     assert transport is not None
     h = hashlib.sha256()
@@ -92,6 +93,8 @@ def save_to(client: paramiko.SSHClient, command: str, stdin: str | None, part: P
             while (chunk := chan.recv(CHUNK)) and not interrupted():
                 out.write(chunk)
                 h.update(chunk)
+                if progress is not None:
+                    progress(len(chunk))
             if interrupted():
                 code, err = -1, ""
             else:
@@ -115,7 +118,8 @@ def _ended(part: Path, code: int, err: str, sha: str) -> str:
     return sha
 
 
-def save_via_ssh(ssh_argv: list[str], command: str, stdin: str | None, part: Path) -> str:
+def save_via_ssh(ssh_argv: list[str], command: str, stdin: str | None, part: Path,
+                 progress: Callable[[int], None] | None = None) -> str:
     """save_to through the OpenSSH client (`ssh_argv`: SshTarget.argv, the options the push
     uses; its keepalives end a dead link within a minute, and a save that sends no byte for
     STALL_SECONDS on a live link, a runtime stuck on its disk, is ended too). Ctrl-C or
@@ -139,6 +143,8 @@ def save_via_ssh(ssh_argv: list[str], command: str, stdin: str | None, part: Pat
                         break
                     out.write(chunk)
                     h.update(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
                 else:
                     proc.kill()
                     raise OSError(f"no byte came for {STALL_SECONDS} s")

@@ -56,7 +56,7 @@ def fleet(devices: dict[str, lab.Device], tmp_path_factory: pytest.TempPathFacto
     write_knobs(folder, api_key="generate", server_args=["--metrics"])
     run = deploy(inv)
     assert run.code == 0, run.output[-5000:]
-    key = (folder / "cache" / "api-key").read_text().strip()
+    key = (folder / "config" / "llama-docker" / "api-key").read_text().strip()
     return {"folder": folder, "inv": inv, "models": models, "serves": serves, "key": key,
             "first": run}
 

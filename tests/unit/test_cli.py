@@ -23,6 +23,7 @@ PURPOSE = {
     "rollback": "serve each device's previous model again",
     "remove": "stop and remove llama-docker's units, containers and images",
     "status": "one table for every device",
+    "bundle": "write the lock file and every cached file it names",
 }
 
 

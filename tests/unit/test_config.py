@@ -116,7 +116,8 @@ def test_bad_api_key_is_refused_without_echoing_it(key: str) -> None:
     assert key not in str(err.value) and "<hidden>" in str(err.value)
 
 
-def test_generated_api_key_is_kept_private_and_stable(tmp_path: Path) -> None:
+def test_generated_api_key_is_kept_private_and_stable(tmp_path: Path,
+                                                     own_config_home: Path) -> None:
     import stat
 
     from llama_docker.knobs.apikey import resolve
@@ -124,7 +125,7 @@ def test_generated_api_key_is_kept_private_and_stable(tmp_path: Path) -> None:
     assert resolve("", tmp_path) is None
     key = resolve("generate", tmp_path)
     assert key and len(key) >= 32 and resolve("generate", tmp_path) == key
-    assert stat.S_IMODE((tmp_path / "api-key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((own_config_home / "api-key").stat().st_mode) == 0o600
     assert resolve("my-own-key-0123456789", tmp_path) == "my-own-key-0123456789"
 
 

@@ -51,9 +51,9 @@ def test_a_host_with_a_bad_knob_is_left_out_with_its_reason(tmp_path: Path) -> N
     assert skipped["bad"].startswith("bad: knob port=0 is invalid")
 
 
-def test_generated_key_is_the_fleets_key(tmp_path: Path) -> None:
+def test_generated_key_is_the_fleets_key(tmp_path: Path, own_config_home: Path) -> None:
     table, _ = routes([("x", host(tmp_path, "a", api_key="generate"))])
-    assert table["a"][0].api_key == (tmp_path / "api-key").read_text().strip()
+    assert table["a"][0].api_key == (own_config_home / "api-key").read_text().strip()
 
 
 @pytest.mark.parametrize(("table", "says"), [
