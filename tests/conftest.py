@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 import urllib.error
@@ -40,6 +42,28 @@ def make_model(folder: Path, name: str, seed: int) -> dict:
     path = folder / f"{name}.gguf"
     sha = write_tiny_gguf(path, seed=seed)
     return {"name": name, "path": str(path), "sha256": sha}
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (for a lab HTTP server the test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def old_and_new_models(folder: Path, seeds: tuple[int, int]) -> dict[str, bytes]:
+    """The file a model server serves first, and what it serves later under the same URL."""
+    out = {}
+    for key, seed in zip(("old", "new"), seeds, strict=True):
+        path = folder / f"{key}.gguf"
+        write_tiny_gguf(path, seed=seed)
+        out[key] = path.read_bytes()
+    assert sha256_of(out["old"]) != sha256_of(out["new"])
+    return out
 
 
 def write_knobs(inv_dir: Path, **knobs: object) -> None:

@@ -11,21 +11,27 @@ controller folders (two caches), used in file order.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Run, fresh_device, own_known_hosts, wait_healthy, write_knobs
+from tests.conftest import (
+    Run,
+    free_port,
+    fresh_device,
+    old_and_new_models,
+    own_known_hosts,
+    sha256_of,
+    wait_healthy,
+    write_knobs,
+)
 from tests.lab import lab
 from tests.lab.fault_server import FaultServer
-from tests.lab.tiny_model import write_tiny_gguf
 
 pytestmark = pytest.mark.lab
 HOST = "e2e-bundle"
@@ -37,31 +43,15 @@ MAIN = "import sys; from llama_docker.tasks.cli import main; sys.exit(main())"
 device = fresh_device(HOST, index=47)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    folder = tmp_path_factory.mktemp("m")
-    out = {}
-    for key, seed in (("old", 47), ("new", 48)):
-        path = folder / f"{key}.gguf"
-        write_tiny_gguf(path, seed=seed)
-        out[key] = path.read_bytes()
-    return out
+    return old_and_new_models(tmp_path_factory.mktemp("m"), (47, 48))
 
 
 @pytest.fixture(scope="module")
 def hub(models: dict[str, bytes]) -> FaultServer:
-    srv = FaultServer({PATH: models["old"]}, port=_free_port()).start()
-    srv.hub(PATH, sha256=_sha(models["old"]), size=len(models["old"]))
+    srv = FaultServer({PATH: models["old"]}, port=free_port()).start()
+    srv.hub(PATH, sha256=sha256_of(models["old"]), size=len(models["old"]))
     yield srv
     srv.stop()
 
@@ -115,14 +105,14 @@ def test_a_first_deploy_says_what_its_build_is_doing(device: lab.Device, hub: Fa
     assert result.code == 0, result.output[-4000:]
     assert re.search(rf"\[{HOST}\] building llama-docker/server:[0-9a-f]{{12}} for \w+: "
                      r"\d+ s, \S", result.output), result.output[-6000:]
-    assert current(device) == f"{_sha(models['old'])}.gguf"
-    assert lock(first)["models"][NAME]["sha256"] == _sha(models["old"])
+    assert current(device) == f"{sha256_of(models['old'])}.gguf"
+    assert lock(first)["models"][NAME]["sha256"] == sha256_of(models["old"])
     wait_healthy(device.http_port)
 
 
 def test_upgrade_takes_the_new_bytes_and_plan_upgrade_only_says_so(
         device: lab.Device, hub: FaultServer, first: Path, models: dict) -> None:
-    old, new = _sha(models["old"]), _sha(models["new"])
+    old, new = sha256_of(models["old"]), sha256_of(models["new"])
     hub.put(PATH, models["new"])
     hub.hub(PATH, sha256=new, size=len(models["new"]))
     text = (first / "llama-docker.lock").read_text()
@@ -164,7 +154,7 @@ def test_a_bundle_deploys_from_a_controller_with_no_internet(
         assert "building llama-docker/server" not in result.output, result.output[-6000:]
         assert re.search(rf"\[{HOST}\] loaded llama-docker/server:", result.output), \
             result.output[-6000:]
-        assert current(device) == f"{_sha(models['new'])}.gguf"
+        assert current(device) == f"{sha256_of(models['new'])}.gguf"
         assert lock(laptop) == lock(first)
         (image,) = lock(laptop)["images"].values()
         held = device.exec("docker", "image", "inspect", "--format", "{{.Id}}", image["tag"])

@@ -10,18 +10,25 @@ can stop and come back at the same URL), used in file order.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import socket
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Run, deploy, fresh_device, inventory, wait_healthy, write_knobs
+from tests.conftest import (
+    Run,
+    deploy,
+    free_port,
+    fresh_device,
+    inventory,
+    old_and_new_models,
+    sha256_of,
+    wait_healthy,
+    write_knobs,
+)
 from tests.lab import lab
 from tests.lab.fault_server import FaultServer
-from tests.lab.tiny_model import write_tiny_gguf
 
 pytestmark = pytest.mark.lab
 HOST = "e2e-lock"
@@ -32,33 +39,15 @@ NAME = "tiny-lock"
 device = fresh_device(HOST, index=43)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """The file the hub serves first, and what it serves later under the same URL."""
-    folder = tmp_path_factory.mktemp("m")
-    out = {}
-    for key, seed in (("old", 43), ("new", 44)):
-        path = folder / f"{key}.gguf"
-        write_tiny_gguf(path, seed=seed)
-        out[key] = path.read_bytes()
-    assert _sha(out["old"]) != _sha(out["new"])
-    return out
+    return old_and_new_models(tmp_path_factory.mktemp("m"), (43, 44))
 
 
 @pytest.fixture(scope="module")
 def hub(models: dict[str, bytes]) -> FaultServer:
-    srv = FaultServer({PATH: models["old"]}, port=_free_port()).start()
-    srv.hub(PATH, sha256=_sha(models["old"]), size=len(models["old"]))
+    srv = FaultServer({PATH: models["old"]}, port=free_port()).start()
+    srv.hub(PATH, sha256=sha256_of(models["old"]), size=len(models["old"]))
     yield srv
     srv.stop()
 
@@ -99,7 +88,7 @@ def test_a_first_deploy_writes_the_lock(device: lab.Device, inv: Path, hub: Faul
     assert not lock_of(inv).exists()
     result = run(inv, endpoint)
     assert result.code == 0, result.output[-4000:]
-    old = _sha(models["old"])
+    old = sha256_of(models["old"])
     assert f"llama-docker.lock: {NAME}: added (sha256 {old[:12]}" in result.output
     assert f"llama-docker.lock: written: {lock_of(inv)}" in result.output
     text = lock_of(inv).read_text()
@@ -136,7 +125,7 @@ def test_the_next_run_with_the_hub_down_asks_nothing_and_changes_nothing(
 def test_other_bytes_at_the_same_url_change_nothing_until_an_upgrade(
         device: lab.Device, inv: Path, hub: FaultServer, endpoint: str,
         models: dict[str, bytes]) -> None:
-    old, new = _sha(models["old"]), _sha(models["new"])
+    old, new = sha256_of(models["old"]), sha256_of(models["new"])
     hub.put(PATH, models["new"])
     hub.hub(PATH, sha256=new, size=len(models["new"]))
     before, text = hub.requests, lock_of(inv).read_text()
@@ -169,7 +158,7 @@ def test_a_knob_that_differs_from_the_lock_updates_its_entry(
     """The model knob pins the first file's sha256 and size (the file is still in the
     controller's cache): the knob wins over the lock, the device goes back to it, and the
     run says so in one line."""
-    old, new = _sha(models["old"]), _sha(models["new"])
+    old, new = sha256_of(models["old"]), sha256_of(models["new"])
     write_knobs(inv, model={"name": NAME, "url": hub.url(PATH), "sha256": old,
                             "size": len(models["old"])})
     try:
