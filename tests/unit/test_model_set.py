@@ -250,4 +250,5 @@ def test_a_set_unit_runs_the_router_without_a_model(tmp_path: Path) -> None:
     assert "--entrypoint" not in unit
     assert ("--env LLAMA_PRESET=/models/current-set.ini --env LLAMA_MODELS_MAX=1" in unit)
     assert "--ctx-size" not in unit  # in the preset's [*]: a model's own wins there
+    assert "--alias" not in unit  # the router names each model from its preset
     assert "--cors-origins ''" in unit

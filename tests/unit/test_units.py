@@ -74,3 +74,12 @@ def test_cors_origin_knob_then_model_and_extra_args() -> None:
                        ("--cors-origins", "*"))
     assert args == ("--cors-origins", "http://laptop.lan:3000", "--chat-template", "vicuna",
                     "--cors-origins", "*")  # server_args come last: llama-server takes the last
+
+
+def test_one_model_answers_by_its_configured_name() -> None:
+    """`--alias`: llama-server answers `"model"` with it (else the file's path); the model's
+    own args and server_args come after it, so an `--alias` there still wins."""
+    assert server_args((), (), (), alias="tiny") == ("--cors-origins", "", "--alias", "tiny")
+    args = server_args((), ("--alias", "mine"), (), alias="tiny")
+    assert args[-2:] == ("--alias", "mine")
+    assert "--alias" not in server_args((), (), ())
