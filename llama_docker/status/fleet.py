@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from llama_docker.device import webui
+from llama_docker.device.exposure import CLOSE_IT, OPEN, lan_access
 from llama_docker.device.fit import GIB, MIB
 from llama_docker.device.gateway_config import HEALTH_PATH as GATEWAY_HEALTH
 from llama_docker.device.gateway_config import UNIT as GATEWAY_UNIT
@@ -87,12 +88,17 @@ class Row:
                     and (self.gateway is None or gateway_answers(self.gateway)))
 
     @property
+    def lan(self) -> str | None:
+        """Who can use the API: `open` (the whole LAN, no key), `key`, `local only`."""
+        return lan_access(self.bind, self.api_key)
+
+    @property
     def drift(self) -> bool:
         """The device serves a file other than the one the model knob pins."""
         return bool(self.model_sha256 and self.sha256 and self.model_sha256 != self.sha256)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "healthy": self.healthy}
+        return {**asdict(self), "healthy": self.healthy, "lan": self.lan}
 
 
 def gateway_answers(gw: Mapping[str, Any]) -> bool:
@@ -317,7 +323,8 @@ def _gateway_box_row(host: str, cfg: Config, t: Target, facts: Mapping[str, str]
     return Row(host=host, reachable=True, profile=t.profile, runtime=t.runtime,
                service=gw["service"], health=gw["health"], port=cfg.gateway_port,
                bind=cfg.bind, ram_bytes=_ram(facts), arch=_arch(facts), gateway=gw,
-               gateway_only=True)
+               gateway_only=True,
+               api_key=bool(cfg.api_key))  # the gateway's clients' key is its host's knob
 
 
 def _ram(facts: Mapping[str, str]) -> int | None:
@@ -407,7 +414,7 @@ def _cells(row: Row, differs: bool = False) -> list[str]:
         row.host, row.profile or "-", row.runtime or "-", row.service or "-",
         "(gateway only)" if row.gateway_only else row.model or "-",
         sha, (row.previous_sha256 or "-")[:SHORT], str(row.health) if row.health else "down",
-        _listen(row), "?" if row.api_key is None else "on" if row.api_key else "off",
+        _listen(row), row.lan or "?",
         f"{row.tokens_per_s:.1f}" if row.tokens_per_s else "-",
         size(row.disk_free_bytes), size(row.ram_bytes),
         (row.llama_cpp or "-").split(":", 1)[-1] + ("!" if differs else ""),  # no epoch
@@ -416,7 +423,7 @@ def _cells(row: Row, differs: bool = False) -> list[str]:
 
 
 HEADER = ["HOST", "PROFILE", "RUNTIME", "SERVICE", "MODEL", "SHA", "PREVIOUS", "HEALTH",
-          "LISTEN", "KEY", "TOK/S", "FREE", "RAM", "LLAMA.CPP", "BACKEND"]
+          "LISTEN", "LAN", "TOK/S", "FREE", "RAM", "LLAMA.CPP", "BACKEND"]
 RIGHT = {"TOK/S", "FREE", "RAM"}
 
 
@@ -446,6 +453,8 @@ def table(rows: list[Row]) -> str:
     lines += [g for g in map(gateway_line, rows) if g]
     healthy = sum(r.healthy for r in rows)
     lines.append(f"{healthy} of {len(rows)} hosts healthy")
+    if any(r.lan == OPEN and r.error is None for r in rows):
+        lines.append(f"open: anyone on the LAN can use it, no key asked: {CLOSE_IT}")
     if any(r.drift for r in rows):
         lines.append("* serves a model other than the model knob's: run pyinfra inventory.py "
                      "deploy.py")
