@@ -19,7 +19,7 @@ from llama_docker.transfer import webui_fetch
 from llama_docker.transfer.local_model import LocalFile, local_file, remote_file
 from llama_docker.transfer.push import Store
 
-from . import busy_port, gateway, router, runtime, steps
+from . import busy_port, gateway, held, router, runtime, steps
 from .batch import Known, gather
 from .common import fail_host, host_sudo_password, is_dry, knob_data, run_as, say, ssh_user
 from .facts import (
@@ -77,7 +77,7 @@ def device_state(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str
         wanted = steps.wants(cfg, tgt)
     else:
         wanted = [(StoreState, {"root": root}), (FreeBytes, {"path": root}),
-                  *steps.wants(cfg, tgt), *busy_port.wants(cfg, tgt)]
+                  *steps.wants(cfg, tgt), *busy_port.wants(cfg, tgt), *held.wants(cfg, root)]
     return gather(wanted, _sudo=tgt.sudo, _env={**tgt.unit_env(uid), **env})
 
 
@@ -182,8 +182,10 @@ def _one_model(cfg: config.Config, tgt: target.Target, specs: list[ModelFile],
     (model, projector, memory cap MiB)."""
     _fits(cfg, tgt, seen, ident, known)
     if cfg.model_source == "controller":
-        # Downloads once (paths are memoized); a dry run plans from what the URL says.
-        seen = [local_file(f, cache, dry=is_dry()) for f in specs]
+        # Downloads once (paths are memoized); a dry run plans from what the URL says; a
+        # file the device holds verified is described from the device, not downloaded.
+        seen = [held.held(cfg, f, known, tgt.models_dir) or local_file(f, cache, dry=is_dry())
+                for f in specs]
         _fits(cfg, tgt, seen, ident, known)  # again, with the context cache from the file
     model, mmproj = seen[0], (seen[1] if len(seen) > 1 else None)
     weights = sum(f.size for f in seen)

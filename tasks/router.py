@@ -44,6 +44,7 @@ from llama_docker.transfer.local_model import LocalFile, Member, local_file, rem
 
 from .common import is_dry
 from .facts import FreeBytes, StoreState
+from .held import held
 from .model import _place, sources
 from .plan import Switch
 
@@ -147,8 +148,9 @@ def prepare(cfg: Config, tgt: Target, ram: int | None, known: Known
 
     members = _members(cfg, seen)
     most = _fits(cfg, tgt, members, ram, known)
-    if cfg.model_source == "controller":
-        members = _members(cfg, lambda f: local_file(f, cache, dry=is_dry()))
+    if cfg.model_source == "controller":  # a file the device holds verified: not downloaded
+        members = _members(cfg, lambda f: held(cfg, f, known, tgt.models_dir)
+                           or local_file(f, cache, dry=is_dry()))
         most = _fits(cfg, tgt, members, ram, known)
     return tuple(members), most, set_memory_limit_mib(_needs(cfg, members), most)
 

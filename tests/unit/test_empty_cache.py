@@ -4,17 +4,30 @@ only when a device that lacks the image needs it (saved from one that holds it, 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from llama_docker.device.gguf_header import HEADER_BYTES
 from llama_docker.device.image import build_args, image_tag
 from llama_docker.tasks import image_once
+from llama_docker.transfer import local_model
 from llama_docker.transfer.image_archive import DeviceImage, ImageCache
+from tests.lab.tiny_model import write_tiny_gguf
 
-from .fixtures.harness import MODEL_SHA, UI_SHA, converged, deploy_fixture, ui_served
+from .fixtures.harness import (
+    MODEL_SHA,
+    UI_SHA,
+    converged,
+    deploy_fixture,
+    knobs,
+    load_fixture,
+    run_deploy,
+    ui_served,
+)
 from .fixtures.image_cache import IMAGE_ID
 from .test_image_once import write_archive
 
@@ -116,3 +129,72 @@ def test_without_a_holder_the_first_device_builds_as_before(tmp_path: Path,
     need = _need(tmp_path)
     assert image_once.ensure(None, fleet["bare"], need)
     assert fleet["got"] == {"saved_from": ["bare"], "built_on": ["bare"], "received_on": []}
+
+
+# --- the model, when every device holds it verified ------------------------------------------
+
+
+def _model_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, bytes, str]:
+    monkeypatch.setattr(local_model, "_seen", {})  # one process, one controller: not here
+    path = tmp_path / "src" / "tiny.gguf"
+    path.parent.mkdir(parents=True)
+    sha = write_tiny_gguf(path, seed=7, n_embd=128, n_ff=256, n_head=4)
+    data = path.read_bytes()
+    return ({"name": "tiny", "url": "http://models.lan/tiny.gguf", "sha256": sha,
+             "size": len(data)}, data, sha)
+
+
+def _unit(run: Any) -> str:
+    return next(text for op in run.ops for dest, text in op.uploads.items()
+                if dest.endswith("llama-docker.service"))
+
+
+def test_a_model_every_device_holds_is_not_downloaded(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The same unit (memory cap included: the shape is read from the device's copy) as
+    from a controller that has the file, and not a byte fetched for it."""
+    knob, data, sha = _model_url(tmp_path, monkeypatch)
+    cached = tmp_path / "cache" / "models" / f"{sha}.gguf"  # a laptop that has run before
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(data)
+    cached.with_name(cached.name + ".ok").write_text(sha + "\n")
+    held_here = {f"StoreState({MODELS})": {"files": [f"{sha}.gguf", f"{sha}.ok"],
+                                           "links": {"current.gguf": f"{sha}.gguf"}}}
+    before = run_deploy("debian.local", knobs(ssh_user="me", model=knob,
+                                              cache_dir=str(tmp_path / "cache")),
+                        {**load_fixture("debian"), **held_here})
+
+    def no_fetch(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model was downloaded")
+
+    monkeypatch.setattr(local_model, "fetch", no_fetch)
+    empty = tmp_path / "another-laptop"
+    header = {f"StoredHeader({MODELS},{sha})": {"size": len(data),
+                                                 "header": data[:HEADER_BYTES]}}
+    with caplog.at_level(logging.INFO):
+        after = run_deploy("debian.local", knobs(ssh_user="me", model=knob,
+                                                 cache_dir=str(empty)),
+                           {**load_fixture("debian"), **held_here, **header})
+    assert _unit(after) == _unit(before) and "--memory" in _unit(after)
+    assert not [n for n in after.names() if "Push" in n]
+    assert not (empty / "models").exists()
+    assert "tiny.gguf: verified on this device already" in caplog.text
+
+
+def test_a_device_without_the_model_still_gets_it_downloaded(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    knob, data, sha = _model_url(tmp_path, monkeypatch)
+    fetched = []
+
+    def fetch(url: str, dest: Path, sha256: str, **_: Any) -> None:
+        fetched.append(url)
+        dest.write_bytes(data)
+
+    monkeypatch.setattr(local_model, "fetch", fetch)
+    run = run_deploy("debian.local", knobs(ssh_user="me", model=knob,
+                                           cache_dir=str(tmp_path / "cache")),
+                     load_fixture("debian"))
+    assert fetched == ["http://models.lan/tiny.gguf"]
+    assert [n for n in run.names() if "Push" in n]
