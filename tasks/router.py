@@ -142,15 +142,17 @@ def prepare(cfg: Config, tgt: Target, ram: int | None, known: Known
         raise RefusedError("several models (the models knob) run on Linux devices in this "
                            "version; on macOS use the model knob")
     cache = Path(cfg.cache_dir).expanduser()
+    # A file the device holds verified is described from the device: never downloaded.
+    holding = {f: held(cfg, f, known, tgt.models_dir)
+               for s in cfg.models for f in (s.file, s.mmproj) if f is not None}
 
     def seen(f: ModelFile) -> LocalFile:
-        return remote_file(f) if f.is_url else local_file(f, cache)
+        return holding[f] or (remote_file(f) if f.is_url else local_file(f, cache))
 
     members = _members(cfg, seen)
     most = _fits(cfg, tgt, members, ram, known)
-    if cfg.model_source == "controller":  # a file the device holds verified: not downloaded
-        members = _members(cfg, lambda f: held(cfg, f, known, tgt.models_dir)
-                           or local_file(f, cache, dry=is_dry()))
+    if cfg.model_source == "controller":
+        members = _members(cfg, lambda f: holding[f] or local_file(f, cache, dry=is_dry()))
         most = _fits(cfg, tgt, members, ram, known)
     return tuple(members), most, set_memory_limit_mib(_needs(cfg, members), most)
 
