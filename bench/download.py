@@ -2,7 +2,9 @@
 
 The server is the lab's fault server in its own process (so it does not share a GIL with
 fetch()), on 127.0.0.1, once unlimited and once held to 125 MB/s (a 1 Gbit/s link, the
-fastest a home controller is likely to see). Both clients write to the same disk.
+fastest a home controller is likely to see). Both clients write to the same disk. fetch() is
+measured twice: called directly, and the way a deploy calls it, in a process that imported
+pyinfra's CLI first (which patches threading, sockets and queues with gevent).
 """
 
 from __future__ import annotations
@@ -40,6 +42,18 @@ from .common import (
 from .push import random_file
 
 LINK_RATE = 125_000_000  # bytes/s: 1 Gbit/s
+# fetch() inside pyinfra's runtime: its CLI's import patches the stdlib with gevent, as in
+# `pyinfra inventory.py deploy.py`; the time excludes the interpreter's start.
+IN_PYINFRA = """
+import sys, time
+import pyinfra_cli  # noqa: F401 - gevent.monkey.patch_all(), as pyinfra's CLI does first
+from pathlib import Path
+from llama_docker.transfer.download import fetch
+url, dest, sha, size = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+t = time.perf_counter()
+fetch(url, dest, sha, size=size, progress=False)
+print(time.perf_counter() - t)
+"""
 
 
 @contextmanager
@@ -96,6 +110,10 @@ def bench(L: Lab) -> Result:
     def ours(url: str) -> float:
         return timed(lambda: fetch(url, dest, sha, size=size, progress=False))
 
+    def in_pyinfra(url: str) -> float:
+        out = run([sys.executable, "-c", IN_PYINFRA, url, str(dest), sha, str(size)], cwd=REPO)
+        return float(out.strip().splitlines()[-1])
+
     def curl(url: str, sync: bool) -> float:
         f = str(out / "curl.gguf")
         return timed(lambda: (run(["curl", "-sf", "-o", f, url]), sync and run(["sync", f])))
@@ -110,31 +128,40 @@ def bench(L: Lab) -> Result:
                 set_faults(base, rate=rate)
                 clean()
                 finish.clear()
-                variants = {"fetch": lambda: ours(url), "curl": lambda: curl(url, False)}
+                variants = {"fetch": lambda: ours(url), "fetch in pyinfra": lambda: in_pyinfra(url),
+                            "curl": lambda: curl(url, False)}
                 if rate:  # the goal's rate: also the reference as durable as fetch()
                     variants["curl+sync"] = lambda: curl(url, True)
                 t[mode] = interleave(variants, rounds(3), between=clean)
-                fin[mode] = finish["fetch"]
+                fin[mode] = finish["fetch"]  # the direct calls only: the others run elsewhere
     finally:
         fetch_mod._Download._finish = orig_finish  # type: ignore[method-assign, assignment]
         clean()
         served.unlink()
     rows = []
-    for mode, ref, goal in (("125 MB/s", "curl", ">= 0.95"), ("125 MB/s", "curl+sync", ">= 0.95"),
-                            ("loopback", "curl", "report")):
-        r = ratio_rounds(t[mode][ref], t[mode]["fetch"])
+    for mode, ours_key, ref, goal in (
+            ("125 MB/s", "fetch", "curl", ">= 0.95"),
+            ("125 MB/s", "fetch", "curl+sync", ">= 0.95"),
+            ("125 MB/s", "fetch in pyinfra", "curl", ">= 0.95"),
+            ("loopback", "fetch", "curl", "report"),
+            ("loopback", "fetch in pyinfra", "curl", "report")):
+        r = ratio_rounds(t[mode][ref], t[mode][ours_key])
+        label = "fetch()" if ours_key == "fetch" else "fetch() in pyinfra"
         rows.append(Row(f"download {size // MIB} MiB, server at {mode}",
-                        f"fetch() {mbs(size, med(t[mode]['fetch']))}",
+                        f"{label} {mbs(size, med(t[mode][ours_key]))}",
                         f"{'curl -o' if ref == 'curl' else 'curl -o; sync FILE'} "
                         f"{mbs(size, med(t[mode][ref]))}", r, goal,
                         r >= 0.95 if goal != "report" else None))
     stream = {m: [a - b for a, b in zip(t[m]["fetch"], fin[m], strict=True)] for m in t}
     details = (
         f"{size // MIB} MiB from the fault server (its own process) on 127.0.0.1 to this "
-        "machine's disk, interleaved rounds. fetch() hashes while it streams (a second "
-        "thread), then waits for the hash, fsyncs the file and renames it; plain curl does "
+        "machine's disk, interleaved rounds. fetch() hashes while it streams (an OS thread of "
+        "its own), then waits for the hash, fsyncs the file and renames it; plain curl does "
         "neither, `curl+sync` is curl followed by `sync FILE` (the same durability as "
-        "fetch()). Seconds per round:\n\n"
+        "fetch()). `fetch in pyinfra` is the same call in a process that imported pyinfra's "
+        "CLI first, as a deploy does: gevent has patched threading there, so the hash and the "
+        "flushes run on gevent's native threads (a patched `threading.Thread` would be a "
+        "greenlet taking turns with the download). Seconds per round:\n\n"
         + "\n".join(f"- {mode}: " + "; ".join(f"{k} {', '.join(f'{x:.2f}' for x in v)}"
                                                for k, v in vs.items())
                     for mode, vs in t.items())

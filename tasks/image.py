@@ -1,7 +1,9 @@
 """Server image: built once per (architecture, build args) on the first device that needs
 it, shipped from the controller's cache to the others (tasks/image_once.py); skipped when
-the device holds the cached image's ID. With image_source = "device" each device builds its
-own, as every device did before the cache."""
+the device holds the cached image's ID, or holds the tag while this controller's cache has
+no archive of it (another laptop, a cleared cache): a converged device is left alone, and
+its image is saved into the cache only if a device that lacks it needs it. With
+image_source = "device" each device builds its own, as every device did before the cache."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra import host
+from pyinfra.context import ctx_host
 from pyinfra.operations import files, python
 
 from llama_docker.device.image import (
@@ -53,6 +56,16 @@ def wants(cfg: Config, tgt: Target) -> list[Wanted]:
                                              "tag": server_tag(cfg, tgt)})]
 
 
+def _need(plan: Plan, args: dict[str, str], tag: str) -> image_once.Need:
+    t = plan.target
+    return image_once.Need(
+        tag=tag, arch=plan.arch, runtime=t.runtime, sudo=t.sudo, user=plan.user,
+        build_dir=t.build_dir,
+        stage_build=build_command(t.runtime, args, stage_tag(tag), t.build_dir),
+        images_dir=image_once.images_dir(t.models_dir), hash_cmd=plan.store.hash_cmd,
+        cache_dir=plan.cfg.cache_dir, aes=plan.aes, env=plan.env)
+
+
 @deploy("Server image")
 def image(plan: Plan) -> tuple[str, bool]:
     """Return the image tag and whether it is built in this run."""
@@ -67,6 +80,12 @@ def image(plan: Plan) -> tuple[str, bool]:
     have = DeviceImage.parse(plan.known.get(ImageId, runtime=t.runtime, tag=tag))
     if have is not None and (own or (entry is not None and have.holds(entry))):
         return tag, False  # its own build, or the same bits as every other device of its CPU
+    need = _need(plan, args, tag)
+    if have is not None and entry is None:
+        # Converged, and no archive here to compare with: nothing changes on this device (no
+        # save, no restart). A device of its CPU that lacks the image gets this one's.
+        image_once.holds(ctx_host.get(), need)  # the Host itself, not the context proxy
+        return tag, False
     if entry is None and have is None:  # this device may be the one that builds it
         files.directory(name="Build context folder", path=t.build_dir, mode="755",
                         _sudo=t.sudo)
@@ -79,12 +98,6 @@ def image(plan: Plan) -> tuple[str, bool]:
     pin = ", ".join(f"{k}={v}" for k, v in (("llama.cpp-tools", plan.cfg.llama_cpp_version),
                                             ("apt", snapshot_url(plan.cfg.debian_snapshot)))
                     if v) or "unpinned"
-    need = image_once.Need(
-        tag=tag, arch=plan.arch, runtime=t.runtime, sudo=t.sudo, user=plan.user,
-        build_dir=t.build_dir,
-        stage_build=build_command(t.runtime, args, stage_tag(tag), t.build_dir),
-        images_dir=image_once.images_dir(t.models_dir), hash_cmd=plan.store.hash_cmd,
-        cache_dir=plan.cfg.cache_dir, aes=plan.aes, env=plan.env)
     if own:
         python.call(name=f"Server image {tag}: build on this device ({pin})",
                     function=image_once.build_here, need=need)

@@ -2,12 +2,12 @@
 
 Every device that needs the image runs the same operation. Under one controller-side lock
 per image, the first device to get there finds the cache empty and makes the archive: it
-builds the image (or, when it already holds the tag, saves what it has), and its archive
-goes into the controller's cache. Every other device then gets that archive through the
-models' resumable, verified push, hashed on the device before `load`, and checked by image
-ID after it. The build runs on a device, never on the controller: a laptop has no docker of
-its own to count on, nor one that builds for a Pi's CPU, and a device has the runtime and
-the registry mirror the build needs.
+saves the image from a device of the run that already holds the tag (one tasks/image.py
+left alone, converged), or builds it, and its archive goes into the controller's cache.
+Every other device then gets that archive through the models' resumable, verified push,
+hashed on the device before `load`, and checked by image ID after it. The build runs on a
+device, never on the controller: a laptop has no docker of its own to count on, nor one that
+builds for a Pi's CPU, and a device has the runtime and the registry mirror the build needs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gevent.lock import Semaphore
 
@@ -44,6 +45,9 @@ from .progress import run_shown
 # One maker per image: (cache, tag, arch) -> lock. pyinfra runs a host's operation in a
 # greenlet, so the others wait here while the first builds.
 _locks: defaultdict[tuple[str, str, str], Semaphore] = defaultdict(Semaphore)
+# Devices of this run that hold the tag while the cache has no archive of it, by (cache,
+# tag, arch), with what it takes to save from them (noted while the run is planned).
+_holders: defaultdict[tuple[str, str, str], list[tuple[Any, Need]]] = defaultdict(list)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,12 @@ class Need:
     cache_dir: str
     aes: bool
     env: dict[str, str] = field(default_factory=dict)
+
+
+def holds(host, need: Need) -> None:  # noqa: ANN001 - a pyinfra Host
+    """Note a device that holds the image although the cache has no archive of it: a device
+    that lacks it is then given this one's image (saved once into the cache), not a build."""
+    _holders[(need.cache_dir, need.tag, need.arch)].append((host, need))
 
 
 def images_dir(models_dir: str) -> str:
@@ -140,13 +150,53 @@ def _absent_after_build(host, need: Need) -> str:  # noqa: ANN001
     return f"{need.tag} is not on the device after its build"
 
 
-def _make(host, need: Need, cache: ImageCache) -> CachedImage:  # noqa: ANN001
+def _holder(host, need: Need) -> tuple[Any, Need, DeviceImage] | None:  # noqa: ANN001
+    """Another device of the run that holds the image now (asked again: it may have gone)."""
+    for other, other_need in _holders.get((need.cache_dir, need.tag, need.arch), []):
+        if other is host:
+            continue
+        try:
+            have = device_image(other, other_need)
+        except Exception as exc:  # noqa: BLE001 - a device gone since: build here instead
+            say(host, f"{other.name} holds {need.tag} but cannot be asked for it ({exc})")
+            continue
+        if have is not None:
+            return other, other_need, have
+    return None
+
+
+def _make(host, need: Need, cache: ImageCache) -> tuple[CachedImage, bool]:  # noqa: ANN001
+    """The archive, into the cache; and whether this device holds its image already."""
     have = device_image(host, need)
-    made, took = "saved", ""
+    made, took, source, source_need = "saved", "", host, need
     if have is None:
-        have, secs = _build(host, need, f", the first {need.arch} device to need it "
-                                        "(once; the others get its archive)")
-        made, took = "built", f" in {secs:.1f} s"
+        found = _holder(host, need)
+        if found is not None:
+            source, source_need, have = found
+        else:
+            have, secs = _build(host, need, f", the first {need.arch} device to need it "
+                                            "(once; the others get its archive)")
+            made, took = "built", f" in {secs:.1f} s"
+    try:
+        entry, sha, saved = _save(source, source_need, have, cache)
+    except LlamaDockerError as exc:
+        if source is host:
+            raise
+        say(host, f"saving {need.tag} from {source.name} failed ({exc}); building it here")
+        have, secs = _build(host, need, " instead")
+        made, took, source = "built", f" in {secs:.1f} s", host
+        entry, sha, saved = _save(host, need, have, cache)
+    where = "on this device" if source is host else f"on {source.name}, which holds it,"
+    say(host, f"{made} {need.tag} {where}{took} ({need.arch}, llama.cpp "
+              f"{have.version or 'unknown'}, image {_short(entry.image_id)}); its archive "
+              f"({entry.size} bytes, sha256 {_short(sha)}, saved in {saved:.1f} s) is in the "
+              f"controller's cache for every other {need.arch} device")
+    return entry, source is host
+
+
+def _save(host, need: Need, have: DeviceImage, cache: ImageCache  # noqa: ANN001
+          ) -> tuple[CachedImage, str, float]:
+    """`save` the image on this device into the cache: (entry, archive sha256, seconds)."""
     save = _env_prefix(need.env) + f"{need.runtime} save {shlex.quote(need.tag)}"
     cmd, stdin = (root_command(save, host_sudo_password(host)) if need.sudo
                   else (save, None))
@@ -163,11 +213,7 @@ def _make(host, need: Need, cache: ImageCache) -> CachedImage:  # noqa: ANN001
         cache.forget(need.tag, need.arch)
         raise LlamaDockerError(f"the saved archive holds image {entry.image_id}, the device "
                                f"has {have.image_id}")
-    say(host, f"{made} {need.tag} on this device{took} ({need.arch}, llama.cpp "
-              f"{have.version or 'unknown'}, image {_short(entry.image_id)}); its archive "
-              f"({entry.size} bytes, sha256 {_short(sha)}, saved in {saved:.1f} s) is in the "
-              f"controller's cache for every other {need.arch} device")
-    return entry
+    return entry, sha, saved
 
 
 def _receive(host, need: Need, entry: CachedImage, cache: ImageCache) -> None:  # noqa: ANN001
@@ -236,8 +282,9 @@ def ensure(state, host, need: Need) -> bool:  # noqa: ANN001 - pyinfra's callbac
         with _locks[(str(cache.root), need.tag, need.arch)]:
             entry = cache.lookup(need.tag, need.arch)
             if entry is None:
-                _make(host, need, cache)
-                return True
+                entry, here = _make(host, need, cache)
+                if here:
+                    return True
         have = device_image(host, need)
         if have is not None and have.holds(entry):
             return True

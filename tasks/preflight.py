@@ -17,7 +17,7 @@ from llama_docker.knobs.spec import ModelFile
 from llama_docker.transfer import webui_fetch
 from llama_docker.transfer.local_model import LocalFile, local_file, remote_file
 
-from . import busy_port, gateway, lock, router, runtime, steps
+from . import busy_port, gateway, held, lock, router, runtime, steps
 from .batch import Known, gather
 from .common import deploy, fail_host, host_sudo_password, is_dry, knob_data, run_as, say, ssh_user
 from .facts import (
@@ -70,7 +70,7 @@ def device_state(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str
         wanted = steps.wants(cfg, tgt)
     else:
         wanted = [(StoreState, {"root": root}), (FreeBytes, {"path": root}),
-                  *steps.wants(cfg, tgt), *busy_port.wants(cfg, tgt)]
+                  *steps.wants(cfg, tgt), *busy_port.wants(cfg, tgt), *held.wants(cfg, root)]
     return gather(wanted, _sudo=tgt.sudo, _env={**tgt.unit_env(uid), **env})
 
 
@@ -129,11 +129,13 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     cfg = lock.pin(cfg)  # the lock's sha256 and size: nothing is asked of the files' hosts
     cache = Path(cfg.cache_dir).expanduser()
     specs = [cfg.model.file] + ([cfg.model.mmproj] if cfg.model.mmproj else [])
+    known = device_state(cfg, tgt, uid, env)
+    # A file the device holds verified is described from the device: never downloaded.
+    holding = [] if cfg.models else [held.held(cfg, f, known, tgt.models_dir) for f in specs]
     # Fit first, from what the URL says (sha256, size): nothing is downloaded for a device
     # that cannot run the model (ollama #10920 downloaded 132 GB, then said no).
-    seen = [] if cfg.models else [remote_file(f) if f.is_url else local_file(f, cache)
-                                  for f in specs]
-    known = device_state(cfg, tgt, uid, env)
+    seen = [] if cfg.models else [h or (remote_file(f) if f.is_url else local_file(f, cache))
+                                  for f, h in zip(specs, holding, strict=True)]
     busy_port.check(cfg, tgt, known, user)
     runtime.check(cfg, tgt, known)
     if cfg.models:  # several models: the set is fitted and fetched by tasks/router.py
@@ -141,7 +143,8 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
                                                          known)
         model, mmproj = members[0].model, None
     else:
-        model, mmproj, memory_mib = _one_model(cfg, tgt, specs, seen, cache, ident, known)
+        model, mmproj, memory_mib = _one_model(cfg, tgt, specs, seen, holding, cache, ident,
+                                               known)
         members, models_max = (), 0
     say(host, tgt.gpu.line())
     threads = cfg.threads or ident.get(MacPhysicalCores if tgt.is_macos else PhysicalCores)
@@ -169,14 +172,15 @@ def _gateway_box(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str
 
 
 def _one_model(cfg: config.Config, tgt: target.Target, specs: list[ModelFile],
-               seen: list[LocalFile], cache: Path, ident: Known, known: Known
-               ) -> tuple[LocalFile, LocalFile | None, int]:
-    """The model knob's files, fitted (`seen`: from what the URL says), then fetched:
-    (model, projector, memory cap MiB)."""
+               seen: list[LocalFile], holding: list[LocalFile | None], cache: Path,
+               ident: Known, known: Known) -> tuple[LocalFile, LocalFile | None, int]:
+    """The model knob's files, fitted (`seen`: from what the URL says), then fetched unless
+    the device holds them (`holding`): (model, projector, memory cap MiB)."""
     _fits(cfg, tgt, seen, ident, known)
     if cfg.model_source == "controller":
         # Downloads once (paths are memoized); a dry run plans from what the URL says.
-        seen = [local_file(f, cache, dry=is_dry()) for f in specs]
+        seen = [h or local_file(f, cache, dry=is_dry())
+                for f, h in zip(specs, holding, strict=True)]
         _fits(cfg, tgt, seen, ident, known)  # again, with the context cache from the file
     model, mmproj = seen[0], (seen[1] if len(seen) > 1 else None)
     weights = sum(f.size for f in seen)

@@ -32,6 +32,7 @@ from llama_docker.device.router_preset import (
 from llama_docker.device.set_fit import (
     Need,
     auto_models_max,
+    set_disk_refusal,
     set_memory_limit_mib,
     set_ram_refusal,
 )
@@ -43,6 +44,7 @@ from llama_docker.transfer.local_model import LocalFile, Member, local_file, rem
 
 from .common import deploy, is_dry
 from .facts import FreeBytes, StoreState
+from .held import held
 from .model import _place, sources
 from .plan import Switch
 
@@ -95,6 +97,22 @@ def _needs(cfg: Config, members: list[Member]) -> list[Need]:
             for m in members]
 
 
+def _missing(members: list[Member], stored: list[str]) -> list[tuple[str, int]]:
+    """Each model's bytes not verified on the device yet (model and projector), a file two
+    models share counted with the first."""
+    seen: set[str] = set()
+    out = []
+    for m in members:
+        size = 0
+        for f in (m.model, m.mmproj):
+            if f is not None and f.sha256 not in seen and f"{f.sha256}.ok" not in stored:
+                size += f.size
+            if f is not None:
+                seen.add(f.sha256)
+        out.append((m.spec.name, size))
+    return out
+
+
 def _fits(cfg: Config, tgt: Target, members: list[Member], ram: int | None,
           known: Known) -> int:
     """Refuse unless the set fits; return models_max (the knob's, or decided from RAM)."""
@@ -104,9 +122,7 @@ def _fits(cfg: Config, tgt: Target, members: list[Member], ram: int | None,
     if why:
         raise RefusedError(why)
     stored = known.get(StoreState, root=tgt.models_dir)["files"]
-    every = {f.sha256: f.size for m in members for f in (m.model, m.mmproj) if f}
-    missing = sum(size for sha, size in every.items() if f"{sha}.ok" not in stored)
-    why = fit.disk_refusal(missing, cfg.disk_margin_mib,
+    why = set_disk_refusal(_missing(members, stored), cfg.disk_margin_mib,
                            known.get(FreeBytes, path=tgt.models_dir), tgt.models_dir)
     if why:
         raise RefusedError(why)
@@ -126,14 +142,17 @@ def prepare(cfg: Config, tgt: Target, ram: int | None, known: Known
         raise RefusedError("several models (the models knob) run on Linux devices in this "
                            "version; on macOS use the model knob")
     cache = Path(cfg.cache_dir).expanduser()
+    # A file the device holds verified is described from the device: never downloaded.
+    holding = {f: held(cfg, f, known, tgt.models_dir)
+               for s in cfg.models for f in (s.file, s.mmproj) if f is not None}
 
     def seen(f: ModelFile) -> LocalFile:
-        return remote_file(f) if f.is_url else local_file(f, cache)
+        return holding[f] or (remote_file(f) if f.is_url else local_file(f, cache))
 
     members = _members(cfg, seen)
     most = _fits(cfg, tgt, members, ram, known)
     if cfg.model_source == "controller":
-        members = _members(cfg, lambda f: local_file(f, cache, dry=is_dry()))
+        members = _members(cfg, lambda f: holding[f] or local_file(f, cache, dry=is_dry()))
         most = _fits(cfg, tgt, members, ram, known)
     return tuple(members), most, set_memory_limit_mib(_needs(cfg, members), most)
 

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import gateway, gpu, health, image, model, router, runtime, service, webui
+from pyinfra import host
+
+from . import gateway, gpu, health, image, model, router, runtime, service, summary, webui
 from .plan import Plan, Progress
 
 if TYPE_CHECKING:
@@ -107,6 +109,7 @@ def wants(cfg: Config, tgt: Target) -> list[Wanted]:
 
 def run(plan: Plan, which: tuple[Step, ...] = ALL) -> Progress:
     """The steps for one host, in order."""
+    summary.note_access(host.name, plan.cfg)  # the summary's line on open LAN ports
     done = Progress()
     for step in of_host(plan.cfg, which):
         step.run(plan, done)

@@ -23,7 +23,9 @@ from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_state
 
 from llama_docker.device import diagnose
+from llama_docker.device.exposure import OPEN, lan_access, open_line
 from llama_docker.device.fit import gib
+from llama_docker.knobs.config import Config
 from llama_docker.transfer import local_model as controller
 
 from . import relay, unreachable
@@ -36,6 +38,8 @@ INTERRUPTED_EXIT = 130  # what shells report for a command ended by SIGINT
 _unreachable: dict[str, str] = {}
 # host name -> [(what, bytes)]: the model bytes each host's steps move.
 _moves: dict[str, list[tuple[str, int]]] = {}
+# host name -> what it serves the whole LAN without a key (":8080", ":4000 (gateway)").
+_open: dict[str, list[str]] = {}
 _HOST_LINE = re.compile(r"^\[(?P<host>[^\]]+)\]\s+(?P<msg>.+)$")
 # The packaged deploy's own name, before every step's: the summary names the step.
 _OUR_DEPLOY = re.compile(r"^llama-docker( \w+)? \| ")
@@ -54,6 +58,17 @@ class _ConnectErrors(logging.Handler):
 def note_move(host_name: str, what: str, size: int) -> None:
     """Record model bytes a step of this host moves (pushes, device downloads)."""
     _moves.setdefault(host_name, []).append((what, size))
+
+
+def note_access(host_name: str, cfg: Config) -> None:
+    """Record what this host serves to anyone on the LAN without a key: its server and its
+    gateway share the bind knob and the host's api_key (the gateway's clients' key)."""
+    if lan_access(cfg.bind, bool(cfg.api_key)) != OPEN:
+        return
+    ports = [] if cfg.gateway_only else [f":{cfg.port}"]
+    if cfg.gateway:
+        ports.append(f":{cfg.gateway_port} (gateway)")
+    _open[host_name] = ports
 
 
 def _unreachable_reason(name: str) -> str:
@@ -162,6 +177,12 @@ def _print_rows() -> None:
         out.append(f"    would move: {moves}")
     if is_dry():
         out += [f"    would {line}" for line in relay.plan_lines()]
+    # Hosts that serve (or, dry, would): not those stopped before their server ran.
+    serving = {name: _open[name] for name, result, _, _ in rows
+               if name in _open and result not in ("UNREACHABLE", "REFUSED", "NOT RUN")}
+    exposed = open_line(serving)
+    if exposed:
+        out.append(f"    {exposed}")
     print("\n".join(out), file=sys.stderr, flush=True)
 
 

@@ -69,6 +69,22 @@ def set_ram_refusal(needs: list[Need], models_max: int, margin_mib: int,
             f"{gib(have_bytes)}; lower models_max (0 decides from RAM)")
 
 
+def set_disk_refusal(missing: list[tuple[str, int]], margin_mib: int, free_bytes: int | None,
+                     where: str) -> str | None:
+    """One line naming each model whose files are not on the disk yet, with its bytes and
+    the total, when they do not fit beside the margin; or None. `missing`: (name, bytes) in
+    the knob's order, a file two models share counted once."""
+    missing = [(name, n) for name, n in missing if n]
+    total = sum(n for _, n in missing)
+    if not total or free_bytes is None or total + margin_mib * MIB <= free_bytes:
+        return None
+    names = ", ".join(f"{name} {gib(n)}" for name, n in missing)
+    return (f"not enough disk at {where} for models ({names}): needs "
+            f"{gib(total + margin_mib * MIB)} ({gib(total)} models + "
+            f"{gib(margin_mib * MIB)} margin), has {gib(free_bytes)} free; drop one from "
+            "models, free some space or point models_dir at a bigger disk")
+
+
 def set_memory_limit_mib(needs: list[Need], models_max: int) -> int:
     """The container's cap: each of the `models_max` largest with its compute room, as one
     model alone gets (fit.memory_limit_mib), since each runs in its own process."""

@@ -44,15 +44,19 @@ def systemd_unit(*, runtime: str, image: str, model_name: str, models_dir: str, 
 
 
 def server_args(cors_origins: tuple[str, ...], model_args: tuple[str, ...],
-                extra: tuple[str, ...]) -> tuple[str, ...]:
+                extra: tuple[str, ...], alias: str | None = None) -> tuple[str, ...]:
     """llama-server's arguments beyond model, host and port, for every service manager.
 
     CORS is always passed: llama-server's own default (`*`, credentials echoed) lets any web
     page a browser on the LAN opens read the answers. An empty value allows no other origin;
-    the web UI is same-origin and needs none. The knobs' own arguments come after it, so a
-    `--cors-origins` in `server_args` still wins.
+    the web UI is same-origin and needs none. `alias`: one model's configured name, which
+    llama-server then answers as `"model"` and lists in /v1/models (without it, the file's
+    path, `/models/current.gguf`: what a client asked the gateway for is not what it gets
+    back). A router names each model from its preset and gets none. The knobs' own arguments
+    come after these, so a `--cors-origins` or `--alias` in them still wins.
     """
-    return ("--cors-origins", ",".join(cors_origins), *model_args, *extra)
+    named = ("--alias", alias) if alias else ()
+    return ("--cors-origins", ",".join(cors_origins), *named, *model_args, *extra)
 
 
 def _unit_quote(arg: str) -> str:

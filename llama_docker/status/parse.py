@@ -113,7 +113,8 @@ def _gateway_box_row(host: str, cfg: Config, t: Target, facts: Mapping[str, str]
     return Row(host=host, reachable=True, profile=t.profile, runtime=t.runtime,
                service=gw["service"], health=gw["health"], port=cfg.gateway_port,
                bind=cfg.bind, ram_bytes=_ram(facts), arch=_arch(facts), gateway=gw,
-               gateway_only=True)
+               gateway_only=True,
+               api_key=bool(cfg.api_key))  # the gateway's clients' key is its host's knob
 
 
 def _ram(facts: Mapping[str, str]) -> int | None:

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from llama_docker.device.exposure import lan_access
+
 
 @dataclass
 class Row:
@@ -58,12 +60,17 @@ class Row:
                     and (self.gateway is None or gateway_answers(self.gateway)))
 
     @property
+    def lan(self) -> str | None:
+        """Who can use the API: `open` (the whole LAN, no key), `key`, `local only`."""
+        return lan_access(self.bind, self.api_key)
+
+    @property
     def drift(self) -> bool:
         """The device serves a file other than the one the model knob pins."""
         return bool(self.model_sha256 and self.sha256 and self.model_sha256 != self.sha256)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "healthy": self.healthy}
+        return {**asdict(self), "healthy": self.healthy, "lan": self.lan}
 
 
 def gateway_answers(gw: Mapping[str, Any]) -> bool:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from llama_docker.device.exposure import CLOSE_IT, OPEN
 from llama_docker.device.fit import GIB, MIB
 from llama_docker.status.row import Row, gateway_answers
 
 SHORT = 12
 HEADER = ["HOST", "PROFILE", "RUNTIME", "SERVICE", "MODEL", "SHA", "PREVIOUS", "HEALTH",
-          "LISTEN", "KEY", "TOK/S", "FREE", "RAM", "LLAMA.CPP", "BACKEND"]
+          "LISTEN", "LAN", "TOK/S", "FREE", "RAM", "LLAMA.CPP", "BACKEND"]
 RIGHT = {"TOK/S", "FREE", "RAM"}
 
 
@@ -67,7 +68,7 @@ def _cells(row: Row, differs: bool = False) -> list[str]:
         row.host, row.profile or "-", row.runtime or "-", row.service or "-",
         "(gateway only)" if row.gateway_only else row.model or "-",
         sha, (row.previous_sha256 or "-")[:SHORT], str(row.health) if row.health else "down",
-        _listen(row), "?" if row.api_key is None else "on" if row.api_key else "off",
+        _listen(row), row.lan or "?",
         f"{row.tokens_per_s:.1f}" if row.tokens_per_s else "-",
         size(row.disk_free_bytes), size(row.ram_bytes),
         (row.llama_cpp or "-").split(":", 1)[-1] + ("!" if differs else ""),  # no epoch
@@ -101,6 +102,8 @@ def table(rows: list[Row]) -> str:
     lines += [g for g in map(gateway_line, rows) if g]
     healthy = sum(r.healthy for r in rows)
     lines.append(f"{healthy} of {len(rows)} hosts healthy")
+    if any(r.lan == OPEN and r.error is None for r in rows):
+        lines.append(f"open: anyone on the LAN can use it, no key asked: {CLOSE_IT}")
     if any(r.drift for r in rows):
         lines.append("* serves a model other than the model knob's (or the lock file's): run "
                      "pyinfra inventory.py deploy.py")

@@ -2,28 +2,30 @@
 
 The bytes land in `<dest>.part`; `<dest>.part.meta` remembers the validators (ETag,
 Last-Modified) of the response that started it, so a later try resumes from the exact byte
-only while the server still has the same file. The sha256 is computed while streaming (a second
-thread, fed in file order), so the whole file is verified without reading it twice, and only a
-verified file is renamed to `dest` and marked with `<dest>.ok`.
+only while the server still has the same file. The sha256 is computed while streaming (an OS
+thread of its own, fed in file order), so the whole file is verified without reading it
+twice, and only a verified file is renamed to `dest` and marked with `<dest>.ok`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
 import os
-import queue
 import re
 import sys
-import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from gevent import monkey
 from tqdm import tqdm
 
 from llama_docker.knobs.errors import FetchError, VerifyError
@@ -33,6 +35,7 @@ from llama_docker.transfer.hashing import sha256_file
 CHUNK = 1 << 20      # read/write/hash unit: big enough for hashlib to drop the GIL
 WRITEBACK = 32 << 20  # flush the .part to disk in the background every 32 MiB
 QUEUE_DEPTH = 16     # chunks in flight to the hashing thread (bounds memory to 16 MiB)
+SYNC_WAIT = 60       # seconds the end of a download waits for a flush still in the kernel
 HEX64 = re.compile(r"[0-9a-f]{64}")
 CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.I)
 UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.I)
@@ -171,34 +174,54 @@ class _Retry(Exception):
         self.now, self.retry_after = now, retry_after
 
 
+def os_thread() -> concurrent.futures.Executor:
+    """One OS thread whose jobs run in the order given.
+
+    pyinfra's CLI patches threading with gevent: there a `threading.Thread` is a greenlet,
+    which takes turns with the download instead of running beside it (and a blocking call in
+    it, such as fdatasync, holds every host up). gevent's executor always runs a real thread,
+    and waiting on its futures lets the other greenlets run; outside gevent (tests, the
+    benchmarks' direct calls) the standard library's does the same.
+    """
+    if monkey.is_module_patched("threading"):
+        from gevent.threadpool import ThreadPoolExecutor
+
+        return ThreadPoolExecutor(max_workers=1)
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="llama-docker-fetch")
+
+
 class _Hasher:
-    """sha256 of the .part, fed in file order through a bounded queue to a second thread.
+    """sha256 of the .part, fed in file order to an OS thread of its own (os_thread).
 
     hashlib releases the GIL on large buffers, so hashing overlaps the network and the disk.
+    At most QUEUE_DEPTH chunks wait for it: a download faster than the hash waits here.
     """
 
     def __init__(self) -> None:
-        self._q: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._pool = os_thread()
+        self._pending: deque[concurrent.futures.Future] = deque()
         self._h = hashlib.sha256()
         self._generation = 0  # bumped by reset(): a prefix read still in flight stops early
         self._error: str | None = None
-        self._thread = threading.Thread(target=self._run, name="fetch-sha256", daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        while (item := self._q.get()) is not None:
-            kind = item[0]
-            if kind == "data":
-                self._h.update(item[1])
-            elif kind == "reset":
-                self._h, self._error = hashlib.sha256(), None
-            elif kind == "file":
-                self._hash_prefix(*item[1:])
-            elif kind == "digest":
-                box = item[1]
-                box.append(self._error or self._h.hexdigest())
-                box.append(self._error is None)
-                item[2].set()
+    def _submit(self, job: Callable[..., None], *args: object) -> None:
+        while len(self._pending) >= QUEUE_DEPTH:
+            self._wait(self._pending.popleft())
+        self._pending.append(self._pool.submit(job, *args))
+
+    @staticmethod
+    def _wait(job: concurrent.futures.Future) -> None:
+        try:
+            job.result()
+        except Exception as exc:  # noqa: BLE001 - the thread's failure, said as the fetch's
+            raise FetchError(f"the sha256 thread failed: {_one_line(exc)}") from None
+
+    def _update(self, data: bytes) -> None:
+        self._h.update(data)
+
+    def _reset(self) -> None:
+        self._h, self._error = hashlib.sha256(), None
 
     def _hash_prefix(self, path: Path, n: int, generation: int) -> None:
         try:
@@ -213,42 +236,28 @@ class _Hasher:
         except OSError as exc:
             self._error = f"cannot read {path}: {_one_line(exc)}"
 
-    def _put(self, item: tuple | None) -> None:
-        while True:  # bounded by the thread's life: it never stops while items are pending
-            try:
-                self._q.put(item, timeout=1)
-                return
-            except queue.Full:
-                if not self._thread.is_alive():
-                    raise FetchError("the sha256 thread died") from None
-
     def prefix(self, path: Path, n: int) -> None:
         """Hash the first n bytes already on disk (once, before the new bytes)."""
-        self._put(("file", path, n, self._generation))
+        self._submit(self._hash_prefix, path, n, self._generation)
 
     def feed(self, data: bytes) -> None:
-        self._put(("data", data))
+        self._submit(self._update, data)
 
     def reset(self) -> None:
         self._generation += 1
-        self._put(("reset",))
+        self._submit(self._reset)
 
     def hexdigest(self) -> str:
-        box: list = []
-        event = threading.Event()
-        self._put(("digest", box, event))
-        while not event.wait(1):
-            if not self._thread.is_alive():
-                raise FetchError("the sha256 thread died")
-        if not box[1]:
-            raise FetchError(box[0])
-        return box[0]
+        while self._pending:
+            self._wait(self._pending.popleft())
+        if self._error:
+            raise FetchError(self._error)
+        return self._h.hexdigest()
 
     def close(self) -> None:
-        self._generation += 1
-        with contextlib.suppress(FetchError):
-            self._put(None)
-        self._thread.join(5)
+        self._generation += 1  # a prefix read still running stops at its next chunk
+        self._pending.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Download:
@@ -518,7 +527,8 @@ def _retry_after(resp: requests.Response) -> float:
 
 
 class _Syncer:
-    """fdatasync of the .part in a thread of its own, whenever kicked, while the body streams.
+    """fdatasync of the .part on an OS thread of its own (os_thread), whenever kicked, while
+    the body streams.
 
     Without it a whole model sits dirty in the page cache and the fsync before the rename
     writes it after the last byte arrived: measured here at 1 Gbit/s, the final fsync took
@@ -528,33 +538,34 @@ class _Syncer:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._wake = threading.Event()
+        self._pool = os_thread()
+        self._jobs: list[concurrent.futures.Future] = []
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="fetch-fdatasync", daemon=True)
 
     def __enter__(self) -> _Syncer:
-        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # Bounded: a sync stuck in the kernel is left to finish on its own; no further call
+        # is made, so the file can be closed.
         self._stopped = True
-        self._wake.set()
-        # Bounded: a sync stuck in the kernel is left to finish on its own; the thread makes
-        # no further call, so the file can be closed.
-        self._thread.join(timeout=60)
+        deadline = time.monotonic() + SYNC_WAIT
+        for job in self._jobs:
+            with contextlib.suppress(Exception):
+                job.result(timeout=max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def kick(self) -> None:
-        self._wake.set()
+        self._jobs = [j for j in self._jobs if not j.done()]
+        if len(self._jobs) < 2:  # one running and one waiting cover every kick since
+            self._jobs.append(self._pool.submit(self._sync))
 
-    def _run(self) -> None:
+    def _sync(self) -> None:
+        if self._stopped:  # the file is closing: the final fsync does the rest
+            return
         sync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._stopped:
-                return
-            with contextlib.suppress(OSError):  # the final fsync reports real disk errors
-                sync(self._fd)
+        with contextlib.suppress(OSError):  # the final fsync reports real disk errors
+            sync(self._fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -108,6 +108,12 @@ def _cached(cache_dir: Path, sha: str) -> Path:
     return cache_dir / "models" / f"{sha}.gguf"
 
 
+def cached_on_controller(cache_dir: Path, sha: str) -> bool:
+    """The controller's cache holds this file verified: using it downloads nothing."""
+    dest = _cached(cache_dir, sha)
+    return dest.with_name(dest.name + ".ok").exists()
+
+
 def _download(f: ModelFile, cache_dir: Path) -> tuple[Path, str]:
     """Download once into the controller cache (resumable, verified); every host reuses it."""
     known = remote_file(f)  # sha256 and size, from the knob or the hub (asked once)

@@ -2,8 +2,10 @@
 cache, whatever number of devices ask for it; or the user's own UI folder or tarball.
 
 The upstream tarball is checked against the sha256 the user pinned (`webui_sha256`) or,
-failing that, the one the release publishes, which is printed so it can be pinned and
-remembered in the cache (`webui/<build>.sha256`), so a later run needs no network at all.
+failing that, the one the release publishes, which is printed so it can be pinned. A
+published digest is remembered in the cache (`webui/<build>.sha256`, so a later run needs no
+network at all) only once a download has verified against it; one that refused the tarball
+is forgotten, so the next run asks the release again instead of refusing forever.
 """
 
 from __future__ import annotations
@@ -69,17 +71,48 @@ def upstream(cache_dir: Path, build: str, mirror: str, pinned: str) -> UiFile:
 
 
 def _upstream(cache_dir: Path, build: str, mirror: str, pinned: str) -> UiFile:
-    sha = known_digest(cache_dir, build, pinned) or _published(cache_dir, build, mirror)
-    folder = cache_folder(cache_dir)
-    dest = folder / f"{sha}.tar.gz"
-    fetch(webui.release_url(mirror, build), dest, sha, label=webui.asset(build), retries=3,
-          max_backoff=5, session=requests.Session())
+    sha = known_digest(cache_dir, build, pinned)
+    asked = sha is None
+    if sha is None:
+        sha = _published(build, mirror)
+    dest = cache_folder(cache_dir) / f"{sha}.tar.gz"
+    try:
+        fetch(webui.release_url(mirror, build), dest, sha, label=webui.asset(build), retries=3,
+              max_backoff=5, session=requests.Session())
+    except VerifyError as exc:
+        raise VerifyError(_refused(str(exc), cache_dir, build, mirror, pinned)) from None
+    if asked:  # verified against it: now it may spare later runs the question
+        _remember(cache_dir, build, sha)
     return UiFile(path=dest, sha256=sha, size=dest.stat().st_size,
                   folder=webui.ui_folder(dest), label=webui.asset(build))
 
 
-def _published(cache_dir: Path, build: str, mirror: str) -> str:
-    """The digest the release publishes, printed so it can be pinned, kept in the cache."""
+def _digest_file(cache_dir: Path, build: str) -> Path:
+    return cache_folder(cache_dir) / f"{build}.sha256"
+
+
+def _remember(cache_dir: Path, build: str, sha: str) -> None:
+    path = _digest_file(cache_dir, build)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(f"{sha}  {webui.asset(build)}\n")
+    tmp.replace(path)
+
+
+def _refused(why: str, cache_dir: Path, build: str, mirror: str, pinned: str) -> str:
+    """The refusal's line, with what the user can do. A published digest is forgotten (a
+    mirror fixed since is asked again next run); a pinned one is the user's to fix."""
+    if pinned:
+        return f"{why}; that is webui_sha256: fix the pin, or the tarball on the mirror"
+    _digest_file(cache_dir, build).unlink(missing_ok=True)
+    return (f"{why}; the digest published at {webui.digest_url(mirror, build)} is asked "
+            "again next run (if it stays wrong, pin the tarball's right sha256 with "
+            "webui_sha256)")
+
+
+def _published(build: str, mirror: str) -> str:
+    """The digest the release publishes, printed so it can be pinned; kept in the cache by
+    _upstream only once a download has verified against it."""
     url = webui.digest_url(mirror, build)
     try:
         resp = requests.get(url, timeout=TIMEOUT, headers={"Accept": "application/json"})
@@ -99,11 +132,6 @@ def _published(cache_dir: Path, build: str, mirror: str) -> str:
                          "webui_sha256")
     print(f"llama-docker: {webui.asset(build)}: sha256 {sha} as published at {url}; "
           "pin it with webui_sha256", file=sys.stderr)
-    folder = cache_folder(cache_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{build}.sha256.{os.getpid()}"
-    tmp.write_text(f"{sha}  {webui.asset(build)}\n")
-    tmp.replace(folder / f"{build}.sha256")
     return sha
 
 

@@ -19,7 +19,8 @@ def server_program(plan: Plan, image: str, key_file: str | None) -> tuple[str, .
     common: dict[str, Any] = dict(models_dir=t.models_dir, port=cfg.port, bind=cfg.bind,
                   ctx_size=cfg.ctx_size, threads=plan.threads, mmproj=plan.mmproj is not None,
                   api_key_file=key_file,
-                  args=server_args(cfg.cors_origins, cfg.model.args, cfg.server_args))
+                  args=server_args(cfg.cors_origins, cfg.model.args, cfg.server_args,
+                                   alias=cfg.model.name))
     assert plan.brew is not None  # preflight refuses a Mac without Homebrew
     if t.native:
         return launchd.native_args(brew=plan.brew, metal=plan.arch == "arm64", **common)

@@ -124,10 +124,15 @@ def test_summary_names_every_host(run: Run) -> None:
     """Fault: a mixed run | Seen: a closing table with one line per host: `ok`, `REFUSED`
     (preflight stopped it before any change) with the reason, or `UNREACHABLE` | Left: as
     above"""
-    summary = run.output.split("llama-docker summary:")[1]
-    lines = {line.split()[0]: line.split()[1] for line in summary.strip().splitlines()}
+    summary = run.output.split("llama-docker summary:")[1].strip().splitlines()
+    exposed = [line.strip() for line in summary if "open to the whole LAN" in line]
+    lines = {line.split()[0]: line.split()[1] for line in summary
+             if "open to the whole LAN" not in line}
     assert lines == {"e2e-fault-ok": "ok", "e2e-fault-nodisk": "REFUSED",
                      "e2e-fault-sudo": "REFUSED", "e2e-fault-gone": "UNREACHABLE"}
+    # Only the host that serves is named as open to the LAN, not those stopped before.
+    assert len(exposed) == 1 and exposed[0].startswith(
+        "open to the whole LAN without a key: e2e-fault-ok :8080;"), exposed
 
 
 def _restarted_within(dev: lab.Device, seconds: float) -> float:

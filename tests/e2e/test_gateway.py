@@ -124,6 +124,18 @@ def test_both_models_answer_and_each_is_listed_once(devices: dict[str, lab.Devic
         complete(client(devices, "not-the-key-0123456789"), "tiny-a")
 
 
+def test_a_one_model_device_answers_with_the_name_asked_for(devices: dict[str, lab.Device],
+                                                            fleet: dict) -> None:
+    """Through the gateway, each device's answer names the model as configured (llama-server
+    gets it as --alias), not the file's path in the container."""
+    c = client(devices, fleet["key"])
+    for model in ("tiny-a", "tiny-b"):
+        chat = c.chat.completions.create(model=model, max_tokens=2,
+                                         messages=[{"role": "user", "content": "Hi"}])
+        assert chat.model == model, chat
+        assert c.completions.create(model=model, prompt="Hi", max_tokens=2).model == model
+
+
 def test_unknown_model_is_a_4xx_naming_it(devices: dict[str, lab.Device], fleet: dict) -> None:
     with pytest.raises(openai.NotFoundError) as err:
         complete(client(devices, fleet["key"]), "nobody-serves-this")

@@ -173,3 +173,27 @@ def test_prune_keeps_the_current_and_previous_sets_files_only(
     assert f"{models['gamma']['sha256']}.gguf" not in files
     assert len([f for f in files if f.startswith("set-")]) == 2
     assert set(listed(device)) == {"alpha"}
+
+
+def test_a_set_the_disk_cannot_hold_is_refused_naming_each_model(
+        device: lab.Device, inv: Path) -> None:
+    """Fault: models_dir on a disk that holds each model of the set but not both | Seen: `not
+    enough disk at <dir> for models (wide-1 N MiB, wide-2 N MiB): needs ..., has ... free`
+    before any byte moves | Left: not a byte written; the set before still serving"""
+    device.exec("sh", "-c", "mkdir -p /mnt/small && mount -t tmpfs -o size=8m tmpfs /mnt/small")
+    try:
+        before = set(listed(device))
+        wide = [_model(inv, f"wide-{i}", seed=60 + i, n_embd=256, n_ff=512) for i in (1, 2)]
+        write_knobs(inv, models=wide, models_max=1, models_dir="/mnt/small/models",
+                    disk_margin_mib=1)
+        run = deploy(inv / "inventory.py")
+        assert run.code != 0
+        line = next((ln for ln in run.output.splitlines()
+                     if "not enough disk at /mnt/small/models for models" in ln), "")
+        assert "wide-1 5.5 MiB" in line and "wide-2 5.5 MiB" in line, run.output[-3000:]
+        assert "(11 MiB models + 1.0 MiB margin)" in line, line
+        assert "Traceback" not in run.output
+        assert device.exec("ls", "-A", "/mnt/small").split() == []  # not a byte moved
+        assert set(listed(device)) == before
+    finally:
+        device.exec("umount", "/mnt/small", check=False)

@@ -123,6 +123,17 @@ def test_row_reports_knobs_and_resources(rows: dict[str, dict]) -> None:
     assert row["disk_free_bytes"] > 0 and row["ram_bytes"] > 0
 
 
+def test_a_device_open_to_the_lan_is_said_by_the_run_and_by_status(
+        rows: dict[str, dict], deployed: Run) -> None:
+    """Every interface and no key (the defaults): status says `open`, and the run's summary
+    names the device once, with the knob that closes it."""
+    assert rows[HOST]["lan"] == "open"
+    said = [ln.strip() for ln in deployed.output.splitlines()
+            if "open to the whole LAN without a key" in ln]
+    assert said == [f'open to the whole LAN without a key: {HOST} :8080; set api_key = '
+                    '"generate" (or bind = "127.0.0.1" to keep it to the device)'], said
+
+
 def test_unreachable_row_has_a_reason(rows: dict[str, dict]) -> None:
     row = rows[GONE]
     assert row["reachable"] is False and row["healthy"] is False
@@ -147,7 +158,9 @@ def test_text_table(inv: Path, rows: dict[str, dict], model: dict) -> None:
     assert gone.split(None, 1)[1] == "unreachable: connection refused or host down"
     (bad,) = [line for line in lines if line.startswith(IMPOSTOR)]
     assert bad.split(None, 1)[1] == "unreachable: host key changed"
-    assert lines[-1] == "1 of 3 hosts healthy"
+    assert lines[-2] == "1 of 3 hosts healthy"
+    assert lines[-1].startswith("open: anyone on the LAN can use it, no key asked")
+    assert ok.split()[9] == "open"  # the LAN column
 
 
 def test_exit_code_zero_when_all_healthy(inv: Path, deployed: Run) -> None:
@@ -252,3 +265,5 @@ def test_api_key_row_still_measures(device: lab.Device, inv: Path, model: dict,
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (row,) = json.loads(proc.stdout)
     assert row["api_key"] is True and row["tokens_per_s"] > 0
+    assert row["lan"] == "key"
+    assert "open to the whole LAN" not in run.output

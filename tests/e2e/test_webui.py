@@ -5,8 +5,9 @@ the controller) stands in for the release at `webui_mirror`, with a tarball laid
 llama.cpp's release packs it (`llama-bNNNN/index.html` and the built assets) and the
 `<asset>.sha256` a mirror publishes. The build number is the one the device's image holds.
 In order, on one device: an unreachable mirror falls back to SimpleChat with one line; a
-tarball with a flipped byte is refused and SimpleChat keeps serving; the real one is served
-at `/`; the run after that moves 0 bytes and changes nothing.
+tarball with a flipped byte is refused and SimpleChat keeps serving; a wrong published digest
+is refused and not kept; with the mirror fixed the next run serves the real one at `/`; the
+run after that moves 0 bytes and changes nothing.
 """
 
 from __future__ import annotations
@@ -169,9 +170,36 @@ def test_flipped_byte_is_refused_and_simplechat_keeps_serving(flipped: Run,
 
 
 @pytest.fixture(scope="module")
-def served(inv: Path, model: dict, server: FaultServer, build: str, flipped: Run) -> Run:
+def wrong_digest(inv: Path, model: dict, server: FaultServer, build: str, flipped: Run) -> Run:
+    """The right tarball, but the mirror publishes a wrong digest for it."""
     path = f"/releases/{build}/{webui.asset(build)}"
     server.put(path, stand_in(build))
+    server.put(path + ".sha256", f"{'0' * 64}  {webui.asset(build)}\n".encode())
+    run = deploy(inv / "inventory.py")
+    assert run.code == 0, run.output[-4000:]
+    return run
+
+
+def test_a_wrong_published_digest_is_refused_and_not_kept(wrong_digest: Run, inv: Path,
+                                                          device: lab.Device,
+                                                          build: str) -> None:
+    """Fault: the UI mirror publishes a wrong sha256 | Seen: `web UI: llama.cpp's UI cannot
+    be had (... expected 000...; the digest published at ... is asked again next run (if it
+    stays wrong, pin ... webui_sha256))` | Left: SimpleChat serving; no digest kept"""
+    lines = [ln for ln in wrong_digest.output.splitlines() if "cannot be had" in ln]
+    assert len(lines) == 1 and f"expected {'0' * 64}" in lines[0], wrong_digest.output[-4000:]
+    assert "asked again next run" in lines[0] and "webui_sha256" in lines[0], lines[0]
+    assert "SimpleChat" in page(device.http_port)
+    assert not (inv / "cache" / "webui" / f"{build}.sha256").exists()
+
+
+@pytest.fixture(scope="module")
+def served(inv: Path, model: dict, server: FaultServer, build: str, wrong_digest: Run) -> Run:
+    """The mirror fixed: the next run asks it again and switches to llama.cpp's UI."""
+    path = f"/releases/{build}/{webui.asset(build)}"
+    server.put(path, stand_in(build))
+    server.put(path + ".sha256",
+               f"{hashlib.sha256(stand_in(build)).hexdigest()}  {webui.asset(build)}\n".encode())
     run = deploy(inv / "inventory.py")
     assert run.code == 0, run.output[-4000:]
     return run

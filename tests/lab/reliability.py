@@ -15,7 +15,7 @@ DOC = REPO / "docs" / "RELIABILITY.md"
 FAULT_TESTS = ("test_debian_docker.py", "test_model_lifecycle.py", "test_fanout.py",
                "test_faults.py", "test_steamos.py", "test_direct.py", "test_user_config.py",
                "test_interrupt_and_clock.py", "test_several_models.py", "test_gpu.py",
-               "test_image_once.py", "test_gateway.py")
+               "test_image_once.py", "test_gateway.py", "test_webui.py")
 ROW = re.compile(r"Fault:(?P<fault>.*?)\|\s*Seen:(?P<seen>.*?)\|\s*Left:(?P<left>.*)", re.S)
 
 

@@ -133,7 +133,7 @@ def test_native_runs_brews_llama_server_on_metal(native: Run) -> None:
     assert agent["ProgramArguments"] == [
         "/opt/homebrew/bin/llama-server", "--host", "0.0.0.0", "--port", "8080",
         "--model", f"{MODELS}/current.gguf", "--ctx-size", "2048", "--threads", "8",
-        "--n-gpu-layers", "999", "--cors-origins", ""]
+        "--n-gpu-layers", "999", "--cors-origins", "", "--alias", "tiny"]
     assert agent["KeepAlive"] is True and agent["RunAtLoad"] is True
     assert agent["EnvironmentVariables"] == {"PATH": BREW_PATH}
 
@@ -149,9 +149,9 @@ def test_native_projector_key_and_args(tmp_path: Path) -> None:
                          bind="127.0.0.1")
     argv = plist(run, SERVER_PLIST)["ProgramArguments"]
     assert argv[1:5] == ["--host", "127.0.0.1", "--port", "9000"]
-    assert argv[-10:] == ["--n-gpu-layers", "999", "--mmproj", f"{MODELS}/current-mmproj.gguf",
+    assert argv[-12:] == ["--n-gpu-layers", "999", "--mmproj", f"{MODELS}/current-mmproj.gguf",
                           "--api-key-file", f"{HOME}/.llama-docker/api-key",
-                          "--cors-origins", "", "--temp", "0.7"]
+                          "--cors-origins", "", "--alias", "tiny", "--temp", "0.7"]
     key = run.op("Service | API key for llama-server")
     assert not key.sudo and "chmod 400" in " ".join(key.commands)
     assert run.upload(f"{HOME}/.llama-docker/api-key") == "k" * 20 + "\n"

@@ -20,7 +20,13 @@ from llama_docker.device.router_preset import (
     set_file_name,
     set_prune,
 )
-from llama_docker.device.set_fit import Need, auto_models_max, set_memory_limit_mib, set_ram_refusal
+from llama_docker.device.set_fit import (
+    Need,
+    auto_models_max,
+    set_disk_refusal,
+    set_memory_limit_mib,
+    set_ram_refusal,
+)
 from llama_docker.knobs import config
 from llama_docker.knobs.defaults import DEFAULTS
 from llama_docker.knobs.errors import ConfigError
@@ -145,6 +151,37 @@ def test_models_max_at_once_not_fitting_names_them() -> None:
     assert set_ram_refusal(NEEDS, 2, 512, 6 * GIB) is None
 
 
+def test_a_set_too_big_for_the_disk_names_each_model_and_the_total() -> None:
+    why = set_disk_refusal([("a", 40 * MIB), ("b", 40 * MIB)], 4, 64 * MIB, "/mnt/small")
+    assert why == ("not enough disk at /mnt/small for models (a 40 MiB, b 40 MiB): needs "
+                   "84 MiB (80 MiB models + 4.0 MiB margin), has 64 MiB free; drop one from "
+                   "models, free some space or point models_dir at a bigger disk")
+    # A model already on the disk takes no room and is not named.
+    why = set_disk_refusal([("a", 0), ("b", 70 * MIB)], 4, 64 * MIB, "/m")
+    assert why is not None and "(b 70 MiB)" in why and "a " not in why.split("(")[1]
+    assert set_disk_refusal([("a", 40 * MIB), ("b", 40 * MIB)], 4, 90 * MIB, "/m") is None
+    assert set_disk_refusal([("a", 0)], 4, 0, "/m") is None  # nothing to place
+    assert set_disk_refusal([("a", GIB)], 4, None, "/m") is None  # free space unknown
+
+
+def test_the_deploy_refuses_a_set_the_disk_cannot_hold_naming_both(tmp_path: Path) -> None:
+    facts = {**load_fixture("debian"), "FreeBytes(*)": 2 * MIB}
+    entries = []
+    for name in ("tiny", "other"):
+        path = tmp_path / f"{name}.gguf"
+        path.write_bytes(name.encode() * (MIB // len(name)))  # 1 MiB each, 2 with the margin
+        entries.append({"name": name, "path": str(path),
+                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    data = knobs(ssh_user="me", cache_dir=str(tmp_path / "cache"), disk_margin_mib=1,
+                 models=entries)
+    (op,) = run_deploy("debian.local", data, facts).ops
+    assert op.name == "Preflight | Refuse this host"
+    assert op.calls[0]["message"] == (
+        "not enough disk at /var/lib/llama-docker/models for models (tiny 1.0 MiB, other "
+        "1.0 MiB): needs 3.0 MiB (2.0 MiB models + 1.0 MiB margin), has 2.0 MiB free; drop "
+        "one from models, free some space or point models_dir at a bigger disk")
+
+
 def test_memory_cap_covers_the_largest_loaded_together() -> None:
     assert set_memory_limit_mib(NEEDS, 1) < set_memory_limit_mib(NEEDS, 2)
     assert set_memory_limit_mib(NEEDS, 2) >= (3 * GIB + GIB + 3 * GIB // 4) // MIB
@@ -213,4 +250,5 @@ def test_a_set_unit_runs_the_router_without_a_model(tmp_path: Path) -> None:
     assert "--entrypoint" not in unit
     assert ("--env LLAMA_PRESET=/models/current-set.ini --env LLAMA_MODELS_MAX=1" in unit)
     assert "--ctx-size" not in unit  # in the preset's [*]: a model's own wins there
+    assert "--alias" not in unit  # the router names each model from its preset
     assert "--cors-origins ''" in unit

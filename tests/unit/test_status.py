@@ -177,10 +177,30 @@ def fleet() -> list[Row]:
     ]
 
 
+OPEN_LINE = ('open: anyone on the LAN can use it, no key asked: set api_key = "generate" (or '
+             'bind = "127.0.0.1" to keep it to the device)')
+
+
+def test_the_lan_column_says_open_key_or_local_only() -> None:
+    """Who can use each device's API: the bind knob, and the key file the device holds."""
+    rows = [make_row("raspi", cfg(), healthy_facts(api_key="off")),
+            make_row("deck", cfg(), healthy_facts(api_key="on")),
+            make_row("mac", cfg(bind="127.0.0.1"), healthy_facts(api_key="off")),
+            make_row("pi5", cfg(), healthy_facts(api_key="unknown"))]
+    assert [r.lan for r in rows] == ["open", "key", "local only", None]
+    lines = table.table(rows).splitlines()
+    col = lines[0].index("LAN")
+    assert [ln[col:].split("  ")[0] for ln in lines[1:5]] == ["open", "key", "local only", "?"]
+    assert lines[-1] == OPEN_LINE
+    assert [d["lan"] for d in json.loads(table.to_json(rows))] == [
+        "open", "key", "local only", None]
+    assert OPEN_LINE not in table.table(rows[1:])
+
+
 def test_table_columns_align() -> None:
     lines = table.table(fleet()).splitlines()
     header, ok, down = lines[0], lines[1], lines[2]
-    for name in ("SHA", "HEALTH", "LISTEN", "KEY"):
+    for name in ("SHA", "HEALTH", "LISTEN", "LAN"):
         col = header.index(name)
         assert ok[col - 1] == " " and down[col - 1] == " ", name
     assert ok[header.index("SHA"):].startswith("a" * 12 + " ")
@@ -197,7 +217,7 @@ def test_table_unreachable_rows_carry_reason() -> None:
     lines = table.table(fleet()).splitlines()
     assert lines[3].split() == ["pinebook.local", "unreachable:", "connection", "refused"]
     assert lines[4].startswith("deck ") and "not asked: knob port=0 is invalid" in lines[4]
-    assert lines[-1] == "1 of 4 hosts healthy"
+    assert lines[-2:] == ["1 of 4 hosts healthy", OPEN_LINE]
 
 
 def test_table_width_for_a_typical_home() -> None:
@@ -216,7 +236,7 @@ def test_size(n: int | None, text: str) -> None:
 
 def rows_from(items: list[dict]) -> list[Row]:
     """Rows back from `--json` output, as a script reading it would."""
-    return [Row(**{k: v for k, v in item.items() if k != "healthy"}) for item in items]
+    return [Row(**{k: v for k, v in item.items() if k not in ("healthy", "lan")}) for item in items]
 
 
 def test_json_round_trip() -> None:
@@ -381,9 +401,9 @@ def test_table_has_a_gateway_row_naming_devices_seen_down() -> None:
     rows = [*fleet(), make_row("nas", gw, healthy_facts(
         gateway_service="active", gateway_health="200", gateway=json.dumps(GATEWAY_PAGE)))]
     lines = table.table(rows).splitlines()
-    assert lines[-2] == ("gateway on nas (*:4000): tiny-a 1 of 2 up (pinebook down), "
+    assert lines[-3] == ("gateway on nas (*:4000): tiny-a 1 of 2 up (pinebook down), "
                          "tiny-b 1 of 1 up")
-    assert lines[-1] == "2 of 5 hosts healthy"
+    assert lines[-2:] == ["2 of 5 hosts healthy", OPEN_LINE]
     data = json.loads(table.to_json(rows))
     assert data[-1]["gateway"]["models"] == GATEWAY_PAGE["models"]
     assert [d["gateway"] for d in data[:-1]] == [None] * 4
@@ -404,5 +424,5 @@ def test_gateway_only_box_is_its_gateway(device: tuple[Path, dict[str, str]]) ->
     assert lines[1].split()[:6] == ["gw", "debian", "docker", "active", "(gateway", "only)"]
     assert lines[2].startswith("gateway on gw (*:8080): tiny-a 1 of 2 up")
     down = make_row("gw", c, parse.parse(run_script(c, env, gateway="", gw_code="000",
-                                                    active="inactive")))
-    assert not down.healthy and table.table([down]).splitlines()[-1] == "0 of 1 hosts healthy"
+                                                     active="inactive")))
+    assert not down.healthy and "0 of 1 hosts healthy" in table.table([down]).splitlines()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+from pathlib import Path
+
 from llama_docker.device.image import build_args, image_tag
-from llama_docker.device.units import server_args, systemd_unit
+from llama_docker.device.units import FILES, server_args, systemd_unit
 
 BASE = dict(runtime="docker", image="llama-docker/server:abc", model_name="tiny",
             models_dir="/var/lib/llama-docker/models", port=8080, bind="0.0.0.0",
@@ -74,3 +78,29 @@ def test_cors_origin_knob_then_model_and_extra_args() -> None:
                        ("--cors-origins", "*"))
     assert args == ("--cors-origins", "http://laptop.lan:3000", "--chat-template", "vicuna",
                     "--cors-origins", "*")  # server_args come last: llama-server takes the last
+
+
+def test_one_model_answers_by_its_configured_name() -> None:
+    """`--alias`: llama-server answers `"model"` with it (else the file's path); the model's
+    own args and server_args come after it, so an `--alias` there still wins."""
+    assert server_args((), (), (), alias="tiny") == ("--cors-origins", "", "--alias", "tiny")
+    args = server_args((), ("--alias", "mine"), (), alias="tiny")
+    assert args[-2:] == ("--alias", "mine")
+    assert "--alias" not in server_args((), (), ())
+
+
+# Debian's simplechat.js (llama.cpp-tools 1:0.7.0+dfsg-2), the line that picks where it sends.
+SIMPLECHAT_LINE = "        this.baseURL = `${window.location.protocol}//${host}:8080`;\n"
+
+
+def test_the_image_points_simplechat_at_its_own_origin(tmp_path: Path) -> None:
+    """The fallback UI chats on any port: the image's build rewrites Debian's base URL (its
+    own port 8080) to the page's origin, with the Containerfile's own sed."""
+    text = (FILES / "Containerfile").read_text()
+    found = re.search(r"sed -i ('[^']*') \"\$f\"", text)
+    assert found, "the Containerfile no longer patches SimpleChat"
+    js = tmp_path / "simplechat.js"
+    js.write_text("class Me {\n    constructor() {\n" + SIMPLECHAT_LINE + "    }\n}\n")
+    subprocess.run(["sh", "-c", f"sed -i {found[1]} {js}"], check=True, timeout=30)
+    assert "this.baseURL = window.location.origin;" in js.read_text()
+    assert ":8080" not in js.read_text()

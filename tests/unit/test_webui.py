@@ -208,6 +208,41 @@ def test_upstream_flipped_byte_is_refused_and_nothing_kept(srv: FaultServer,
     assert not list((tmp_path / "webui").glob("*.tar.gz*"))
 
 
+def test_a_wrong_published_digest_is_not_kept_and_asked_again(srv: FaultServer,
+                                                               tmp_path: Path) -> None:
+    """The mirror publishes a wrong digest, then the right one: the refusal forgets it (and
+    says what to do if it stays wrong), so the next run asks again and gets the UI."""
+    sha = hashlib.sha256(RELEASE).hexdigest()
+    srv.put("/rel/b3/llama-b3-ui.tar.gz", RELEASE)
+    srv.put("/rel/b3/llama-b3-ui.tar.gz.sha256", f"{'0' * 64}  x\n".encode())
+    with pytest.raises(VerifyError) as err:
+        webui_fetch._upstream(tmp_path, "b3", srv.url("/rel"), "")
+    line = str(err.value)
+    assert f"hashes {sha}, expected {'0' * 64}" in line and "\n" not in line
+    assert "asked again next run" in line and "pin" in line and "webui_sha256" in line
+    assert webui_fetch.known_digest(tmp_path, "b3", "") is None
+    srv.put("/rel/b3/llama-b3-ui.tar.gz.sha256", f"{sha}  x\n".encode())  # mirror fixed
+    got = webui_fetch._upstream(tmp_path, "b3", srv.url("/rel"), "")
+    assert got.sha256 == sha and webui_fetch.known_digest(tmp_path, "b3", "") == sha
+
+
+def test_a_wrong_digest_remembered_before_is_forgotten_on_refusal(srv: FaultServer,
+                                                                  tmp_path: Path) -> None:
+    """A cache written by an earlier version, which kept the digest before verifying."""
+    srv.put("/rel/b4/llama-b4-ui.tar.gz", RELEASE)
+    (tmp_path / "webui").mkdir()
+    (tmp_path / "webui" / "b4.sha256").write_text(f"{'1' * 64}  llama-b4-ui.tar.gz\n")
+    with pytest.raises(VerifyError, match="asked again next run"):
+        webui_fetch._upstream(tmp_path, "b4", srv.url("/rel"), "")
+    assert not (tmp_path / "webui" / "b4.sha256").exists()
+
+
+def test_a_wrong_pin_is_the_users_to_fix(srv: FaultServer, tmp_path: Path) -> None:
+    srv.put("/rel/b5/llama-b5-ui.tar.gz", RELEASE)
+    with pytest.raises(VerifyError, match="that is webui_sha256: fix the pin"):
+        webui_fetch._upstream(tmp_path, "b5", srv.url("/rel"), "2" * 64)
+
+
 def test_upstream_without_a_published_digest(srv: FaultServer, tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="HTTP 404"):
         webui_fetch._upstream(tmp_path, "b2", srv.url("/rel"), "")
