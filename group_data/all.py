@@ -110,3 +110,11 @@ gateway = False
 gateway_port = 4000
 # Address the gateway reaches this device's server at: "" = its inventory name.
 lan_address = ""
+
+# --- Relay (README: Past one uplink) ----------------------------------------------------------
+# True: a device that holds the verified model passes it on to the others over a restricted
+# device-to-device SSH link, so this controller sends each model once per run; False (per
+# host or group): this host gets its pushes from the controller and sends nothing on.
+relay = True
+# Port other devices reach this device's sshd at: 0 = the port this controller connects to.
+lan_ssh_port = 0

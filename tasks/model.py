@@ -24,7 +24,7 @@ from llama_docker.transfer.interrupt import stoppable
 from llama_docker.transfer.local_model import LocalFile
 from llama_docker.transfer.push import SshTarget, push, stopped_line
 
-from . import converge
+from . import converge, relay
 from .common import deploy, errors, say, say_error
 from .facts import StoreState
 from .plan import Switch
@@ -51,6 +51,13 @@ _EARLY: dict[tuple[str, str], gevent.Greenlet] = {}
 
 
 def _send(host, local: LocalFile, store: Store, aes: bool) -> tuple[bool, str]:  # noqa: ANN001
+    """The file onto the device: from a peer that has it (tasks/relay.py), else pushed."""
+    if relay.joined(host.name, local.sha256):
+        return relay.obtain(host, local, lambda: _push_once(host, local, store, aes))
+    return _push_once(host, local, store, aes)
+
+
+def _push_once(host, local: LocalFile, store: Store, aes: bool) -> tuple[bool, str]:  # noqa: ANN001
     """One push: (verified and stored, the line that says what happened)."""
     assert local.path is not None  # pushed from this controller: it has the file
     _keepalive(host)
@@ -147,8 +154,10 @@ def _direct(state, host, url: str, local: LocalFile, store: Store, filename: str
 
 def _place(plan: Plan, local: LocalFile, source: ModelFile, stored: list[str]) -> None:
     if f"{local.sha256}.ok" in stored:
+        relay.hold(plan, host, local, source.filename)  # a source for the relay's others
         return  # verified on an earlier run: nothing moves, nothing is rehashed
-    note_move(host.name, source.filename, local.size)
+    if not relay.need(plan, host, local, source.filename):
+        note_move(host.name, source.filename, local.size)
     if local.path is None:  # direct mode
         python.call(name=f"Download {source.filename} ({local.size} bytes) on the device, "
                          "verify sha256", function=_direct, url=source.source, local=local,

@@ -26,7 +26,7 @@ from llama_docker.device import diagnose
 from llama_docker.device.fit import gib
 from llama_docker.transfer import local_model as controller
 
-from . import unreachable
+from . import relay, unreachable
 from .common import errors, is_dry, notes, refused
 
 _registered = False
@@ -129,8 +129,10 @@ def _moves_line() -> str:
     parts = [f"download {name} ({gib(size)}) once to this controller"
              for name, size in controller.planned.values()]
     pushes = [size for moves in _moves.values() for _, size in moves]
-    if pushes:
-        devices = sum(1 for moves in _moves.values() if moves)
+    relayed, seeds = relay.controller_bytes()  # each relayed file once, the devices pass it on
+    if pushes or relayed:
+        pushes.append(relayed)
+        devices = sum(1 for moves in _moves.values() if moves) + seeds
         parts.append(f"push {gib(sum(pushes))} to {devices} device"
                      + ("s" if devices > 1 else ""))
     return "; ".join(parts)
@@ -158,6 +160,8 @@ def _print_rows() -> None:
     moves = _moves_line() if is_dry() else ""
     if moves:
         out.append(f"    would move: {moves}")
+    if is_dry():
+        out += [f"    would {line}" for line in relay.plan_lines()]
     print("\n".join(out), file=sys.stderr, flush=True)
 
 

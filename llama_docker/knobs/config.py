@@ -67,6 +67,8 @@ class Config:
     image_source: str = "controller"  # "device": each device builds its own image
     # Lock entries to resolve anew (llama_docker/knobs/lock.py): True = all, or their names.
     lock_upgrade: bool | tuple[str, ...] = False
+    relay: bool = True  # devices holding a verified model pass it on (transfer/relay.py)
+    lan_ssh_port: int = 0  # the sshd port other devices reach; 0 = the controller's
 
     @property
     def gateway_only(self) -> bool:
@@ -272,6 +274,8 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "image_rebuild": _rebuild_mark,
     "image_source": _choice("controller", "device"),
     "lock_upgrade": upgrade_rule,
+    "relay": _bool,
+    "lan_ssh_port": _int(0, 65535),
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")

@@ -197,8 +197,12 @@ STEAMOS_VOLUMES = ("etc", "var", "home")
 
 
 def start_device(name: str, image: str, index: int, fresh: bool = False,
-                 profile: str = "debian") -> Device:
-    """Start (or reuse, unless `fresh`) a device container and wait until sshd answers."""
+                 profile: str = "debian", own_keys: bool = False) -> Device:
+    """Start (or reuse, unless `fresh`) a device container and wait until sshd answers.
+
+    `own_keys`: the user's authorized_keys is the device's own file (a copy of the lab's
+    key), which a deploy may edit, as on a real device; else the lab's key file mounted
+    read-only."""
     known = _load_devices()
     dev = known.get(name)
     if dev and _running(dev.container) and not fresh:
@@ -227,11 +231,18 @@ def start_device(name: str, image: str, index: int, fresh: bool = False,
             # on the device container's own overlay root.
             "-v", f"{dev.container}-containerd:/var/lib/containerd", *extra,
             "-v", f"{hostkey}:/etc/ssh/ssh_host_ed25519_key:ro",
-            "-v", f"{STATE / 'id_ed25519.pub'}:/home/{dev.user}/.ssh/authorized_keys:ro",
+            "-v", f"{STATE / 'id_ed25519.pub'}:" + (
+                "/etc/llama-lab-controller.pub:ro" if own_keys
+                else f"/home/{dev.user}/.ssh/authorized_keys:ro"),
             "-v", f"{STATE / 'resolv.conf'}:/etc/resolv.conf:ro",
             "-p", f"127.0.0.1:{dev.ssh_port}:22", "-p", f"127.0.0.1:{dev.http_port}:8080",
             image, capture=True,
         )
+    if own_keys:
+        u = dev.user
+        docker("exec", dev.container, "sh", "-c",
+               f"install -d -o {u} -m 700 /home/{u}/.ssh && install -o {u} -m 600 "
+               f"/etc/llama-lab-controller.pub /home/{u}/.ssh/authorized_keys", capture=True)
     wait_for(f"sshd on {name}", lambda: _ssh_banner(dev.ssh_port), seconds=60)
     with locked("devices"):
         known = _load_devices()
