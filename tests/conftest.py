@@ -92,7 +92,7 @@ def wait_healthy(port: int, seconds: float = 120) -> None:
 # test workers (`-n 2 --dist loadfile`, Makefile) take modules in this order, so no worker
 # starts a long module last while the other one idles.
 SLOW_FIRST = ("test_arm64", "test_gpu", "test_gateway", "test_image_once",
-              "test_model_lifecycle", "test_first_run", "test_ssh_config",
+              "test_model_lifecycle", "test_relay", "test_first_run", "test_ssh_config",
               "test_interrupt_and_clock", "test_debian_docker", "test_port_and_cors",
               "test_debian_podman", "test_direct", "test_steamos", "test_fanout")
 

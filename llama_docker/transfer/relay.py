@@ -24,6 +24,7 @@ import paramiko
 
 from llama_docker.device import link as device_link
 from llama_docker.device.store import (
+    SHORT,
     discard_command,
     lock_error,
     received,
@@ -109,6 +110,8 @@ def _send(sender: Peer, receiver: Peer, sha: str, ext: str, size: int, name: str
     failed = lock_error(code, err, store.lock(sha))
     if failed:
         raise failed
+    if code == SHORT:  # the sender stopped: the .part is kept, the next source resumes it
+        raise SourceFailed(f"the copy from {sender.name} ended before the last byte")
     stored = received(code, err, offset, name, sha)  # a bad byte raises VerifyError
     if stored is None:
         raise SourceFailed(f"the copy from {sender.name} failed ({_last(err, code)})")
@@ -129,7 +132,6 @@ class Relay:
     busy: set[str] = field(default_factory=set)
     bad: set[str] = field(default_factory=set)  # sent bytes that hashed to another sha
     seeding: bool = False
-    seeded: bool = False  # the controller sent it once in this run
     active: int = 0
     changed: gevent.event.Event = field(default_factory=gevent.event.Event)
 
@@ -150,6 +152,7 @@ class Relay:
         """Get the file onto `me`: (stored, the line that says how)."""
         tried: set[str] = set()
         unreachable: list[str] = []
+        failed: list[str] = []
         deadline = time.monotonic() + WAIT_SECONDS
         while not interrupted():
             candidates, free = self._free(me, tried)
@@ -166,10 +169,12 @@ class Relay:
                 except VerifyError as exc:
                     self.bad.add(src)
                     tried.add(src)
+                    failed.append(f"{src}'s copy did not verify")
                     say(f"refused the copy from {src}: {exc}; trying another source")
                     continue
                 except LlamaDockerError as exc:
                     tried.add(src)
+                    failed.append(f"the copy from {src} failed")
                     say(f"the copy from {src} failed: {exc}; trying another source")
                     continue
                 finally:
@@ -188,13 +193,15 @@ class Relay:
             if (candidates or underway) and time.monotonic() < deadline:
                 self.changed.wait(timeout=1)
                 continue
-            return self._from_controller(me, unreachable, from_controller)
+            return self._from_controller(unreachable, failed, from_controller, me)
         return False, f"interrupted: the relay of {self.name} stopped; re-run to resume"
 
-    def _from_controller(self, me: str, unreachable: list[str],
-                         from_controller: Callable[[], tuple[bool, str]]
+    def _from_controller(self, unreachable: list[str], failed: list[str],
+                         from_controller: Callable[[], tuple[bool, str]], me: str
                          ) -> tuple[bool, str]:
-        first = not (self.seeded or self.sources or self.seeding)
+        """The controller's push: the relay's seed when no device holds a good copy (the
+        others wait for it), else a fallback for a device no peer could serve."""
+        first = not self.seeding and not [s for s in self.sources if s not in self.bad]
         self.seeding |= first
         try:
             ok, line = from_controller()
@@ -203,11 +210,10 @@ class Relay:
                 self.seeding = False
             self._notify()
         if ok:
-            self.seeded |= first
             self.sources.append(me)
             self._notify()
         if ok and unreachable:
             line += f" (from this controller: no peer could be reached: {unreachable[0]})"
-        elif ok and not first:
-            line += " (from this controller: no peer could send it)"
+        elif ok and failed:
+            line += f" (from this controller: no peer could send it: {failed[-1]})"
         return ok, line

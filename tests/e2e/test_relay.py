@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,48 @@ def test_a_damaged_source_is_refused_by_its_receivers(
         assert _served(dev) == model["sha256"]
         assert dev.exec("sh", "-c", f"ls {STORE} | grep -c part || true").strip() == "0"
 
+
+
+def test_a_sender_killed_mid_copy_is_replaced_and_the_copy_resumes(
+        devices: list[lab.Device], tmp_path: Path) -> None:
+    """Fault: the sending device's ssh is killed half-way through a relayed copy (the
+    receiver's link shaped to 8 Mbit/s so the copy takes a while) | Seen: the receiver's
+    .part is kept and the controller resumes it from that byte | Left: the receiver serves
+    the right sha, no .part, nothing unverified linked"""
+    first, second = devices[0], devices[1]
+    model = _model(tmp_path, "tiny-relay-d", seed=34)
+    sha, size = model["sha256"], Path(model["path"]).stat().st_size
+    one = tmp_path / "one"
+    one.mkdir()
+    write_knobs(one, model=model)
+    run = deploy(_inventory(one, [first]), entry="model.py", timeout=1200)
+    assert run.code == 0, run.output[-4000:]
+
+    write_knobs(tmp_path, model=model)
+    inv = _inventory(tmp_path, [first, second])
+    part = f"{STORE}/{sha}.gguf.part"
+    second.limit_rate(8)
+    try:
+        proc = subprocess.Popen(["pyinfra", "-y", str(inv), "model.py"], cwd=lab.REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            got = second.exec("sh", "-c", f"wc -c < {part} 2>/dev/null || echo 0").strip()
+            if int(got or 0) > 1 << 20:
+                break
+            time.sleep(0.5)
+        else:
+            proc.kill()
+            raise AssertionError("the relayed copy never started")
+        first.exec("sh", "-c", f"kill -9 $(pgrep -f '^ssh -i .*receive {sha}')")
+        output, _ = proc.communicate(timeout=1200)
+    finally:
+        second.limit_rate(None)
+    assert proc.returncode == 0, output[-6000:]
+    assert re.search(rf"\[{second.name}\]\s+the copy from {first.name} failed", output), \
+        output[-6000:]
+    resumed = re.search(rf"\[{second.name}\]\s+sent (\d+) bytes of \S+ via ssh, resumed from "
+                        r"byte (\d+); sha256 verified", output)
+    assert resumed and int(resumed[1]) + int(resumed[2]) == size, output[-6000:]
+    assert _served(second) == sha
+    assert second.exec("sh", "-c", f"ls {STORE} | grep -c part || true").strip() == "0"
