@@ -118,3 +118,9 @@ lan_address = ""
 relay = True
 # Port other devices reach this device's sshd at: 0 = the port this controller connects to.
 lan_ssh_port = 0
+
+# --- A model over several devices (README: A model bigger than any one device) --------------
+# On the head: inventory names of the devices its model is split over, e.g. ["pi2.local"].
+split_over = []
+# Port of a worker's RPC server on its own loopback; a head's links use the ports after it.
+rpc_port = 50052

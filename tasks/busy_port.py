@@ -38,6 +38,8 @@ def check(cfg: Config, tgt: Target, known: Known, user: str) -> None:
     else:
         published = known.get(PublishedPorts, runtime=tgt.runtime, container=CONTAINER)
         agent = None
+    if cfg.split_over:  # a split's head serves on the host's network: llama-server itself
+        found = [f for f in found if f.name != "llama-server"]
     other = listeners.foreign(found, cfg.port, cfg.bind, published, agent)
     if other:
         raise RefusedError(listeners.refusal(other, cfg.port, user))

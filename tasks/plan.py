@@ -12,6 +12,7 @@ from llama_docker.transfer.local_model import LocalFile, Member
 from llama_docker.transfer.webui_fetch import UiFile
 
 from .batch import Known
+from .split_plan import Rpc
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Plan:
     models: tuple[Member, ...] = ()
     models_max: int = 0  # how many of them the router loads at once
     webui: UiFile | None = None  # the user's own UI (webui knob a path), verified here
+    rpc: Rpc = field(default_factory=Rpc)  # a model split over devices (tasks/split.py)
 
     @property
     def store(self) -> Store:

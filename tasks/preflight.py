@@ -17,7 +17,7 @@ from llama_docker.knobs.spec import ModelFile
 from llama_docker.transfer import webui_fetch
 from llama_docker.transfer.local_model import LocalFile, local_file, remote_file
 
-from . import busy_port, gateway, held, lock, router, runtime, steps
+from . import busy_port, gateway, held, lock, router, runtime, split, steps
 from .batch import Known, gather
 from .common import deploy, fail_host, host_sudo_password, is_dry, knob_data, run_as, say, ssh_user
 from .facts import (
@@ -35,6 +35,7 @@ from .facts import (
 from .gpu import RenderNodes
 from .plan import Plan
 from .runtime import macos as runtime_macos
+from .split_plan import Rpc
 
 # Who the device is, in one round trip: every family's facts (a Mac's answer to a Linux
 # question is empty, and the question is not asked again unless a step needs it).
@@ -79,8 +80,8 @@ def _fits(cfg: config.Config, tgt: target.Target, files: list[LocalFile], ident:
     """Refuse unless the files fit the device's RAM (with context) and free disk."""
     weights = sum(f.size for f in files)
     kv = fit.kv_cache_bytes(files[0].shape, cfg.ctx_size, files[0].size)
-    why = fit.ram_refusal(weights, kv, cfg.ram_margin_mib, ident.get(MemoryBytes),
-                          cfg.model.name)
+    why = None if cfg.split_over else fit.ram_refusal(  # a split: fitted over its devices
+        weights, kv, cfg.ram_margin_mib, ident.get(MemoryBytes), cfg.model.name)
     if why:
         raise RefusedError(why)
     stored = known.get(StoreState, root=tgt.models_dir)["files"]
@@ -126,6 +127,9 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     gateway.check(cfg, tgt)
     if cfg.gateway_only:
         return _gateway_box(cfg, tgt, uid, env, arch, user, ident, brew)
+    head = split.check(cfg, tgt)
+    if head:
+        return _worker_box(cfg, tgt, uid, env, arch, user, ident, head)
     cfg = lock.pin(cfg)  # the lock's sha256 and size: nothing is asked of the files' hosts
     cache = Path(cfg.cache_dir).expanduser()
     specs = [cfg.model.file] + ([cfg.model.mmproj] if cfg.model.mmproj else [])
@@ -146,6 +150,8 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
         model, mmproj, memory_mib = _one_model(cfg, tgt, specs, seen, holding, cache, ident,
                                                known)
         members, models_max = (), 0
+    rpc = (split.prepare_head(cfg, model, mmproj.size if mmproj else 0)
+           if cfg.split_over else Rpc())
     say(host, tgt.gpu.line())
     threads = cfg.threads or ident.get(MacPhysicalCores if tgt.is_macos else PhysicalCores)
     # The user's own UI (a folder or tarball here) is checked before any byte moves.
@@ -154,7 +160,7 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     plan = Plan(cfg=cfg, arch=arch, threads=threads, user=user, model=model, mmproj=mmproj,
                 target=tgt, uid=uid, memory_mib=memory_mib, aes=ident.get(CpuHasAes),
                 known=known, brew=brew, env=env, models=members, models_max=models_max,
-                webui=own_ui)
+                webui=own_ui, rpc=rpc)
     lock.record(plan)  # what was resolved anew goes into the lock file at the end
     return plan
 
@@ -169,6 +175,19 @@ def _gateway_box(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str
     return Plan(cfg=cfg, arch=arch, threads=0, user=user, model=None, mmproj=None,
                 target=tgt, uid=uid, memory_mib=0, aes=ident.get(CpuHasAes), known=known,
                 brew=brew, env=env)
+
+
+def _worker_box(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str, str],
+                arch: str, user: str, ident: Known, head: str) -> Plan:
+    """A device in another host's split_over: the runtime, the server image and the RPC
+    worker (tasks/split.py). No model is fitted, fetched or pushed here: the head sends the
+    worker its layers over the link."""
+    known = device_state(cfg, tgt, uid, env)
+    runtime.check(cfg, tgt, known)
+    say(host, f"rpc worker for {head}: serves no model of its own")
+    return Plan(cfg=cfg, arch=arch, threads=cfg.threads or ident.get(PhysicalCores),
+                user=user, model=None, mmproj=None, target=tgt, uid=uid, memory_mib=0,
+                aes=ident.get(CpuHasAes), known=known, env=env, rpc=Rpc(worker_of=head))
 
 
 def _one_model(cfg: config.Config, tgt: target.Target, specs: list[ModelFile],

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pyinfra import host
 
-from . import gateway, gpu, health, image, model, router, runtime, service, summary, webui
+from . import gateway, gpu, health, image, model, router, runtime, service, split, summary, webui
 from .plan import Plan, Progress
 
 if TYPE_CHECKING:
@@ -40,6 +40,10 @@ def _early(plan: Plan, done: Progress) -> None:
 
 def _image(plan: Plan, done: Progress) -> None:
     done.tag, done.built = image.image(plan)
+
+
+def _split(plan: Plan, done: Progress) -> None:
+    split.step(plan, done.tag)
 
 
 def _model(plan: Plan, done: Progress) -> None:
@@ -83,6 +87,7 @@ ALL = (
     Step("runtime", runtime.wants, _runtime),
     Step("early", lambda cfg, tgt: [], _early),  # the model store; its pushes start here
     Step("image", image.wants, _image),
+    Step("split", split.wants, _split),  # a split model's RPC worker or links (split_over)
     Step("model", lambda cfg, tgt: [*model.wants(cfg, tgt), *router.wants(cfg, tgt)], _model),
     Step("webui", webui.wants, _webui),
     Step("service", service.wants, _service),
@@ -112,5 +117,7 @@ def run(plan: Plan, which: tuple[Step, ...] = ALL) -> Progress:
     summary.note_access(host.name, plan.cfg)  # the summary's line on open LAN ports
     done = Progress()
     for step in of_host(plan.cfg, which):
+        if plan.rpc.is_worker and step.name not in split.WORKER_STEPS:
+            continue  # an RPC worker serves no model of its own
         step.run(plan, done)
     return done

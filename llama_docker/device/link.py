@@ -104,10 +104,13 @@ def forced_options(command: str, sender_address: str | None = None) -> str:
 
 
 def forward_options(port: int, sender_address: str | None = None) -> str:
-    """A key that can open one local forward to 127.0.0.1:port and nothing else (no command
-    runs: `command` is a no-op that waits). For a split model's RPC worker."""
+    """A key that can open one local forward to 127.0.0.1:port and nothing else: no command
+    or shell (`/bin/false`; `ssh -N` asks for none), and no listening port: `port-forwarding`
+    also re-allows remote forwards, and sshd takes no `permitlisten="none"`, so the only
+    one allowed is loopback port 1, which sshd refuses an unprivileged login. For a split
+    model's RPC worker."""
     return (f'restrict,port-forwarding,permitopen="127.0.0.1:{int(port)}",'
-            f'command="/bin/false"{_from(sender_address)}')
+            f'permitlisten="127.0.0.1:1",command="/bin/false"{_from(sender_address)}')
 
 
 def authorized_line(options: str, pubkey: str, sender: str) -> str:

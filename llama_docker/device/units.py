@@ -23,7 +23,7 @@ def systemd_unit(*, runtime: str, image: str, model_name: str, models_dir: str, 
                  bind: str, ctx_size: int, threads: int, args: tuple[str, ...],
                  mmproj: bool, api_key_file: str | None = None, rootless: bool = False,
                  memory_mib: int = 0, preset: str | None = None, models_max: int = 0,
-                 gpu_flags: tuple[str, ...] = ()) -> str:
+                 gpu_flags: tuple[str, ...] = (), host_network: bool = False) -> str:
     """The unit that runs llama-server in a container, restarted by systemd.
 
     `rootless`: a user unit (SteamOS) whose podman maps the user to the image's uid 10001,
@@ -32,6 +32,8 @@ def systemd_unit(*, runtime: str, image: str, model_name: str, models_dir: str, 
     without a model, reading the preset (context size and threads are in it, so that a
     model's own can win: the command line would beat them).
     `gpu_flags`: the render node, its groups and the entrypoint's GPU settings (gpu.py).
+    `host_network`: the head of a split model, which reaches its RPC links on the device's
+    own loopback; its args then carry `--host` and `--port` (they win over the entrypoint's).
     """
     return _env.get_template("llama-docker.service.j2").render(
         runtime=runtime, image=image, model_name=model_name, models_dir=models_dir,
@@ -40,6 +42,7 @@ def systemd_unit(*, runtime: str, image: str, model_name: str, models_dir: str, 
         rootless=rootless, memory_mib=memory_mib, preset=preset, models_max=models_max,
         gpu_flags=[f"{flag} {_unit_quote(value)}"  # pairs: --env X, --device X, --group-add X
                    for flag, value in zip(gpu_flags[::2], gpu_flags[1::2], strict=True)],
+        host_network=host_network,
     )
 
 

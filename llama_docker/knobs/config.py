@@ -69,6 +69,9 @@ class Config:
     lock_upgrade: bool | tuple[str, ...] = False
     relay: bool = True  # devices holding a verified model pass it on (transfer/relay.py)
     lan_ssh_port: int = 0  # the sshd port other devices reach; 0 = the controller's
+    # A model split over other devices (inventory names; llama_docker/device/split.py).
+    split_over: tuple[str, ...] = ()
+    rpc_port: int = 50052  # the RPC worker's port on its own loopback
 
     @property
     def gateway_only(self) -> bool:
@@ -235,6 +238,17 @@ def _snapshot(knob: str, value: Any) -> str:
                                    "'20250601T000000Z', or the http(s) URL of a snapshot archive")
 
 
+def _split_over(knob: str, value: Any) -> tuple[str, ...]:
+    """Inventory names of the devices a head splits its model over, each once."""
+    accepted = "[] (this device alone) or a list of inventory names, each once, e.g. ['pi2.local']"
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(knob, value, accepted)
+    if not all(isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", v)
+               for v in value) or len(set(value)) != len(value):
+        raise ConfigError(knob, value, accepted)
+    return tuple(value)
+
+
 def _rebuild_mark(knob: str, value: Any) -> str:
     return "" if value == "" else _name(knob, value)
 
@@ -276,6 +290,8 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "lock_upgrade": upgrade_rule,
     "relay": _bool,
     "lan_ssh_port": _int(0, 65535),
+    "split_over": _split_over,
+    "rpc_port": _int(1024, 65500),
 }
 # Host data that is pyinfra's, not ours: connection settings and global arguments.
 PYINFRA_PREFIXES = ("ssh_", "winrm_", "docker_", "local_", "chroot_", "_")

@@ -108,3 +108,11 @@ def receive_link(sender: Peer, receiver: Peer) -> None:
         make(sender, receiver, link.forced_options(shlex.quote(script), sender.ip),
              [(script, link.receive_script(receiver.folder, receiver.stores), "700")])
         _made.add(pair)
+
+
+def forward_link(sender: Peer, receiver: Peer, port: int) -> None:
+    """A split model's link: the sender's key may open one local forward to the receiver's
+    127.0.0.1:port and nothing else (device/link.py forward_options), from the sender's IP
+    where it has one. The caller names the sender's Peer after the link (its authorized_keys
+    mark) and gives it the folder of that link's own key."""
+    make(sender, receiver, link.forward_options(port, sender.ip), [])

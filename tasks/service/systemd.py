@@ -30,14 +30,17 @@ def router_unit(plan: Plan) -> dict[str, Any]:
 def serve(plan: Plan, image: str, changed: bool, key_file: str | None) -> bool:
     """Run llama-server from a systemd unit; True when it was (re)started in this run."""
     cfg, t = plan.cfg, plan.target
+    # A split's head: on the device's network, to reach its links on 127.0.0.1 (tasks/split.py).
+    split = (("--host", cfg.bind, "--port", str(cfg.port), *plan.rpc.server_args)
+             if plan.rpc.is_head else ())
     unit = systemd_unit(**{
         **dict(runtime=t.runtime, image=image, model_name=cfg.model.name,
                models_dir=t.models_dir, port=cfg.port, bind=cfg.bind, ctx_size=cfg.ctx_size,
                threads=plan.threads,
-               args=(*webui.server_args(cfg.webui),
+               args=(*webui.server_args(cfg.webui), *split,
                      *server_args(cfg.cors_origins, cfg.model.args, cfg.server_args,
                                   alias=cfg.model.name)),
-               mmproj=plan.mmproj is not None,
+               mmproj=plan.mmproj is not None, host_network=plan.rpc.is_head,
                api_key_file=key_file, rootless=t.rootless, memory_mib=plan.memory_mib,
                gpu_flags=container_flags(t.gpu, t.rootless, cfg.n_gpu_layers,
                                          lab_visible_devices())),

@@ -100,7 +100,8 @@ def test_authorized_line_is_restricted_to_the_forced_command() -> None:
     assert "from=" not in link.forced_options("/r", "raspi.local")
     # the split model's link: one forward and no command
     assert link.forward_options(50052) == ('restrict,port-forwarding,'
-                                           'permitopen="127.0.0.1:50052",command="/bin/false"')
+                                           'permitopen="127.0.0.1:50052",'
+                                           'permitlisten="127.0.0.1:1",command="/bin/false"')
     with pytest.raises(LlamaDockerError, match="quote"):
         link.forced_options('/a"b')
     with pytest.raises(LlamaDockerError, match="cannot name a link"):

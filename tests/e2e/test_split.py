@@ -1,0 +1,149 @@
+"""A model split over two devices with llama.cpp's RPC: the head serves, the worker holds
+layers, reached only through the head's restricted SSH forward; a third device on the same
+network finds no RPC port and the head's key opens nothing but the one forward."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import deploy, http_json, wait_healthy, write_knobs
+from tests.lab import lab
+from tests.lab.tiny_model import write_tiny_gguf
+
+pytestmark = pytest.mark.lab
+HEAD, WORKER, OUTSIDER = "e2e-split-head", "e2e-split-w1", "e2e-split-x"
+INDEX = {HEAD: 120, WORKER: 121, OUTSIDER: 122}
+RPC_PORT = 50052
+KEY = "/home/pi/.local/share/llama-docker/link/rpc/id_ed25519"
+
+
+@pytest.fixture(scope="module")
+def devices(device_image: str) -> Iterator[dict[str, lab.Device]]:
+    devs = {n: lab.start_device(n, device_image, index=i, fresh=True, own_keys=True)
+            for n, i in INDEX.items()}
+    yield devs
+    for d in devs.values():
+        lab.remove_device(d)
+
+
+def _inventory(folder: Path, devs: list[lab.Device], knobs: dict[str, dict]) -> Path:
+    """Each device reached by the others at its lab address, port 22; a known_hosts of the
+    module's own (other lab tests rewrite the shared one)."""
+    known = folder / "known_hosts"
+    lines = []
+    for d in devs:
+        pub = (lab.STATE / d.name / "ssh_host_ed25519_key.pub").read_text().split()
+        lines.append(f"[127.0.0.1]:{d.ssh_port} {pub[0]} {pub[1]}\n")
+    known.write_text("".join(lines))
+    hosts = [(d.name, {**d.host_data(), "ssh_known_hosts_file": str(known),
+                       "lan_address": d.ip, "lan_ssh_port": 22, **knobs.get(d.name, {})})
+             for d in devs]
+    path = folder / "inventory.py"
+    path.write_text(f"lab = {hosts!r}\n")
+    return path
+
+
+def _model(folder: Path) -> dict:
+    path = folder / "split.gguf"
+    sha = write_tiny_gguf(path, seed=29, n_embd=512, n_ff=1024, n_head=8, n_layer=4)
+    return {"name": "tiny-split", "path": str(path), "sha256": sha}
+
+
+def _loopback_bytes(dev: lab.Device) -> int:
+    """Bytes over the device's loopback: on a worker, what its sshd hands the RPC server
+    from the head's forward (the tensors) and the answers."""
+    out = dev.exec("sh", "-c", "awk -F'[: ]+' '$2 == \"lo\" {print $3}' /proc/net/dev")
+    return int(out.split()[0])
+
+
+@pytest.fixture(scope="module")
+def split(devices: dict[str, lab.Device], tmp_path_factory: pytest.TempPathFactory
+          ) -> dict[str, object]:
+    folder = tmp_path_factory.mktemp("split")
+    model = _model(folder)
+    write_knobs(folder, model=model, ctx_size=256)
+    inv = _inventory(folder, [devices[HEAD], devices[WORKER]],
+                     {HEAD: {"split_over": [WORKER]}})
+    run = deploy(inv, timeout=1800)
+    assert run.code == 0, run.output[-6000:]
+    return {"folder": folder, "inv": inv, "model": model, "run": run}
+
+
+def test_head_and_worker_converge_and_the_head_serves_through_the_worker(
+        devices: dict[str, lab.Device], split: dict[str, object]) -> None:
+    """Seen: the run prints the split; the head answers /completion; the worker's RPC server
+    received the tensors (bytes read); the head's server names the worker's link in --rpc;
+    the model is stored on the head only | Left: a second run changes nothing"""
+    head, worker = devices[HEAD], devices[WORKER]
+    run = split["run"]
+    assert re.search(rf"\[{HEAD}\]\s+split: \d+ layers here .*, \d+ layers on {WORKER} ",
+                     run.output), run.output[-4000:]
+    wait_healthy(head.http_port, 180)
+    status, body = http_json(f"http://127.0.0.1:{head.http_port}/completion",
+                             {"prompt": "Hello", "n_predict": 8}, timeout=120)
+    assert status == 200 and body.get("tokens_predicted", 0) > 0, body
+    unit = head.exec("cat", "/etc/systemd/system/llama-docker.service")
+    assert f"--rpc 127.0.0.1:{RPC_PORT + 1}" in unit and "--network host" in unit, unit
+    assert _loopback_bytes(worker) > 5_000_000  # the worker's layers came over the link
+    sha = split["model"]["sha256"]  # type: ignore[index]
+    assert head.exec("ls", "/var/lib/llama-docker/models").count(sha) >= 1
+    assert sha not in worker.exec("sh", "-c", "ls /var/lib/llama-docker/models 2>&1; true")
+
+    again = deploy(split["inv"], timeout=1200)  # type: ignore[arg-type]
+    assert again.code == 0, again.output[-4000:]
+    for name in (HEAD, WORKER):
+        assert again.changed(name) == 0, again.output[-4000:]
+
+
+def test_the_rpc_port_is_closed_to_the_lan(devices: dict[str, lab.Device],
+                                           split: dict[str, object]) -> None:
+    """Seen: the worker's RPC server listens on its loopback only; from another lab device
+    its port is refused"""
+    worker, outsider = devices[WORKER], devices[OUTSIDER]
+    listening = worker.exec("sh", "-c", "cat /proc/net/tcp | awk '$4 == \"0A\"' ; true")
+    port_hex = f"{RPC_PORT:04X}"
+    ours = [line.split()[1] for line in listening.splitlines() if line.split()[1].endswith(
+        ":" + port_hex)]
+    assert ours == ["0100007F:" + port_hex], listening  # 127.0.0.1 only
+    probe = outsider.exec("bash", "-c", f"timeout 5 bash -c '</dev/tcp/{worker.ip}/{RPC_PORT}' "
+                                        "&& echo open || echo closed", check=False)
+    assert probe.strip().endswith("closed"), probe
+
+
+def _as_head_user(head: lab.Device, ssh_args: str) -> tuple[int, str]:
+    worker_ip = f"198.18.0.{10 + INDEX[WORKER]}"
+    known = f"/home/pi/.local/share/llama-docker/link/rpc/hosts/{worker_ip}_22"
+    cmd = (f"ssh -i {KEY} -o IdentitiesOnly=yes -o BatchMode=yes "
+           f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o ConnectTimeout=10 "
+           f"{ssh_args} -l pi {worker_ip}")
+    proc = lab.docker("exec", "-u", "pi", head.container, "sh", "-c",
+                      f"timeout 20 {cmd} </dev/null 2>&1; echo \"exit=$?\"", check=False,
+                      capture=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    code = int(re.search(r"exit=(\d+)", out).group(1))  # type: ignore[union-attr]
+    return code, out
+
+
+def test_the_heads_key_opens_only_its_one_forward(devices: dict[str, lab.Device],
+                                                  split: dict[str, object]) -> None:
+    """Seen: the head's link key runs no command and no shell on the worker, opens no forward
+    to another port and no listening port there; the authorized line is the restricted one,
+    from the head's address only"""
+    head, worker = devices[HEAD], devices[WORKER]
+    line = next(k for k in worker.exec("cat", "/home/pi/.ssh/authorized_keys").splitlines()
+                if k.endswith(f"llama-docker-link:{HEAD}:rpc"))
+    assert line.startswith(f'restrict,port-forwarding,permitopen="127.0.0.1:{RPC_PORT}"'), line
+    assert f'from="{head.ip}"' in line, line
+    code, out = _as_head_user(head, "id")
+    assert code != 0 and "uid=" not in out, out
+    code, out = _as_head_user(head, "-tt")
+    assert code != 0 and "pi@" not in out, out
+    code, out = _as_head_user(head, "-W 127.0.0.1:22")
+    assert code != 0 and "SSH-2.0" not in out, out
+    code, out = _as_head_user(
+        head, "-N -o ExitOnForwardFailure=yes -R 127.0.0.1:40001:127.0.0.1:22")
+    assert code != 0 and code != 124, out  # refused at once, not left listening
