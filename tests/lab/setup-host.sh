@@ -22,7 +22,11 @@ if [ "$what" = test ]; then
 fi
 need=()
 for pair in $commands; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+  pkg=${pair#*:}
+  command -v "${pair%%:*}" >/dev/null 2>&1 || case " ${need[*]} " in
+    *" $pkg "*) ;;
+    *) need+=("$pkg") ;;
+  esac
 done
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
