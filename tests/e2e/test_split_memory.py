@@ -78,6 +78,7 @@ def test_each_device_reads_its_cgroup_limit(devices: dict[str, lab.Device],
                   rf"{W1} \((\d+) MiB free\), (\d+) layers on {W2} \((\d+) MiB free\)",
                   run.output)  # type: ignore[attr-defined]
     assert m, run.output[-6000:]  # type: ignore[attr-defined]
+    print(m.group(0))
     layers, free = [int(g) for g in m.groups()[0::2]], [int(g) for g in m.groups()[1::2]]
     assert sum(layers) == SHAPE["n_layer"] and all(n > 0 for n in layers), m.group(0)
     assert all(0 < f < LIMIT_MIB for f in free), m.group(0)
@@ -137,7 +138,7 @@ def test_a_worker_restart_with_its_tensor_cache_sends_little(
     head, worker = devices[HEAD], devices[W1]
     wait_healthy(head.http_port, 300)
     cold = _restart_worker_and_count(head, worker, cold=True)
-    cached = worker.exec("sh", "-c", f"ls {CACHE} | wc -l")
+    cached = worker.exec("sh", "-c", f"find {CACHE} -type f | wc -l")
     warm = _restart_worker_and_count(head, worker, cold=False)
     print(f"bytes over the worker's loopback: cold {cold:,}, warm {warm:,} "
           f"({warm / cold:.3f}); {cached.strip()} tensors cached")
@@ -161,6 +162,7 @@ def test_a_sum_that_does_not_fit_is_refused_before_any_byte_moves(
                      rf"32 MiB margin on each \({HEAD} {size}, {W1} {size}, {W2} {size} free\)",
                      run.output)
     assert line, run.output[-4000:]
+    print(line.group(0))
     for dev in devices.values():
         store = dev.exec("sh", "-c", "ls -a /var/lib/llama-docker/models 2>&1; true")
         assert big["sha256"] not in store, (dev.name, store)
