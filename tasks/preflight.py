@@ -150,7 +150,7 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
         model, mmproj, memory_mib = _one_model(cfg, tgt, specs, seen, holding, cache, ident,
                                                known)
         members, models_max = (), 0
-    rpc = (split.prepare_head(cfg, model, mmproj.size if mmproj else 0)
+    rpc = (split.prepare_head(cfg, model, mmproj.size if mmproj else 0, tgt.unit_path)
            if cfg.split_over else Rpc())
     say(host, tgt.gpu.line())
     threads = cfg.threads or ident.get(MacPhysicalCores if tgt.is_macos else PhysicalCores)

@@ -126,9 +126,11 @@ def _worker(cfg: config.Config, index: int, name: str) -> tuple[WorkerLink, spli
     return found, _free(h)
 
 
-def prepare_head(cfg: config.Config, model: LocalFile, extra_bytes: int) -> Rpc:
+def prepare_head(cfg: config.Config, model: LocalFile, extra_bytes: int, unit_path: str
+                 ) -> Rpc:
     """The head's split: each worker's link and the server's arguments, fitted by free
-    memory; RefusedError with the numbers when the devices together are not enough."""
+    memory (the split the head's unit has now kept while it still fits); RefusedError with
+    the numbers when the devices together are not enough."""
     if model.shape is None:
         raise RefusedError("split_over: the model's layer count is unknown (its header was "
                            "not read); the split needs it")
@@ -136,8 +138,11 @@ def prepare_head(cfg: config.Config, model: LocalFile, extra_bytes: int) -> Rpc:
     members = [_free(host), *(m for _, m in pairs)]
     weights = model.size + extra_bytes
     kv = fit.kv_cache_bytes(model.shape, cfg.ctx_size, model.size)
+    ports = [w.local_port for w, _ in pairs]
+    previous = split.previous_layers(host.get_fact(TextOf, path=unit_path), ports,
+                                     model.shape.n_layer)
     done = split.split_layers(cfg.model.name, weights, kv, model.shape.n_layer,
-                              cfg.ram_margin_mib, members)
+                              cfg.ram_margin_mib, members, previous)
     if isinstance(done, str):
         raise RefusedError(done)
     say(host, done.line())

@@ -42,11 +42,16 @@ def routes(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[
 
     `hosts` are (inventory name, knob data with defaults). A host whose knobs do not load
     is left out with the reason (its own run refuses it with the same line); a gateway-only
-    box (`gateway = "only"`) serves nothing and is not a route.
+    box (`gateway = "only"`) serves nothing and is not a route, nor is a device that another
+    host's `split_over` names (it runs only an RPC worker: its head is the model's route).
     """
     table: dict[str, list[Upstream]] = {}
     skipped: dict[str, str] = {}
+    hosts = list(hosts)
+    workers = {w for _, data in hosts for w in _names(data.get("split_over"))}
     for name, data in hosts:
+        if name in workers:
+            continue
         try:
             cfg = config.load(data, name)
             key = apikey.resolve(cfg.api_key, Path(cfg.cache_dir).expanduser())
@@ -60,6 +65,10 @@ def routes(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[
         for model in served_models(cfg):
             table.setdefault(model, []).append(up)
     return table, skipped
+
+
+def _names(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else []
 
 
 def check(table: Mapping[str, list[Upstream]]) -> None:

@@ -60,13 +60,21 @@ def refusal(name: str, weights: int, kv: int, margin_mib: int, members: list[Mem
 
 
 def split_layers(name: str, weights: int, kv: int, n_layer: int, margin_mib: int,
-                 members: list[Member]) -> Split | str:
-    """The layers of each member, in proportion to its free memory; or the refusal line."""
+                 members: list[Member], previous: tuple[int, ...] | None = None
+                 ) -> Split | str:
+    """The layers of each member, in proportion to its free memory; or the refusal line.
+
+    `previous`: the layers the head serves with now (previous_layers). Kept while every
+    member can still hold its share: free memory moves a little between runs (caches come
+    and go), and a deal redone on each run would restart the split for nothing."""
     usable = [max(m.free - margin_mib * MIB, 0) for m in members]
     per_layer = max(-(-(weights + kv) // max(n_layer, 1)), 1)
     caps = [u // per_layer for u in usable]
     if sum(usable) < weights + kv or sum(caps) < n_layer:
         return refusal(name, weights, kv, margin_mib, members)
+    if (previous and len(previous) == len(members) and sum(previous) == n_layer
+            and all(0 <= n <= c for n, c in zip(previous, caps, strict=True))):
+        return Split(members=tuple(members), layers=previous)
     total = sum(usable)
     targets = [n_layer * u / total for u in usable]
     layers = [min(int(t), c) for t, c in zip(targets, caps, strict=True)]
@@ -75,6 +83,27 @@ def split_layers(name: str, weights: int, kv: int, n_layer: int, margin_mib: int
         i = max(open_, key=lambda j: (targets[j] - layers[j], -j))
         layers[i] += 1
     return Split(members=tuple(members), layers=tuple(layers))
+
+
+def previous_layers(unit_text: str, ports: list[int], n_layer: int) -> tuple[int, ...] | None:
+    """The layers per member (head first) of the head's unit as server_args wrote it, when it
+    names the same links (`ports`) and a model of `n_layer` layers; else None."""
+    words = unit_text.replace("\\\n", " ").split()
+
+    def after(flag: str) -> str | None:
+        return words[words.index(flag) + 1] if flag in words[:-1] else None
+
+    rpc, shares = after("--rpc"), after("--tensor-split")
+    if rpc != ",".join(f"{LOOPBACK}:{p}" for p in ports) or shares is None:
+        return None
+    try:
+        workers = tuple(int(n) for n in shares.split(","))
+    except ValueError:
+        return None
+    head = n_layer - sum(workers)
+    if len(workers) != len(ports) or head < 0 or min(workers) < 0:
+        return None
+    return (head, *workers)
 
 
 def forward_port(rpc_port: int, index: int) -> int:

@@ -60,7 +60,7 @@ def _run(host: Host, command: str) -> dict[str, str]:
     return parse.parse(out.stdout_lines)
 
 
-def _ask(host: Host, cfg: config.Config) -> Row:
+def _ask(host: Host, cfg: config.Config, worker_of: str) -> Row:
     """Two round trips: facts to pick the device's target, then the bounded status script."""
     host.connect(show_errors=False, raise_exceptions=True)
     facts = _run(host, probe.FACTS_SCRIPT)
@@ -70,12 +70,14 @@ def _ask(host: Host, cfg: config.Config) -> Row:
     except RefusedError as exc:
         return parse.refused_row(host.name, facts, exc)
     uid = int(facts["uid"]) if facts.get("uid", "").isdigit() else 0
-    return parse.row_from(host.name, cfg, t, {**facts, **_run(host, probe.script(cfg, t, uid))})
+    answers = _run(host, probe.script(cfg, t, uid, worker_of))
+    return parse.row_from(host.name, cfg, t, {**facts, **answers}, worker_of)
 
 
-def ask(host: Host, lock: Lock | None = None) -> Row:
+def ask(host: Host, lock: Lock | None = None, worker_of: str = "") -> Row:
     """One host's row; every failure becomes the row's reason, never an exception. The
-    lock file's sha256 stands in for a model knob that pins none (a preset)."""
+    lock file's sha256 stands in for a model knob that pins none (a preset). `worker_of`:
+    the head whose split_over names this host (it runs only an RPC worker)."""
     try:
         cfg = pinned_config(config.load({**DEFAULTS, **host.data.dict()}, host.name),
                             lock or Lock())
@@ -83,7 +85,7 @@ def ask(host: Host, lock: Lock | None = None) -> Row:
         return parse.config_row(host.name, exc)
     try:
         with gevent.Timeout(HOST_TIMEOUT, TimeoutError):
-            return _ask(host, cfg)
+            return _ask(host, cfg, worker_of)
     except TimeoutError:
         what = "status commands" if host.connected else "login"
         return Row(host=host.name, reachable=host.connected, error=f"{what} timed out")
@@ -102,7 +104,8 @@ def ask(host: Host, lock: Lock | None = None) -> Row:
 def rows(state: State, lock: Lock | None = None) -> list[Row]:
     """All hosts asked at once (pyinfra's pool), rows in inventory order."""
     hosts = list(state.inventory)
-    jobs = [state.pool.spawn(ask, h, lock) for h in hosts]
+    heads = parse.workers_of((h.name, h.data.get("split_over")) for h in hosts)
+    jobs = [state.pool.spawn(ask, h, lock, heads.get(h.name, "")) for h in hosts]
     gevent.joinall(jobs)
     return [job.get() for job in jobs]
 

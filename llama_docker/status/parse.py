@@ -21,6 +21,7 @@ from llama_docker.knobs.errors import ConfigError, RefusedError
 from llama_docker.status.gpu import backend
 from llama_docker.status.models import router_models, summary
 from llama_docker.status.row import Row
+from llama_docker.status.split import links_from
 
 _SHA_LINK = re.compile(r"^([0-9a-f]{64})\.gguf$")
 
@@ -84,10 +85,14 @@ def _int(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row:
-    """A reachable host's row from its knobs, its target and what its script printed."""
+def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str],
+             worker_of: str = "") -> Row:
+    """A reachable host's row from its knobs, its target and what its script printed;
+    `worker_of`: the head whose split_over names this host (it runs only an RPC worker)."""
     if cfg.gateway_only:
         return _gateway_box_row(host, cfg, t, facts)
+    if worker_of:
+        return _worker_row(host, cfg, t, facts, worker_of)
     free = _int(facts.get("disk_free_kib"))
     serves, device = backend(t, facts)
     row = Row(
@@ -103,8 +108,30 @@ def row_from(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row
         llama_cpp=facts.get("llama_cpp") or None,
     )
     kind, version = webui.served(facts.get("webui_link", ""), facts.get("webui_args", ""))
-    row = replace(row, webui=kind, webui_version=version, gateway=gateway_from(cfg, facts))
+    row = replace(row, webui=kind, webui_version=version, gateway=gateway_from(cfg, facts),
+                  links=links_from(cfg, facts))
     return replace(row, **_set_fields(cfg, facts)) if cfg.models else row
+
+
+def workers_of(split_overs: Iterable[tuple[str, Any]]) -> dict[str, str]:
+    """Each RPC worker's head, from (host, its split_over knob) pairs as the deploy reads
+    them: a worker named by two heads keeps the first (the deploy refuses both)."""
+    found: dict[str, str] = {}
+    for head, value in split_overs:
+        for worker in value if isinstance(value, (list, tuple)) else ():
+            found.setdefault(str(worker), head)
+    return found
+
+
+def _worker_row(host: str, cfg: Config, t: Target, facts: Mapping[str, str],
+                head: str) -> Row:
+    free = _int(facts.get("disk_free_kib"))
+    return Row(host=host, reachable=True, profile=t.profile, runtime=t.runtime,
+               service=facts.get("service") or "unknown", port=cfg.rpc_port,
+               bind="127.0.0.1", disk_free_bytes=free * 1024 if free is not None else None,
+               ram_bytes=_ram(facts), arch=_arch(facts),
+               llama_cpp=facts.get("llama_cpp") or None, worker_of=head,
+               rpc=facts.get("rpc") or "down")
 
 
 def _gateway_box_row(host: str, cfg: Config, t: Target, facts: Mapping[str, str]) -> Row:

@@ -15,12 +15,14 @@ from llama_docker.device.gateway_config import HEALTH_PATH as GATEWAY_HEALTH
 from llama_docker.device.gateway_config import UNIT as GATEWAY_UNIT
 from llama_docker.device.image import VERSION_LABEL
 from llama_docker.device.probes import free_kib
+from llama_docker.device.rpc_units import WORKER_CONTAINER
 from llama_docker.device.target import Target, device_url
 from llama_docker.device.units import CONTAINER
 from llama_docker.knobs.apikey import paths
 from llama_docker.knobs.config import Config
 from llama_docker.status.gpu import probe as gpu_probe
 from llama_docker.status.models import models_line
+from llama_docker.status.split import head_lines, worker_script
 
 PROMPT = {"prompt": "Hello", "n_predict": 16, "temperature": 0, "ignore_eos": True}
 HEALTH_MAX_TIME = 5
@@ -57,8 +59,9 @@ def _service_state(t: Target, uid: int) -> str:
     return f'echo "service=$({env}{t.systemctl} is-active {shlex.quote(t.unit_name)} 2>/dev/null)"'
 
 
-def script(cfg: Config, t: Target, uid: int) -> str:
+def script(cfg: Config, t: Target, uid: int, worker_of: str = "") -> str:
     """The device's side of a status row: prints key=value lines, always exits 0.
+    `worker_of`: this host is an RPC worker of that head (no server of its own).
 
     A rootful device's key files are root's: sudo is asked with -n only (never a prompt).
     The completion goes last because its JSON is the one value that is not a short token.
@@ -75,6 +78,11 @@ def script(cfg: Config, t: Target, uid: int) -> str:
         return "; ".join([
             "echo \"ram_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)\"",
             'echo "arch=$(uname -m)"', *gateway_lines(cfg), "exit 0"])
+    if worker_of:
+        return worker_script(cfg, t, uid, [
+            f"d={_shell_path(t.models_dir)}", f'echo "disk_free_kib=$({free_kib(_STORE)})"',
+            "echo \"ram_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)\"",
+            *image_lines(t, WORKER_CONTAINER)])
     return "; ".join([
         f"d={_shell_path(t.models_dir)}",
         _service_state(t, uid),
@@ -92,6 +100,7 @@ def script(cfg: Config, t: Target, uid: int) -> str:
         f"h=$(curl -s -o /dev/null --max-time {HEALTH_MAX_TIME} -w '%{{http_code}}' "
         f"{url}/health 2>/dev/null)",
         'echo "health=$h"',
+        *(head_lines(cfg, t, uid) if cfg.split_over else []),
         *([models_line(url, header, as_root, COMPLETION_MAX_TIME)] if cfg.models else []),
         *(gateway_lines(cfg) if cfg.gateway else []),
         f'if [ "$h" = 200 ]; then if [ $s = yes ] && {as_root}test -f {header}; then '
@@ -114,14 +123,14 @@ def gateway_lines(cfg: Config) -> list[str]:
     ]
 
 
-def image_lines(t: Target) -> list[str]:
+def image_lines(t: Target, container: str = CONTAINER) -> list[str]:
     """The CPU, and the llama.cpp version label of the server container's image."""
     lines = ['echo "arch=$(uname -m)"']
     if t.runtime in ("docker", "podman"):
         fmt = shlex.quote(f'{{{{index .Config.Labels "{VERSION_LABEL}"}}}}')
         root = "sudo -n " if t.sudo else ""
         lines.append(f'echo "llama_cpp=$({root}{t.runtime} inspect --format {fmt} '
-                     f'{CONTAINER} 2>/dev/null)"')
+                     f'{container} 2>/dev/null)"')
     return lines
 
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from llama_docker.device.exposure import lan_access
+from llama_docker.status.split import links_up
 
 
 @dataclass
@@ -47,6 +48,11 @@ class Row:
     # A gateway-only box (gateway = "only"): no model server; service, health and port are
     # the gateway's.
     gateway_only: bool = False
+    # A split model's head: each worker {worker, port, link (its unit's state), rpc (up or
+    # down: whether an RPC server answers through the link), layers}; None on no head.
+    links: list[dict[str, Any]] | None = None
+    worker_of: str | None = None  # an RPC worker: its head (service is its RPC unit's state)
+    rpc: str | None = None  # an RPC worker: "up" when its server listens on its loopback
 
     @property
     def healthy(self) -> bool:
@@ -56,8 +62,11 @@ class Row:
             return False
         if self.gateway_only:
             return self.gateway is not None and gateway_answers(self.gateway)
+        if self.worker_of:
+            return self.service == "active" and self.rpc == "up"
         return bool(self.service == "active" and self.health == 200 and bool(self.tokens_per_s)
-                    and (self.gateway is None or gateway_answers(self.gateway)))
+                    and (self.gateway is None or gateway_answers(self.gateway))
+                    and links_up(self.links))
 
     @property
     def lan(self) -> str | None:

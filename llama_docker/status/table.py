@@ -12,6 +12,7 @@ from dataclasses import replace
 from llama_docker.device.exposure import CLOSE_IT, OPEN
 from llama_docker.device.fit import GIB, MIB
 from llama_docker.status.row import Row, gateway_answers
+from llama_docker.status.split import split_line
 
 SHORT = 12
 HEADER = ["HOST", "PROFILE", "RUNTIME", "SERVICE", "MODEL", "SHA", "PREVIOUS", "HEALTH",
@@ -62,12 +63,23 @@ def gateway_line(row: Row) -> str | None:
     return f"{where}: {', '.join(parts) or 'no routes'}"
 
 
+def _model(row: Row) -> str:
+    if row.gateway_only:
+        return "(gateway only)"
+    return f"(rpc worker of {row.worker_of})" if row.worker_of else row.model or "-"
+
+
+def _health(row: Row) -> str:
+    if row.worker_of:  # no HTTP server: its RPC server on its loopback
+        return "rpc up" if row.rpc == "up" else "rpc down"
+    return str(row.health) if row.health else "down"
+
+
 def _cells(row: Row, differs: bool = False) -> list[str]:
     sha = (row.sha256 or "-")[:SHORT] + ("*" if row.drift else "")
     return [
-        row.host, row.profile or "-", row.runtime or "-", row.service or "-",
-        "(gateway only)" if row.gateway_only else row.model or "-",
-        sha, (row.previous_sha256 or "-")[:SHORT], str(row.health) if row.health else "down",
+        row.host, row.profile or "-", row.runtime or "-", row.service or "-", _model(row),
+        sha, (row.previous_sha256 or "-")[:SHORT], _health(row),
         _listen(row), row.lan or "?",
         f"{row.tokens_per_s:.1f}" if row.tokens_per_s else "-",
         size(row.disk_free_bytes), size(row.ram_bytes),
@@ -99,6 +111,7 @@ def table(rows: list[Row]) -> str:
             lines.append(f"{row.host.ljust(widths[0])}  {what}{row.error}")
         else:
             lines.append(line(cells))
+    lines += [split_line(r.host, r.links) for r in rows if r.links and r.error is None]
     lines += [g for g in map(gateway_line, rows) if g]
     healthy = sum(r.healthy for r in rows)
     lines.append(f"{healthy} of {len(rows)} hosts healthy")

@@ -4,13 +4,17 @@ network finds no RPC port and the head's key opens nothing but the one forward."
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import deploy, http_json, wait_healthy, write_knobs
+from tests.conftest import REPO, deploy, http_json, wait_healthy, write_knobs
 from tests.lab import lab
 from tests.lab.tiny_model import write_tiny_gguf
 
@@ -147,3 +151,69 @@ def test_the_heads_key_opens_only_its_one_forward(devices: dict[str, lab.Device]
     code, out = _as_head_user(
         head, "-N -o ExitOnForwardFailure=yes -R 127.0.0.1:40001:127.0.0.1:22")
     assert code != 0 and code != 124, out  # refused at once, not left listening
+
+
+def _status(inv: Path) -> tuple[int, dict[str, dict], str]:
+    proc = subprocess.run([sys.executable, "status.py", str(inv), "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    rows = {r["host"]: r for r in json.loads(proc.stdout or "[]")}
+    table = subprocess.run([sys.executable, "status.py", str(inv)], cwd=REPO,
+                           capture_output=True, text=True, timeout=300).stdout
+    return proc.returncode, rows, table
+
+
+def _serves(port: int) -> bool:
+    try:
+        status, body = http_json(f"http://127.0.0.1:{port}/completion",
+                                 {"prompt": "Hello", "n_predict": 4}, timeout=20)
+    except OSError:
+        return False
+    return status == 200 and body.get("tokens_predicted", 0) > 0
+
+
+def _wait_serving(head: lab.Device, seconds: float) -> float:
+    """Seconds until the head answers a completion again (bounded)."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if _serves(head.http_port):
+            return time.monotonic() - start
+        time.sleep(2)
+    raise AssertionError(f"{HEAD} does not serve {seconds:.0f}s after its worker came back:\n"
+                         + lab.logs(head)[-3000:])
+
+
+def test_a_worker_down_is_named_and_the_head_serves_again_without_a_run(
+        devices: dict[str, lab.Device], split: dict[str, object]) -> None:
+    """Seen: status says all healthy with the split's line; the worker's RPC unit stopped:
+    the head is unhealthy, its row names the worker (no RPC server answers through the
+    link), the worker's row says rpc down; started again: the head serves within a bounded
+    time with no run; the worker's container killed: its unit brings it back and the head
+    serves again, with no run"""
+    head, worker = devices[HEAD], devices[WORKER]
+    inv = split["inv"]
+    assert isinstance(inv, Path)
+    wait_healthy(head.http_port, 180)
+    code, rows, table = _status(inv)
+    assert code == 0 and rows[HEAD]["healthy"] and rows[WORKER]["healthy"], table
+    assert rows[WORKER]["worker_of"] == HEAD and rows[WORKER]["rpc"] == "up", rows[WORKER]
+    assert re.search(rf"split on {HEAD}: \d+ layers on {WORKER} \(up\)", table), table
+
+    worker.exec("systemctl", "stop", "llama-docker-rpc.service")
+    try:
+        code, rows, table = _status(inv)
+        assert code == 1 and not rows[HEAD]["healthy"], table
+        link = rows[HEAD]["links"][0]
+        assert link["worker"] == WORKER and link["rpc"] == "down", rows[HEAD]
+        assert f"{WORKER} (down: no RPC server answers through the link)" in table, table
+        assert rows[WORKER]["rpc"] == "down" and not rows[WORKER]["healthy"], rows[WORKER]
+        assert not _serves(head.http_port)
+    finally:
+        worker.exec("systemctl", "start", "llama-docker-rpc.service")
+    took = _wait_serving(head, 180)
+    print(f"the head served again {took:.0f}s after its worker's unit started")
+    code, rows, table = _status(inv)
+    assert code == 0 and rows[HEAD]["healthy"], table
+
+    worker.exec("docker", "kill", "llama-rpc")  # the process gone; its unit restarts it
+    took = _wait_serving(head, 180)
+    print(f"the head served again {took:.0f}s after its worker's container was killed")

@@ -197,12 +197,14 @@ STEAMOS_VOLUMES = ("etc", "var", "home")
 
 
 def start_device(name: str, image: str, index: int, fresh: bool = False,
-                 profile: str = "debian", own_keys: bool = False) -> Device:
+                 profile: str = "debian", own_keys: bool = False,
+                 run_flags: tuple[str, ...] = ()) -> Device:
     """Start (or reuse, unless `fresh`) a device container and wait until sshd answers.
 
     `own_keys`: the user's authorized_keys is the device's own file (a copy of the lab's
     key), which a deploy may edit, as on a real device; else the lab's key file mounted
-    read-only."""
+    read-only. `run_flags`: more `docker run` flags, e.g. ("--memory", "700m") for a small
+    device (its /proc/meminfo still shows this machine's RAM; its cgroup says the limit)."""
     known = _load_devices()
     dev = known.get(name)
     if dev and _running(dev.container) and not fresh:
@@ -216,9 +218,9 @@ def start_device(name: str, image: str, index: int, fresh: bool = False,
     with locked("ports"):
         dev = Device(name=name, ip=f"198.18.0.{10 + index}", ssh_port=_free_port(),
                      http_port=_free_port(), user=user)
-        extra: list[str] = []
+        extra: list[str] = [*run_flags]
         if profile == "steamos":
-            extra = [*STEAMOS_FLAGS]
+            extra += STEAMOS_FLAGS
             for vol in STEAMOS_VOLUMES:
                 extra += ["-v", f"{dev.container}-{vol}:/{vol}"]
         remove_device(dev)

@@ -45,6 +45,16 @@ def test_devices_serving_one_model_share_its_route(tmp_path: Path) -> None:
     }
 
 
+def test_a_split_model_is_one_route_its_head(tmp_path: Path) -> None:
+    """The devices a head's split_over names run only an RPC worker: not routes."""
+    table, _ = routes([
+        ("pi1", host(tmp_path, "big", split_over=["pi2", "pi3"])),
+        ("pi2", host(tmp_path, "big")), ("pi3", host(tmp_path, "big")),
+        ("deck", host(tmp_path, "big")),
+    ])
+    assert [u.host for u in table["big"]] == ["pi1", "deck"]
+
+
 def test_a_host_with_a_bad_knob_is_left_out_with_its_reason(tmp_path: Path) -> None:
     table, skipped = routes([("ok", host(tmp_path, "a")), ("bad", host(tmp_path, "a", port=0))])
     assert [u.host for u in table["a"]] == ["ok"]

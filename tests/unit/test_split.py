@@ -127,3 +127,24 @@ def test_removing_keys_keeps_the_users_own_and_the_relays() -> None:
         subprocess.run(["sh", "-c", rpc_units.unauthorize_others_command(None)],
                        env={"HOME": home, "PATH": "/usr/bin:/bin"}, check=True)
         assert (ssh / "authorized_keys").read_text().splitlines() == keys[:2]
+
+
+def test_the_split_the_head_serves_with_is_kept_while_it_fits() -> None:
+    """Free memory moves between runs: a deal that still fits is kept (no restart)."""
+    members = [split.Member("head", 4 * GIB), split.Member("w1", 4 * GIB)]
+    first = split.split_layers("m", 2 * GIB, 0, 10, 0, members)
+    assert isinstance(first, split.Split) and first.layers == (5, 5)
+    unit = ("ExecStart=/usr/bin/docker run ... \\\n  img \\\n  --ctx-size 256 "
+            + " ".join(split.server_args(first, [50053])) + "\n")
+    previous = split.previous_layers(unit, [50053], 10)
+    assert previous == (5, 5)
+    moved = [split.Member("head", 5 * GIB), split.Member("w1", 3 * GIB)]
+    kept = split.split_layers("m", 2 * GIB, 0, 10, 0, moved, previous)
+    assert isinstance(kept, split.Split) and kept.layers == (5, 5)
+    small = [split.Member("head", 5 * GIB), split.Member("w1", 900 * MIB)]
+    redone = split.split_layers("m", 2 * GIB, 0, 10, 0, small, previous)
+    assert isinstance(redone, split.Split) and redone.layers[1] <= 4
+    # Other links, another model, or no split at all: nothing to keep.
+    assert split.previous_layers(unit, [50053, 50054], 10) is None
+    assert split.previous_layers(unit, [50053], 4) is None
+    assert split.previous_layers("ExecStart=... --ctx-size 256\n", [50053], 10) is None
