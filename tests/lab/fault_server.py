@@ -199,7 +199,11 @@ class FaultServer:
 
     @property
     def port(self) -> int:
-        assert self._httpd is not None, "not started"
+        """The port it listens on; once stopped, the port it was given (a test that stops
+        the server to play "no internet" still names the address a client would try)."""
+        if self._httpd is None:
+            assert self._port, "not started"
+            return self._port
         return self._httpd.server_address[1]
 
     def url(self, path: str = "/") -> str:
