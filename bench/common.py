@@ -171,8 +171,10 @@ class Lab:
         while len(self.devs) < n:
             i = len(self.devs)
             log(f"starting device {PREFIX}-{i + 1}")
+            # own_keys: the user's authorized_keys is the device's own file, as on a real
+            # device, so the relay's links can be authorized there (bench/relay.py).
             self.devs.append(lab.start_device(f"{PREFIX}-{i + 1}", images.DEVICE.tag,
-                                              FIRST_INDEX + i, fresh=True))
+                                              FIRST_INDEX + i, fresh=True, own_keys=True))
         return self.devs[:n]
 
     def converge(self, n: int) -> list[lab.Device]:

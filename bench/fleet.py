@@ -117,16 +117,16 @@ def image_parts(lines: list[tuple[float, str]]) -> dict[str, float]:
     return got
 
 
-def timed_deploy(inv: Path, log_file: Path, timeout: float = 900
-                 ) -> tuple[float, list[tuple[str, float]], dict[str, float], float]:
-    """`pyinfra -y INV deploy.py`, each output line stamped as it comes (written to
-    log_file); the wall time, the slowest steps, the image's parts and the share of the
-    machine's CPU time that was busy (controller and every device alike) while it ran."""
+def stamped(inv: Path, log_file: Path, entry: str = "deploy.py", timeout: float = 900
+            ) -> tuple[float, list[tuple[float, str]], float]:
+    """`pyinfra -y INV ENTRY`, each output line stamped as it comes (written to log_file);
+    the wall time, the lines and the share of the machine's CPU time that
+    was busy (controller and every device alike) while it ran."""
     env = {**os.environ, "PYINFRA_PROGRESS": "off", "PYTHONPATH": str(REPO),
            "PYTHONUNBUFFERED": "1"}
     idle0, t0 = idle_cpu_seconds(), time.perf_counter()
     lines: list[tuple[float, str]] = []
-    with subprocess.Popen(["pyinfra", "-y", str(inv), "deploy.py"], cwd=REPO, env=env,
+    with subprocess.Popen(["pyinfra", "-y", str(inv), entry], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         assert proc.stdout is not None
         timer = threading.Timer(timeout, proc.kill)
@@ -140,7 +140,15 @@ def timed_deploy(inv: Path, log_file: Path, timeout: float = 900
     log_file.write_text("".join(f"{t:7.2f} {line}\n" for t, line in lines))
     if code != 0:
         tail = "\n".join(line for _, line in lines[-60:])
-        raise RuntimeError(f"deploy failed (exit {code}), log {log_file}:\n{tail}")
+        raise RuntimeError(f"{entry} failed (exit {code}), log {log_file}:\n{tail}")
+    return wall, lines, busy
+
+
+def timed_deploy(inv: Path, log_file: Path, timeout: float = 900
+                 ) -> tuple[float, list[tuple[str, float]], dict[str, float], float]:
+    """`pyinfra -y INV deploy.py` (stamped): the wall time, the slowest steps, the image's
+    parts and the share of the machine's CPU time that was busy while it ran."""
+    wall, lines, busy = stamped(inv, log_file, timeout=timeout)
     return wall, steps(lines), image_parts(lines), busy
 
 

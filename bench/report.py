@@ -17,7 +17,7 @@ from . import results
 REPO = results.REPO
 DOC = REPO / "docs" / "BENCHMARKS.md"
 ORDER = ["push", "download", "upstream", "resume", "hash", "noop", "fleet", "serve", "vulkan",
-         "ondemand", "gateway"]
+         "ondemand", "gateway", "relay"]
 TITLES = {
     "push": "1. Push throughput (controller to one device)",
     "download": "2. Controller download",
@@ -30,6 +30,7 @@ TITLES = {
     "vulkan": "9. Vulkan against the CPU (the lab's software Vulkan device)",
     "ondemand": "10. Loading on demand (several models on one device)",
     "gateway": "11. Gateway latency and memory",
+    "relay": "12. Redeploy past one uplink (the relay)",
 }
 
 
@@ -88,7 +89,7 @@ def render(res: dict[str, dict[str, Any]]) -> str:
         "",
         "Written by `python3 -m bench` (one benchmark: `python3 -m bench push`, `download`, "
         "`upstream`, `resume`, `hash`, `noop`, `fleet`, `serve`, `vulkan`, `ondemand`, "
-        "`gateway`) from the latest result of "
+        "`gateway`, `relay`) from the latest result of "
         "each, kept in docs/benchmarks.json: a run of some benchmarks replaces those and "
         "keeps the others, each section says when and on which commit it was measured. "
         "Every figure is a ratio of "
