@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from llama_docker.device.gateway_routes import Upstream
 from llama_docker.device.image import build_args
-from llama_docker.device.units import FILES, _env
+from llama_docker.device.units import FILES, TEMPLATES
 
 CONTAINER = "llama-gateway"
 UNIT = f"{CONTAINER}.service"  # the systemd unit that runs the container
@@ -85,7 +85,7 @@ def haproxy_config(table: Mapping[str, list[Upstream]], client_key: str | None) 
     text = re.sub(r'"@@([^@]+)@@"', r"%[srv_is_up(\1)]", text)
     models = {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "llama-docker"}
                                          for m in sorted(table)]}
-    return _env.get_template("haproxy.cfg.j2").render(
+    return TEMPLATES.get_template("haproxy.cfg.j2").render(
         backends=backends, health=quote(text), models_json=quote(json.dumps(models)),
         any_down=" or ".join(f"gw_health {b.name}_down" for b in backends),
         client_key=quote(f"Bearer {client_key}") if client_key else "")
@@ -93,7 +93,7 @@ def haproxy_config(table: Mapping[str, list[Upstream]], client_key: str | None) 
 
 def systemd_unit(*, runtime: str, image: str, port: int, bind: str, config_file: str) -> str:
     """The unit that runs the gateway's container, restarted by systemd."""
-    return _env.get_template("llama-gateway.service.j2").render(
+    return TEMPLATES.get_template("llama-gateway.service.j2").render(
         runtime=runtime, image=image, port=port, bind=bind, config_file=config_file,
         container=CONTAINER, memory_mib=MEMORY_MIB)
 

@@ -6,15 +6,10 @@ from __future__ import annotations
 import posixpath
 import shlex
 
-import jinja2
-
 from llama_docker.device.link import MARK, link_dir
-from llama_docker.device.units import FILES
+from llama_docker.device.units import TEMPLATES
 
 WORKER_CONTAINER = "llama-rpc"
-_env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(FILES)),
-                          undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                          autoescape=False)  # systemd units, not HTML
 
 
 def worker_unit_name(service: str) -> str:
@@ -52,7 +47,7 @@ def worker_unit(*, runtime: str, image: str, head: str, port: int, threads: int,
                 cache: str, rootless: bool) -> str:
     """ggml-rpc-server from the server image, on the device's loopback (host network, bound
     to 127.0.0.1: no port on the LAN), its tensor cache on the store's disk."""
-    return _env.get_template("llama-docker-rpc.service.j2").render(
+    return TEMPLATES.get_template("llama-docker-rpc.service.j2").render(
         runtime=runtime, image=image, head=head, port=port, threads=threads,
         cache_dir=cache, rootless=rootless, container=WORKER_CONTAINER)
 
@@ -62,7 +57,7 @@ def link_unit(*, worker: str, local_port: int, remote_port: int, key: str, known
     """ssh -N -L from the head's loopback to the worker's RPC port, restarted by systemd with
     a bounded back-off. `user`: who runs it in a system unit (the key's owner); None in the
     user's own systemd (SteamOS)."""
-    return _env.get_template("llama-docker-link.service.j2").render(
+    return TEMPLATES.get_template("llama-docker-link.service.j2").render(
         worker=worker, local_port=local_port, remote_port=remote_port, key=shlex.quote(key),
         known_hosts=shlex.quote(known_hosts), login=shlex.quote(login),
         address=shlex.quote(address), ssh_port=ssh_port, user=user)

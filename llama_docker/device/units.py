@@ -11,7 +11,7 @@ from llama_docker.knobs.resources import folder
 FILES = folder("files")
 CONTAINER = "llama"
 
-_env = jinja2.Environment(
+TEMPLATES = jinja2.Environment(  # every systemd text rendered from files/
     loader=jinja2.FileSystemLoader(str(FILES)),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
@@ -35,7 +35,7 @@ def systemd_unit(*, runtime: str, image: str, model_name: str, models_dir: str, 
     `host_network`: the head of a split model, which reaches its RPC links on the device's
     own loopback; its args then carry `--host` and `--port` (they win over the entrypoint's).
     """
-    return _env.get_template("llama-docker.service.j2").render(
+    return TEMPLATES.get_template("llama-docker.service.j2").render(
         runtime=runtime, image=image, model_name=model_name, models_dir=models_dir,
         port=port, bind=bind, ctx_size=ctx_size, threads=threads, container=CONTAINER,
         args=[_unit_quote(a) for a in args], mmproj=mmproj, api_key_file=api_key_file,
