@@ -32,11 +32,7 @@ def llama_server(**knobs: Any) -> None:
 
     + knobs: any knob of group_data/all.py, e.g. ``model="qwen2.5-0.5b-instruct"``
     """
-    print_summary_at_exit()
-    if not refuse_unpinned():
-        plan = preflight(knobs)
-        if plan is not None:
-            steps.run(plan, steps.ALL)
+    _run_steps(knobs, steps.ALL)
 
 
 @deploy("llama-docker model", data_defaults=DEFAULTS)
@@ -45,11 +41,7 @@ def llama_model(**knobs: Any) -> None:
 
     + knobs: any knob of group_data/all.py
     """
-    print_summary_at_exit()
-    if not refuse_unpinned():
-        plan = preflight(knobs)
-        if plan is not None:
-            steps.run(plan, steps.MODEL_ONLY)
+    _run_steps(knobs, steps.MODEL_ONLY)
 
 
 @deploy("llama-docker rollback", data_defaults=DEFAULTS)
@@ -73,6 +65,15 @@ def llama_remove(purge: bool = False, **knobs: Any) -> None:
     print_summary_at_exit()
     if not refuse_unpinned():
         remove(knobs, purge=purge)
+
+
+def _run_steps(knobs: dict[str, Any], which: tuple[steps.Step, ...]) -> None:
+    """Preflight, then the listed steps, for a host whose key was checked."""
+    print_summary_at_exit()
+    if not refuse_unpinned():
+        plan = preflight(knobs)
+        if plan is not None:
+            steps.run(plan, which)
 
 
 def refuse_unpinned() -> bool:
