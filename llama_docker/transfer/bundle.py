@@ -29,9 +29,8 @@ from typing import IO, Protocol
 from llama_docker.knobs.errors import LlamaDockerError, VerifyError
 from llama_docker.knobs.lock import FILENAME, Lock, LockError, Pin, dumps, loads
 from llama_docker.transfer import lockfile
+from llama_docker.transfer.hashing import CHUNK, sha256_file
 from llama_docker.transfer.image_archive import CachedImage, ImageCache, inspect_archive
-
-CHUNK = 4 << 20
 
 
 def _marked(path: Path, sha: str) -> bool:
@@ -257,13 +256,9 @@ def _index_images(cache: Path, indexes: list[dict], lock: Lock) -> None:
         if entry.image_id not in locked or not archive.is_file():
             raise LlamaDockerError(f"the bundle's index of {entry.tag} ({entry.arch}) names "
                                    "no image of its lock")
-        got = hashlib.sha256()
-        with open(archive, "rb") as f:
-            while chunk := f.read(CHUNK):
-                got.update(chunk)
-        if got.hexdigest() != entry.sha256:
-            raise VerifyError(f"{archive} hashes {got.hexdigest()}, its index says "
-                              f"{entry.sha256}")
+        got = sha256_file(archive)
+        if got != entry.sha256:
+            raise VerifyError(f"{archive} hashes {got}, its index says {entry.sha256}")
         index = images.index(entry.tag, entry.arch)
         tmp = index.with_name(f".{index.name}.{os.getpid()}")
         tmp.write_text(json.dumps({**asdict(entry), "path": str(archive),
