@@ -15,8 +15,11 @@ setup-demo:
 demo: setup-demo
 	python -m tests.lab demo
 
+# The unit tests first, in a process of their own: the lab modules import pyinfra's CLI
+# (gevent's patch_all) into their worker, which no unit test's threads should meet.
 test: setup lint
-	python -m pytest -v -n 2 --dist loadfile --no-loadscope-reorder
+	python -m pytest -v -n 2 --dist loadfile tests/unit
+	python -m pytest -v -n 2 --dist loadfile --no-loadscope-reorder --durations=20 tests/e2e
 
 lint:
 	ruff check .

@@ -114,7 +114,7 @@ def wait_healthy(port: int, seconds: float = 120) -> None:
     raise AssertionError(f"/health on 127.0.0.1:{port} not 200 after {seconds}s: {last}")
 
 
-# Lab modules, slowest first (a full run's times), then the rest, then the unit tests: the
+# Lab modules, slowest first (a full run's times), then the rest (then any unit tests): the
 # test workers (`-n 2 --dist loadfile`, Makefile) take modules in this order, so no worker
 # starts a long module last while the other one idles.
 SLOW_FIRST = ("test_arm64", "test_gpu", "test_gateway", "test_image_once",

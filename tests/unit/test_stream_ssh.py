@@ -132,5 +132,5 @@ def test_a_shown_command_is_pyinfras_command_and_says_its_progress(
     ok, lines = progress.run_shown(
         host, "echo \"$WHO\"; echo 'Unpacking llama.cpp-tools (1:0.7.0) ...'; sleep 1.6; "
               "echo done", False, Ticker("building x", every=1), env={"WHO": "the deck"})
-    assert ok and lines == ["the deck", "Unpacking llama.cpp-tools (1:0.7.0) ...", "done"]
+    assert (ok, lines) == (True, ["the deck", "Unpacking llama.cpp-tools (1:0.7.0) ...", "done"])
     assert said and said[0] == "[pi] building x: 1 s, Unpacking llama.cpp-tools (1:0.7.0) ..."
