@@ -112,9 +112,9 @@ gateway_port = 4000
 lan_address = ""
 
 # --- Relay (README: Past one uplink) ----------------------------------------------------------
-# True: a device that holds the verified model passes it on to the others over a restricted
-# device-to-device SSH link, so this controller sends each model once per run; False (per
-# host or group): this host gets its pushes from the controller and sends nothing on.
+# True: a device that holds the verified model (or server image archive) passes it on to the
+# others over a restricted device-to-device SSH link, so this controller sends each once per
+# run; False (per host or group): this host gets its pushes from the controller, sends nothing on.
 relay = True
 # Port other devices reach this device's sshd at: 0 = the port this controller connects to.
 lan_ssh_port = 0

@@ -7,6 +7,7 @@ image_source = "device" each device builds its own, as every device did before t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,11 +23,12 @@ from llama_docker.device.image import (
     pinned_build_args,
     snapshot_url,
 )
+from llama_docker.device.store import images_dir
 from llama_docker.device.units import FILES
 from llama_docker.transfer.image_archive import DeviceImage, ImageCache
 from llama_docker.transfer.image_ship import stage_tag
 
-from . import image_once
+from . import image_once, relay
 from .common import deploy
 from .facts import ImageId
 from .summary import note_move
@@ -62,7 +64,7 @@ def _need(plan: Plan, args: dict[str, str], tag: str) -> image_once.Need:
         tag=tag, arch=plan.arch, runtime=t.runtime, sudo=t.sudo, user=plan.user,
         build_dir=t.build_dir,
         stage_build=build_command(t.runtime, args, stage_tag(tag), t.build_dir),
-        images_dir=image_once.images_dir(t.models_dir), hash_cmd=plan.store.hash_cmd,
+        images_dir=images_dir(t.models_dir), hash_cmd=plan.store.hash_cmd,
         cache_dir=plan.cfg.cache_dir, aes=plan.aes, env=plan.env)
 
 
@@ -93,8 +95,6 @@ def image(plan: Plan) -> tuple[str, bool]:
             files.put(name=f"Build context: {name}", src=str(FILES / name),
                       dest=f"{t.build_dir}/{name}",
                       mode="755" if name.endswith(".sh") else "644", _sudo=t.sudo)
-    if entry is not None:
-        note_move(host.name, f"server image {tag} ({plan.arch})", entry.size)
     pin = ", ".join(f"{k}={v}" for k, v in (("llama.cpp-tools", plan.cfg.llama_cpp_version),
                                             ("apt", snapshot_url(plan.cfg.debian_snapshot)))
                     if v) or "unpinned"
@@ -102,7 +102,17 @@ def image(plan: Plan) -> tuple[str, bool]:
         python.call(name=f"Server image {tag}: build on this device ({pin})",
                     function=image_once.build_here, need=need)
         return tag, True
+    me = ctx_host.get()  # the Host itself, not the context proxy
+    need = replace(need, relay=relay.enlist(plan, me))
+    if entry is not None and need.relay:  # the cached archive: a relay's file from the start
+        relay.join(me.name, entry.sha256, "tar", entry.size,
+                   image_once.archive_name(tag, plan.arch))
+    elif entry is not None:
+        note_move(host.name, f"server image {tag} ({plan.arch})", entry.size)
     how = (f"ship the cached archive (llama.cpp {entry.version}, made on {entry.made_on})"
            if entry else f"build once for {plan.arch} ({pin}) on the first device, then ship")
     python.call(name=f"Server image {tag}: {how}", function=image_once.ensure, need=need)
+    if need.relay:
+        python.call(name=f"Remove the archive of {tag} kept for the relay",
+                    function=image_once.drop_archives, need=need)
     return tag, True

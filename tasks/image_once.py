@@ -12,7 +12,6 @@ builds for a Pi's CPU, and a device has the runtime and the registry mirror the 
 
 from __future__ import annotations
 
-import posixpath
 import shlex
 import time
 from collections import defaultdict
@@ -39,6 +38,7 @@ from llama_docker.transfer.image_ship import (
 from llama_docker.transfer.progress import ByteProgress
 from llama_docker.transfer.push import SshTarget, push
 
+from . import relay
 from .common import host_sudo_password, run_as, say, say_error
 from .progress import run_shown
 
@@ -66,17 +66,23 @@ class Need:
     cache_dir: str
     aes: bool
     env: dict[str, str] = field(default_factory=dict)
+    relay: bool = False  # enlisted in the relay (tasks/relay.py): the archive may come from a peer
+
+
+def archive_name(tag: str, arch: str) -> str:
+    """What the run calls an image's archive: `server-0774c39c4fc3-arm64.tar`."""
+    return f"{tag.rsplit('/', 1)[-1].replace(':', '-')}-{arch}.tar"
+
+
+# Archives received in this run and kept for the relay's other receivers, by host name:
+# removed by drop_archives, the step after every device's image step.
+_kept: defaultdict[str, list[tuple[Store, str]]] = defaultdict(list)
 
 
 def holds(host, need: Need) -> None:  # noqa: ANN001 - a pyinfra Host
     """Note a device that holds the image although the cache has no archive of it: a device
     that lacks it is then given this one's image (saved once into the cache), not a build."""
     _holders[(need.cache_dir, need.tag, need.arch)].append((host, need))
-
-
-def images_dir(models_dir: str) -> str:
-    """Beside the model store: `/var/lib/llama-docker/images` for the default store."""
-    return posixpath.join(posixpath.dirname(models_dir.rstrip("/")) or "/", "images")
 
 
 def _short(image_id: str) -> str:
@@ -233,10 +239,16 @@ def _receive(host, need: Need, entry: CachedImage, cache: ImageCache) -> None:  
     transport = host.connector.client.get_transport()
     if transport is not None:
         transport.set_keepalive(15)
-    target = SshTarget.from_data(host.name, host.data)
     t = time.monotonic()
-    sent, offset = push(host.connector.client, Path(entry.path), entry.sha256, store,
-                        f"{host.name} image", target, need.aes)
+    if need.relay:  # from a device of the run that has it, else pushed once from here
+        relay.join(host.name, entry.sha256, "tar", entry.size,
+                   archive_name(need.tag, need.arch))
+        ok, how = relay.obtain(host, entry.sha256, lambda: _push_archive(host, need, entry,
+                                                                          store))
+    else:
+        ok, how = _push_archive(host, need, entry, store)
+    if not ok:
+        raise LlamaDockerError(how)
     pushed, t = time.monotonic() - t, time.monotonic()
     # Only a verified file has the final name: nothing else is ever loaded.
     err = _run(host, need, load_command(need.runtime, store.final(entry.sha256),
@@ -251,13 +263,39 @@ def _receive(host, need: Need, entry: CachedImage, cache: ImageCache) -> None:  
         got = f"image {have.image_id}" if have else "absent"
         raise LlamaDockerError(f"after the load {need.tag} is {got}, expected image "
                                f"{entry.image_id}; the running server is untouched")
-    _run(host, need, forget_command(store, entry.sha256))
+    if need.relay:  # a source for the others until every device's image step is done
+        _kept[host.name].append((store, entry.sha256))
+    else:
+        _run(host, need, forget_command(store, entry.sha256))
+    say(host, f"loaded {need.tag} (llama.cpp {have.version or 'unknown'}, image "
+              f"{_short(entry.image_id)} as made on {entry.made_on}): {how}; the image "
+              f"checked by ID after the load (archive in {pushed:.1f} s, load {loaded:.1f} s)")
+
+
+def _push_archive(host, need: Need, entry: CachedImage, store: Store  # noqa: ANN001
+                  ) -> tuple[bool, str]:
+    """The archive pushed from the controller's cache: (stored, the line that says how)."""
+    target = SshTarget.from_data(host.name, host.data)
+    try:
+        sent, offset = push(host.connector.client, Path(entry.path), entry.sha256, store,
+                            f"{host.name} image", target, need.aes)
+    except LlamaDockerError as exc:
+        return False, str(exc)
     via = "ssh" if target else "paramiko"
     resumed = f", resumed from byte {offset}" if offset else ""
-    say(host, f"loaded {need.tag} (llama.cpp {have.version or 'unknown'}, image "
-              f"{_short(entry.image_id)} as made on {entry.made_on}): sent {sent} bytes of its "
-              f"archive via {via}{resumed}; sha256 verified before the load, the image after it "
-              f"(push and hash {pushed:.1f} s, load {loaded:.1f} s)")
+    return True, (f"sent {sent} bytes of its archive via {via}{resumed}; sha256 verified "
+                  "before the load")
+
+
+def drop_archives(state, host, need: Need) -> bool:  # noqa: ANN001 - pyinfra's callback shape
+    """The archives this device kept for its peers, removed once every device's image step
+    has ended (pyinfra runs a step on all hosts before the next)."""
+    for store, sha in _kept.pop(host.name, []):
+        err = _run(host, need, forget_command(store, sha))
+        if err:
+            say(host, f"could not remove the archive kept for the relay, {store.final(sha)} "
+                      f"({err})")
+    return True
 
 
 def build_here(state, host, need: Need) -> bool:  # noqa: ANN001 - pyinfra's callback shape

@@ -53,7 +53,7 @@ _EARLY: dict[tuple[str, str], gevent.Greenlet] = {}
 def _send(host, local: LocalFile, store: Store, aes: bool) -> tuple[bool, str]:  # noqa: ANN001
     """The file onto the device: from a peer that has it (tasks/relay.py), else pushed."""
     if relay.joined(host.name, local.sha256):
-        return relay.obtain(host, local, lambda: _push_once(host, local, store, aes))
+        return relay.obtain(host, local.sha256, lambda: _push_once(host, local, store, aes))
     return _push_once(host, local, store, aes)
 
 

@@ -1,8 +1,9 @@
 """The relay in a run: which hosts need a file, which hold it, and each host's way to it.
 
-While pyinfra prepares the run, each host with `relay` on says which files it holds
-verified (`hold`) and which it needs (`need`); at execution each needing host's push
-callback calls `obtain`, which takes the file from a device that has it
+While pyinfra prepares the run, each host with `relay` on says which model files it holds
+verified (`hold`) and which it needs (`need`), and the server image's archive from the
+controller's cache (`join`); an archive made in this run joins at execution. Each needing
+host's push callback calls `obtain`, which takes the file from a device that has it
 (llama_docker/transfer/relay.py), or from this controller: once per file, or when the host
 reaches no peer. A dry run prints the plan (`plan_lines`).
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from llama_docker.device import link as device_link
 from llama_docker.device.gateway_routes import address_of
 from llama_docker.device.login import login_user
-from llama_docker.device.store import Store
+from llama_docker.device.store import Store, images_dir
 from llama_docker.transfer import relay_plan
 from llama_docker.transfer.link import Peer
 from llama_docker.transfer.relay import Relay, copy
@@ -38,6 +39,7 @@ class _Spec:
     port: int  # 0: the port this controller's connection uses
     folder: str
     stores: dict[str, Store]
+    aes: bool
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -45,34 +47,49 @@ _relays: dict[str, Relay] = {}  # sha256 -> the file's relay in this run
 _specs: dict[str, _Spec] = {}  # host name -> its spec
 
 
-def _join(plan: Plan, host: Any, local: LocalFile, name: str) -> Relay | None:
+def enlist(plan: Plan, host: Any) -> bool:
+    """Note how peers reach this host and where its files go; False when it takes no part
+    (`relay` off, a Mac's native server, or an address no other device could reach)."""
     address = address_of(host.name, host.data, plan.cfg)
     if not plan.cfg.relay or plan.target.native or address in LOOPBACK:
-        return None  # a loopback address: no other device could reach it there
+        return False
+    images = Store(images_dir(plan.target.models_dir), plan.store.hash_cmd, ext="tar")
     _specs[host.name] = _Spec(
         address=address, port=plan.cfg.lan_ssh_port,
         folder=device_link.link_dir(plan.profile, plan.target.home),
-        stores={"gguf": plan.store})
-    return _relays.setdefault(local.sha256, Relay(name=name, sha=local.sha256, ext="gguf",
-                                                  size=local.size))
+        stores={"gguf": plan.store, "tar": images}, aes=plan.aes)
+    return True
+
+
+def _relay(sha: str, ext: str, size: int, name: str) -> Relay:
+    return _relays.setdefault(sha, Relay(name=name, sha=sha, ext=ext, size=size))
 
 
 def hold(plan: Plan, host: Any, local: LocalFile, name: str) -> None:
-    """This host holds the file verified: a source for the others from the start."""
-    relay = _join(plan, host, local, name)
-    if relay is not None and host.name not in relay.holders:
+    """This host holds the model file verified: a source for the others from the start."""
+    if not enlist(plan, host):
+        return
+    relay = _relay(local.sha256, "gguf", local.size, name)
+    if host.name not in relay.holders:
         relay.holders.append(host.name)
         relay.sources.append(host.name)
 
 
 def need(plan: Plan, host: Any, local: LocalFile, name: str) -> bool:
-    """This host needs the file; True when it joins the relay (else it is pushed as ever)."""
-    relay = _join(plan, host, local, name)
-    if relay is None or local.path is None:
+    """This host needs the model file; True when it joins the relay (else it is pushed as
+    ever)."""
+    if local.path is None or not enlist(plan, host):
         return False
-    if host.name not in relay.receivers:
-        relay.receivers.append(host.name)
+    join(host.name, local.sha256, "gguf", local.size, name)
     return True
+
+
+def join(host_name: str, sha: str, ext: str, size: int, name: str) -> None:
+    """This (enlisted) host needs `<sha>.<ext>`: a receiver of its relay. The server
+    image's archive joins at execution, once the first device of its CPU has made it."""
+    relay = _relay(sha, ext, size, name)
+    if host_name not in relay.receivers:
+        relay.receivers.append(host_name)
 
 
 def joined(host_name: str, sha: str) -> bool:
@@ -95,13 +112,13 @@ def _peer(host: Any) -> Peer:
     client = host.connector.client
     return Peer(name=host.name, client=client, user=login_user(host.data, client),
                 address=spec.address, port=_port(host, spec), folder=spec.folder,
-                stores=spec.stores)
+                stores=spec.stores, aes=spec.aes)
 
 
-def obtain(host: Any, local: LocalFile, push: Callable[[], tuple[bool, str]]
-           ) -> tuple[bool, str]:
-    """The file onto this host from a peer, else through `push` (this controller's)."""
-    relay = _relays[local.sha256]
+def obtain(host: Any, sha: str, push: Callable[[], tuple[bool, str]]) -> tuple[bool, str]:
+    """The file `sha` (joined) onto this host from a peer, else through `push` (this
+    controller's)."""
+    relay = _relays[sha]
     inventory = host.state.inventory
 
     def from_peer(src: str) -> tuple[int, int]:

@@ -24,6 +24,7 @@ import ipaddress
 import re
 import shlex
 
+from llama_docker.device import ciphers
 from llama_docker.device.store import Store, under_lock, writer_command
 from llama_docker.knobs.errors import LlamaDockerError
 
@@ -208,11 +209,13 @@ def receive_script(folder: str, stores: dict[str, Store]) -> str:
 
 
 def send_command(source: str, offset: int, sha: str, ext: str, key: str, known_hosts: str,
-                 user: str, address: str, port: int) -> str:
+                 user: str, address: str, port: int, aes: bool) -> str:
     """On the sender: its verified file from byte `offset` into the receiver's forced
-    command. The exit status is the receiver's store command's, or ssh's own 255."""
+    command, with the push's cipher order (`aes`: both ends have AES instructions). The
+    exit status is the receiver's store command's, or ssh's own 255."""
     q = shlex.quote
-    ssh = ["ssh", "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+    ssh = ["ssh", "-i", key, "-c", ciphers.order(aes), "-o", "IdentitiesOnly=yes",
+           "-o", "BatchMode=yes",
            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
            "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",

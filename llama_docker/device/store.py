@@ -16,6 +16,7 @@ OpenSSH client or paramiko) is llama_docker/transfer/push.py.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shlex
 import socket
@@ -74,6 +75,12 @@ class Store:
 
 
 # --- which files a run keeps, and the links that name what is served
+
+
+def images_dir(models_dir: str) -> str:
+    """The server image archives' store, beside the model store:
+    `/var/lib/llama-docker/images` for the default one."""
+    return posixpath.join(posixpath.dirname(models_dir.rstrip("/")) or "/", "images")
 
 
 def after_switch(newest_first: list[str], links: dict[str, str], serve: dict[str, str]

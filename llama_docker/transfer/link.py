@@ -33,6 +33,7 @@ class Peer:
     port: int  # its sshd's port as other devices reach it
     folder: str  # its link state folder (device/link.py link_dir)
     stores: dict[str, Store] = field(default_factory=dict)  # ext -> its store
+    aes: bool = True  # its CPU has AES instructions (the copy's cipher order)
 
     @property
     def ip(self) -> str | None:

@@ -20,6 +20,7 @@ from typing import Any
 import paramiko
 from tqdm import tqdm
 
+from llama_docker.device import ciphers
 from llama_docker.device.store import (
     Store,
     discard_command,
@@ -36,10 +37,6 @@ from llama_docker.transfer.interrupt import die_with_parent, interrupted, stoppa
 
 CHUNK = 1 << 20
 STALL_SECONDS = 300  # no byte accepted for this long: the push fails, the next run resumes
-# AES-GCM is the fastest OpenSSH cipher where both ends have AES instructions; ChaCha20 is
-# faster on CPUs without them (a Raspberry Pi 4, for one).
-AES_FIRST = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
-CHACHA_FIRST = "chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,aes128-ctr"
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,7 @@ class SshTarget:
         if self.port:
             argv += ["-p", str(self.port)]
         argv += ["-o", "BatchMode=yes", "-o", "ServerAliveInterval=15",
-                 "-o", "ServerAliveCountMax=4", "-c", AES_FIRST if aes else CHACHA_FIRST,
+                 "-o", "ServerAliveCountMax=4", "-c", ciphers.order(aes),
                  "-o", f"StrictHostKeyChecking={'yes' if self.strict else 'accept-new'}"]
         if self.key:
             argv += ["-i", os.path.expanduser(self.key), "-o", "IdentitiesOnly=yes"]

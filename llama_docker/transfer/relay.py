@@ -88,7 +88,8 @@ def _send(sender: Peer, receiver: Peer, sha: str, ext: str, size: int, name: str
     source = sender.stores[ext].final(sha)
     cmd = device_link.send_command(
         source, offset, sha, ext, device_link.key_path(sender.folder),
-        link.pinned_hosts(sender, receiver), receiver.user, receiver.address, receiver.port)
+        link.pinned_hosts(sender, receiver), receiver.user, receiver.address, receiver.port,
+        sender.aes and receiver.aes)
     try:
         # A copy on the LAN; the bound only ends one that hangs without end.
         code, _, err = run_remote(sender.client, cmd, timeout=max(600, size / 1e6))

@@ -31,9 +31,8 @@ import pytest
 
 from llama_docker.device import profile
 from llama_docker.device.image import BUILD_FILES, build_args, build_command, image_tag
-from llama_docker.device.store import Store
+from llama_docker.device.store import Store, images_dir
 from llama_docker.device.units import FILES
-from llama_docker.tasks.image_once import images_dir
 from llama_docker.transfer.image_archive import CachedImage, ImageCache, inspect_archive
 from llama_docker.transfer.image_ship import build_script, stage_tag
 from llama_docker.transfer.push import SshTarget, push

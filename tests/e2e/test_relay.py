@@ -74,8 +74,17 @@ def test_four_devices_the_controller_sends_the_model_once(
     run = deploy(inv, timeout=2400)
     assert run.code == 0, run.output[-6000:]
     pushed = [m for m in PUSHED.finditer(run.output) if m["f"] != "its"]
-    relayed = list(RELAYED.finditer(run.output))
+    relayed = [m for m in RELAYED.finditer(run.output) if m["f"].endswith(".gguf")]
     assert len(pushed) == 1 and int(pushed[0]["n"]) == size, run.output[-6000:]
+    # The server image's archive rides the same relay: the devices that load it (all but
+    # one that built it or held it) get it once from the controller, the rest from peers.
+    loaded = re.findall(r"\[e2e-relay-\d\]\s+loaded llama-docker/server", run.output)
+    archive_pushed = [m for m in PUSHED.finditer(run.output) if m["f"] == "its"]
+    archive_relayed = [m for m in RELAYED.finditer(run.output) if m["f"].endswith(".tar")]
+    assert len(loaded) >= 3 and len(archive_pushed) == 1, run.output[-6000:]
+    assert len(archive_relayed) == len(loaded) - 1, run.output[-6000:]
+    for dev in devices:  # kept only while the run needed it as a source
+        assert ".tar" not in dev.exec("sh", "-c", "ls -a /var/lib/llama-docker/images 2>&1 || true"), dev.name
     assert sorted(m["host"] for m in relayed) == sorted(
         set(NAMES) - {pushed[0]["host"]}), run.output[-6000:]
     assert all(int(m["n"]) == size for m in relayed)

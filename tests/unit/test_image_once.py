@@ -21,10 +21,10 @@ from llama_docker.device.image import (
     pinned_build_args,
     snapshot_url,
 )
+from llama_docker.device.store import images_dir
 from llama_docker.knobs import config
 from llama_docker.knobs.defaults import DEFAULTS
 from llama_docker.knobs.errors import ConfigError, LlamaDockerError
-from llama_docker.tasks.image_once import images_dir
 from llama_docker.transfer import image_ship
 from llama_docker.transfer.image_archive import (
     CachedImage,

@@ -153,9 +153,12 @@ def test_write_file_says_same_when_unchanged(tmp_path: Path) -> None:
 
 def test_send_command_pins_the_host_and_sends_from_the_offset() -> None:
     cmd = link.send_command("/m/x.gguf", 5000, SHA, "gguf", "/l/id_ed25519", "/l/hosts/b",
-                            "pi", "198.18.0.111", 22)
-    assert "tail -c +5001 /m/x.gguf | ssh -i /l/id_ed25519" in cmd
+                            "pi", "198.18.0.111", 22, aes=False)
+    assert "tail -c +5001 /m/x.gguf | ssh -i /l/id_ed25519 -c chacha20-poly1305@" in cmd
     for opt in ("StrictHostKeyChecking=yes", "UserKnownHostsFile=/l/hosts/b",
                 "GlobalKnownHostsFile=/dev/null", "BatchMode=yes", "IdentitiesOnly=yes"):
         assert f"-o {opt}" in cmd
     assert cmd.endswith(f"-l pi 198.18.0.111 'receive {SHA} gguf'")
+    both_aes = link.send_command("/m/x.gguf", 0, SHA, "gguf", "/l/id_ed25519", "/l/hosts/b",
+                                 "pi", "198.18.0.111", 22, aes=True)
+    assert "-c aes128-gcm@openssh.com,chacha20-poly1305@openssh.com" in both_aes
