@@ -84,7 +84,8 @@ def test_four_devices_the_controller_sends_the_model_once(
     assert len(loaded) >= 3 and len(archive_pushed) == 1, run.output[-6000:]
     assert len(archive_relayed) == len(loaded) - 1, run.output[-6000:]
     for dev in devices:  # kept only while the run needed it as a source
-        assert ".tar" not in dev.exec("sh", "-c", "ls -a /var/lib/llama-docker/images 2>&1 || true"), dev.name
+        left = dev.exec("sh", "-c", "ls -a /var/lib/llama-docker/images 2>&1 || true")
+        assert ".tar" not in left, (dev.name, left)
     assert sorted(m["host"] for m in relayed) == sorted(
         set(NAMES) - {pushed[0]["host"]}), run.output[-6000:]
     assert all(int(m["n"]) == size for m in relayed)
