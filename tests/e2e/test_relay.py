@@ -78,9 +78,11 @@ def test_four_devices_the_controller_sends_the_model_once(
     assert len(pushed) == 1 and int(pushed[0]["n"]) == size, run.output[-6000:]
     # The server image's archive rides the same relay: the devices that load it (all but
     # one that built it or held it) get it once from the controller, the rest from peers.
-    loaded = re.findall(r"\[e2e-relay-\d\]\s+loaded llama-docker/server", run.output)
-    archive_pushed = [m for m in PUSHED.finditer(run.output) if m["f"] == "its"]
-    archive_relayed = [m for m in RELAYED.finditer(run.output) if m["f"].endswith(".tar")]
+    loaded = re.findall(r"\[e2e-relay-\d\]\s+loaded llama-docker/server.*", run.output)
+    archive_pushed = [x for x in loaded if "bytes of its archive via ssh" in x]
+    archive_relayed = [x for x in loaded
+                       if re.search(r"received \d+ bytes of server-\w+-amd64\.tar from "
+                                    r"e2e-relay-\d over the device link", x)]
     assert len(loaded) >= 3 and len(archive_pushed) == 1, run.output[-6000:]
     assert len(archive_relayed) == len(loaded) - 1, run.output[-6000:]
     for dev in devices:  # kept only while the run needed it as a source
