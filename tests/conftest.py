@@ -117,10 +117,13 @@ def wait_healthy(port: int, seconds: float = 120) -> None:
 # Lab modules, slowest first (a full run's times), then the rest (then any unit tests): the
 # test workers (`-n 2 --dist loadfile`, Makefile) take modules in this order, so no worker
 # starts a long module last while the other one idles.
-SLOW_FIRST = ("test_arm64", "test_gpu", "test_gateway", "test_image_once",
-              "test_model_lifecycle", "test_relay", "test_first_run", "test_ssh_config",
-              "test_interrupt_and_clock", "test_debian_docker", "test_port_and_cors",
-              "test_debian_podman", "test_direct", "test_steamos", "test_fanout")
+SLOW_FIRST = ("test_arm64", "test_gpu", "test_image_once", "test_relay",
+              "test_interrupt_and_clock", "test_split_memory", "test_gateway",
+              "test_user_config", "test_model_lifecycle", "test_ssh_config", "test_split",
+              "test_steamos", "test_debian_docker", "test_port_and_cors", "test_packaged",
+              "test_first_run", "test_bundle", "test_fanout", "test_debian_podman",
+              "test_several_models", "test_faults", "test_webui", "test_lock", "test_direct",
+              "test_status_and_webui", "test_simplechat_port", "test_empty_cache")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
