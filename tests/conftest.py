@@ -120,6 +120,7 @@ def wait_healthy(port: int, seconds: float = 120) -> None:
 SLOW_FIRST = ("test_arm64", "test_gpu", "test_image_once", "test_relay",
               "test_interrupt_and_clock", "test_split_memory", "test_gateway",
               "test_user_config", "test_model_lifecycle", "test_ssh_config", "test_split",
+              "test_split_steamos",
               "test_steamos", "test_debian_docker", "test_port_and_cors", "test_packaged",
               "test_first_run", "test_bundle", "test_fanout", "test_debian_podman",
               "test_several_models", "test_faults", "test_webui", "test_lock", "test_direct",
