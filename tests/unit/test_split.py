@@ -1,15 +1,20 @@
 """A model split over devices, the pure parts: the layer fit, free memory under a cgroup
-limit, the split_over knob, the worker's authorized_keys line and the units' text."""
+limit, the split_over knob, the worker's authorized_keys line and the units' text; and, on
+the Raspberry Pi fixture, the port check of a head whose split_over was dropped."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from llama_docker.device import link, memory, rpc_units, split
 from llama_docker.device.fit import GIB, MIB
+from llama_docker.device.listeners import Listener
 from llama_docker.knobs import config
 from llama_docker.knobs.defaults import DEFAULTS
 from llama_docker.knobs.errors import ConfigError
+from tests.unit.fixtures.harness import deploy_fixture
 
 M = split.Member
 
@@ -148,3 +153,18 @@ def test_the_split_the_head_serves_with_is_kept_while_it_fits() -> None:
     assert split.previous_layers(unit, [50053, 50054], 10) is None
     assert split.previous_layers(unit, [50053], 4) is None
     assert split.previous_layers("ExecStart=... --ctx-size 256\n", [50053], 10) is None
+
+
+def test_a_former_heads_own_server_on_the_host_network_is_no_busy_port(tmp_path: Path
+                                                                        ) -> None:
+    """split_over dropped: the head's llama-server still holds its port on the host's network
+    (no publisher) until this run restarts it published; that is ours, not a refusal. A
+    llama-server beside a container of ours that is not on the host's network is someone
+    else's."""
+    held = {"PortListeners(*)": [Listener("0.0.0.0", "llama-server", 2603)]}
+    run = deploy_fixture(tmp_path, "debian", {**held, "HostNetwork(*)": True})
+    assert "Preflight | Refuse this host" not in run.names()
+    (op,) = deploy_fixture(tmp_path, "debian", {**held, "HostNetwork(*)": False}).ops
+    assert op.name == "Preflight | Refuse this host"
+    assert op.calls[0]["message"] == ("port 8080 is in use by llama-server (pid 2603): set "
+                                      "the port knob to a free port")
