@@ -168,3 +168,28 @@ def test_a_former_heads_own_server_on_the_host_network_is_no_busy_port(tmp_path:
     assert op.name == "Preflight | Refuse this host"
     assert op.calls[0]["message"] == ("port 8080 is in use by llama-server (pid 2603): set "
                                       "the port knob to a free port")
+
+
+def test_the_split_state_reads_the_deploy_users_keys_when_read_with_sudo(tmp_path: Path
+                                                                         ) -> None:
+    """Preflight reads SplitState with sudo, where `~` is root's: the deploy user's
+    authorized_keys is read by its path, so a worker dropped from split_over sees its old
+    head's key (and its run removes it)."""
+    import subprocess
+
+    from llama_docker.device import target
+    from tasks import split as split_task
+    from tasks.split_facts import SplitState
+
+    home, root = tmp_path / "pi", tmp_path / "root"
+    (home / ".ssh").mkdir(parents=True)
+    root.mkdir()
+    line = 'restrict,port-forwarding ssh-ed25519 CCCC llama-docker-link:pi1:rpc'
+    (home / ".ssh" / "authorized_keys").write_text(f"ssh-ed25519 AAAA me@laptop\n{line}\n")
+    tgt = target.choose("debian", "docker", "/var/lib/llama-docker/models", str(home),
+                        "llama-docker")
+    fact = SplitState()
+    out = subprocess.run(["sh", "-c", fact.command(**split_task._state_args(tgt))],
+                         env={"HOME": str(root), "PATH": "/usr/bin:/bin"}, check=True,
+                         capture_output=True, text=True).stdout
+    assert fact.process(out.splitlines()) == {"unit": [], "pub": [], "key": [line]}
