@@ -125,10 +125,12 @@ def test_removing_keys_keeps_the_users_own_and_the_relays() -> None:
                 'restrict,port-forwarding ssh-ed25519 CCCC llama-docker-link:pi1:rpc',
                 'restrict,port-forwarding ssh-ed25519 DDDD llama-docker-link:pi9:rpc']
         (ssh / "authorized_keys").write_text("\n".join(keys) + "\n")
+        (ssh / "authorized_keys").chmod(0o600)
         cmd = rpc_units.unauthorize_others_command("pi1")
-        subprocess.run(["sh", "-c", cmd], env={"HOME": home, "PATH": "/usr/bin:/bin"},
-                       check=True)
+        subprocess.run(["sh", "-c", f"umask 002; {cmd}"],
+                       env={"HOME": home, "PATH": "/usr/bin:/bin"}, check=True)
         assert (ssh / "authorized_keys").read_text().splitlines() == keys[:3]
+        assert (ssh / "authorized_keys").stat().st_mode & 0o777 == 0o600
         subprocess.run(["sh", "-c", rpc_units.unauthorize_others_command(None)],
                        env={"HOME": home, "PATH": "/usr/bin:/bin"}, check=True)
         assert (ssh / "authorized_keys").read_text().splitlines() == keys[:2]
