@@ -280,10 +280,10 @@ def test_a_worker_dropped_from_split_over_is_undone_and_the_head_serves_alone(
         devices: dict[str, lab.Device], split: dict[str, object]) -> None:
     """Last: it ends the split. Seen: split_over dropped (the worker stays in the inventory):
     on the worker no RPC unit, active or enabled, its container gone, no authorized_keys line
-    of the head's link key (the controller's own line stays); on the head no link unit or
-    forward for the worker, its link key gone, a server without --rpc that answers
-    /completion; the gateway routes the model to both devices | Left: a second run changes
-    nothing"""
+    of the head's link key (the controller's own line stays, the file 0600); on the head no
+    link unit or forward for the worker, its link key gone, a server without --rpc that
+    answers /completion; the gateway routes the model to both devices | Left: a second run
+    changes nothing"""
     head, worker, box = devices[HEAD], devices[WORKER], devices[OUTSIDER]
     pub = head.exec("cat", KEY + ".pub").split()[1]
     assert pub in worker.exec("cat", "/home/pi/.ssh/authorized_keys")  # the split is there
@@ -301,6 +301,7 @@ def test_a_worker_dropped_from_split_over_is_undone_and_the_head_serves_alone(
     assert pub not in authorized and ":rpc" not in authorized, authorized
     controller = (lab.STATE / "id_ed25519.pub").read_text().split()[1]
     assert controller in authorized, authorized
+    assert worker.exec("stat", "-c", "%a", "/home/pi/.ssh/authorized_keys").strip() == "600"
 
     for ask in ("is-active", "is-enabled"):
         got = head.exec("systemctl", ask, LINK_UNIT, check=False).strip()
