@@ -8,7 +8,7 @@ from llama_docker.device import listeners
 from llama_docker.device.units import CONTAINER
 from llama_docker.knobs.errors import RefusedError
 
-from .facts import AgentPid, PortListeners, PublishedPorts
+from .facts import AgentPid, HostNetwork, PortListeners, PublishedPorts
 
 if TYPE_CHECKING:
     from llama_docker.device.target import Target
@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
     """The facts the check reads, for preflight's one batch."""
-    ours: Wanted = ((AgentPid, {"label": tgt.agent_label}) if tgt.native else
-                    (PublishedPorts, {"runtime": tgt.runtime, "container": CONTAINER}))
-    return [(PortListeners, {"port": cfg.port}), ours]
+    container = {"runtime": tgt.runtime, "container": CONTAINER}
+    ours: list[Wanted] = ([(AgentPid, {"label": tgt.agent_label})] if tgt.native else
+                          [(PublishedPorts, container), (HostNetwork, container)])
+    return [(PortListeners, {"port": cfg.port}), *ours]
 
 
 def check(cfg: Config, tgt: Target, known: Known, user: str) -> None:
@@ -32,13 +33,18 @@ def check(cfg: Config, tgt: Target, known: Known, user: str) -> None:
     converged device: that is not a reason to refuse.
     """
     found = known.get(PortListeners, port=cfg.port)
+    host_network = False
     if tgt.native:
         published: set[int] = set()
         agent = known.get(AgentPid, label=tgt.agent_label)
     else:
         published = known.get(PublishedPorts, runtime=tgt.runtime, container=CONTAINER)
+        host_network = known.get(HostNetwork, runtime=tgt.runtime, container=CONTAINER)
         agent = None
-    if cfg.split_over:  # a split's head serves on the host's network: llama-server itself
+    # A split's head serves on the host's network: llama-server itself holds the port. So
+    # does a head's server still running so after its split_over was dropped (this run
+    # restarts it on a published port).
+    if cfg.split_over or host_network:
         found = [f for f in found if f.name != "llama-server"]
     other = listeners.foreign(found, cfg.port, cfg.bind, published, agent)
     if other:

@@ -264,6 +264,22 @@ class PublishedPorts(FactBase):
         return set()
 
 
+class HostNetwork(FactBase):
+    """Whether a container runs on the host's network (a split's head: its llama-server holds
+    the port itself, with no publisher); False when it is not running or there is no runtime."""
+
+    def command(self, runtime: str, container: str) -> str:
+        return (f"{runtime} inspect -f '{{{{.HostConfig.NetworkMode}}}}' "
+                f"{shlex.quote(container)} 2>/dev/null || true")
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[0].strip() == "host"
+
+    @staticmethod
+    def default() -> bool:
+        return False
+
+
 class AgentPid(FactBase):
     """The pid launchd runs for an agent of this user, or None when it runs nothing."""
 

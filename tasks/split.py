@@ -175,7 +175,7 @@ def wants(cfg: config.Config, t: Target) -> list[Wanted]:
 def _state_args(t: Target) -> dict[str, str]:
     folder = rpc_units.rpc_link_dir(t.profile, t.home)
     return {"folder": _unit_dir(t), "pattern": rpc_units.link_unit_glob(t.service),
-            "pub": link.key_path(folder) + ".pub"}
+            "pub": link.key_path(folder) + ".pub", "keys": f"{t.home}/.ssh/authorized_keys"}
 
 
 def step(plan: Plan, tag: str) -> None:

@@ -52,13 +52,15 @@ class LinkKeys(FactBase):
 
 class SplitState(FactBase):
     """What a split left on a device, in one command: link units in `folder` matching
-    `pattern`, the RPC link key's public half at `pub`, and the link keys authorized here."""
+    `pattern`, the RPC link key's public half at `pub`, and the link keys authorized in
+    `keys` (the deploy user's authorized_keys by its path: preflight reads this fact with
+    sudo, where `~` is root's)."""
 
-    def command(self, folder: str, pattern: str, pub: str) -> str:
+    def command(self, folder: str, pattern: str, pub: str, keys: str) -> str:
         return (f"(cd {shlex.quote(folder)} 2>/dev/null && for f in {pattern}; do "
                 "[ -e \"$f\" ] && echo \"unit $f\"; done); "
                 f"[ -r {shlex.quote(pub)} ] && echo \"pub $(cat {shlex.quote(pub)})\"; "
-                f"grep -F ' {MARK}:' ~/.ssh/authorized_keys 2>/dev/null | sed 's/^/key /'; true")
+                f"grep -F ' {MARK}:' {shlex.quote(keys)} 2>/dev/null | sed 's/^/key /'; true")
 
     def process(self, output: list[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {"unit": [], "pub": [], "key": []}

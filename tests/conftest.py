@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -81,9 +82,11 @@ def deploy(inventory: Path, *extra: str, entry: str = "deploy.py", timeout: int 
            env: dict[str, str] | None = None) -> Run:
     # A generated API key goes to the inventory's folder, never the runner's ~/.config.
     own = {"XDG_CONFIG_HOME": str(Path(inventory).parent / "config")}
+    # This interpreter's pyinfra, not the first on PATH: another one may import another
+    # checkout's tasks (an editable install elsewhere).
     proc = subprocess.run(
-        ["pyinfra", "-y", str(inventory), entry, *extra], cwd=REPO, capture_output=True,
-        text=True, timeout=timeout, env={**os.environ, **own, **(env or {})},
+        [sys.executable, "-m", "pyinfra", "-y", str(inventory), entry, *extra], cwd=REPO,
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **own, **(env or {})},
     )
     return Run(proc.returncode, proc.stdout + proc.stderr)
 

@@ -65,10 +65,12 @@ def link_unit(*, worker: str, local_port: int, remote_port: int, key: str, known
 
 def unauthorize_others_command(keep: str | None) -> str:
     """Remove every RPC link key from ~/.ssh/authorized_keys but `keep`'s (a worker serves
-    one head; None: it serves none now). The user's own keys and the relay's stay."""
+    one head; None: it serves none now). The user's own keys and the relay's stay, and the
+    file stays 0600 (a group-writable one, from a umask of 002, would lock the user out
+    where sshd's StrictModes refuses it)."""
     keep_mark = f"{MARK}:{link_name(keep)}" if keep else ""
     awk = ("awk -v k=" + shlex.quote(keep_mark) + " -v m=" + shlex.quote(MARK + ":")
            + " '!(index($NF, m) == 1 && $NF ~ /:rpc$/ && $NF != k)' \"$f\"")
-    return ("f=~/.ssh/authorized_keys; [ -f \"$f\" ] || exit 0; "
+    return ("umask 077; f=~/.ssh/authorized_keys; [ -f \"$f\" ] || exit 0; "
             f"n=$({awk} | wc -l); [ \"$n\" -lt \"$(wc -l < \"$f\")\" ] || exit 0; "
             f"{awk} > \"$f.llama-docker\" && mv -f \"$f.llama-docker\" \"$f\" && echo removed")

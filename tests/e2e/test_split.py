@@ -1,6 +1,8 @@
 """A model split over two devices with llama.cpp's RPC: the head serves, the worker holds
 layers, reached only through the head's restricted SSH forward; a third device on the same
-network finds no RPC port and the head's key opens nothing but the one forward."""
+network finds no RPC port and the head's key opens nothing but the one forward. That third
+device then runs the fleet's gateway, which routes the split model to its head; last, the
+worker is dropped from split_over and the next run undoes the split."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
 from tests.conftest import REPO, deploy, http_json, wait_healthy, write_knobs
@@ -23,6 +26,9 @@ HEAD, WORKER, OUTSIDER = "e2e-split-head", "e2e-split-w1", "e2e-split-x"
 INDEX = {HEAD: 120, WORKER: 121, OUTSIDER: 122}
 RPC_PORT = 50052
 KEY = "/home/pi/.local/share/llama-docker/link/rpc/id_ed25519"
+GATEWAY = {"gateway": "only", "gateway_port": 8080}  # on OUTSIDER, at its published port
+LINK_UNIT = f"llama-docker-link-{WORKER}.service"
+RPC_UNIT = "llama-docker-rpc.service"
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +40,12 @@ def devices(device_image: str) -> Iterator[dict[str, lab.Device]]:
         lab.remove_device(d)
 
 
-def _inventory(folder: Path, devs: list[lab.Device], knobs: dict[str, dict]) -> Path:
+def _inventory(folder: Path, devs: list[lab.Device], knobs: dict[str, dict],
+               name: str = "inventory") -> Path:
     """Each device reached by the others at its lab address, port 22; a known_hosts of the
-    module's own (other lab tests rewrite the shared one)."""
-    known = folder / "known_hosts"
+    module's own (other lab tests rewrite the shared one). `name`: another inventory in the
+    same folder (the same group data, the same cache)."""
+    known = folder / ("known_hosts" if name == "inventory" else f"{name}.known_hosts")
     lines = []
     for d in devs:
         pub = (lab.STATE / d.name / "ssh_host_ed25519_key.pub").read_text().split()
@@ -46,7 +54,7 @@ def _inventory(folder: Path, devs: list[lab.Device], knobs: dict[str, dict]) -> 
     hosts = [(d.name, {**d.host_data(), "ssh_known_hosts_file": str(known),
                        "lan_address": d.ip, "lan_ssh_port": 22, **knobs.get(d.name, {})})
              for d in devs]
-    path = folder / "inventory.py"
+    path = folder / f"{name}.py"
     path.write_text(f"lab = {hosts!r}\n")
     return path
 
@@ -217,3 +225,102 @@ def test_a_worker_down_is_named_and_the_head_serves_again_without_a_run(
     worker.exec("docker", "kill", "llama-rpc")  # the process gone; its unit restarts it
     took = _wait_serving(head, 180)
     print(f"the head served again {took:.0f}s after its worker's container was killed")
+
+
+def _gateway_models(box: lab.Device) -> dict:
+    """The gateway's view of each model's devices (1 up, 0 down), asked on its own box."""
+    text = box.exec("curl", "-s", "--max-time", "5", "http://127.0.0.1:8080/gateway/health")
+    return json.loads(text)["models"]
+
+
+def _wait_gateway_up(box: lab.Device, model: str, hosts: set[str], seconds: float) -> None:
+    """Bounded wait until the gateway routes `model` to exactly `hosts`, each of them up."""
+    deadline = time.monotonic() + seconds
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = _gateway_models(box)
+            if last.get(model) == dict.fromkeys(hosts, 1):
+                return
+        except (ValueError, KeyError, RuntimeError, subprocess.SubprocessError) as exc:
+            last = exc
+        time.sleep(1)
+    raise AssertionError(f"gateway never routed {model} to {sorted(hosts)}, all up: {last}")
+
+
+def test_a_gateway_routes_the_split_model_to_its_head(
+        devices: dict[str, lab.Device], split: dict[str, object]) -> None:
+    """Seen: a gateway-only box beside the split lists the model once in /v1/models, routes a
+    chat completion to the head (the worker's RPC server computes its part of the answer),
+    which answers with the model's configured name; the worker is no route | Left: the
+    gateway's run changes nothing on the head and the worker"""
+    head, worker, box = devices[HEAD], devices[WORKER], devices[OUTSIDER]
+    name = split["model"]["name"]  # type: ignore[index]
+    inv = _inventory(split["folder"], [head, worker, box],  # type: ignore[arg-type]
+                     {HEAD: {"split_over": [WORKER]}, OUTSIDER: GATEWAY}, name="gateway")
+    run = deploy(inv, timeout=1200)
+    assert run.code == 0, run.output[-6000:]
+    assert run.changed(HEAD) == 0 and run.changed(WORKER) == 0, run.output[-4000:]
+    assert re.search(rf"^\s+{OUTSIDER}\s+ok\s+gateway only on port 8080: {name} \(1\)$",
+                     run.output, re.M), run.output[-3000:]
+    _wait_gateway_up(box, name, {HEAD}, 60)
+    c = openai.OpenAI(base_url=f"http://127.0.0.1:{box.http_port}/v1", api_key="none",
+                      timeout=120, max_retries=0)
+    assert [m.id for m in c.models.list()] == [name]
+    before = _loopback_bytes(worker)
+    chat = c.chat.completions.create(model=name, max_tokens=4,
+                                     messages=[{"role": "user", "content": "Hi"}],
+                                     extra_body={"ignore_eos": True})
+    assert chat.model == name, chat
+    assert chat.usage is not None and chat.usage.completion_tokens == 4, chat
+    assert _loopback_bytes(worker) > before  # each token crossed the link to the worker
+
+
+def test_a_worker_dropped_from_split_over_is_undone_and_the_head_serves_alone(
+        devices: dict[str, lab.Device], split: dict[str, object]) -> None:
+    """Last: it ends the split. Seen: split_over dropped (the worker stays in the inventory):
+    on the worker no RPC unit, active or enabled, its container gone, no authorized_keys line
+    of the head's link key (the controller's own line stays, the file 0600); on the head no
+    link unit or forward for the worker, its link key gone, a server without --rpc that
+    answers /completion; the gateway routes the model to both devices | Left: a second run
+    changes nothing"""
+    head, worker, box = devices[HEAD], devices[WORKER], devices[OUTSIDER]
+    pub = head.exec("cat", KEY + ".pub").split()[1]
+    assert pub in worker.exec("cat", "/home/pi/.ssh/authorized_keys")  # the split is there
+    inv = _inventory(split["folder"], [head, worker, box],  # type: ignore[arg-type]
+                     {OUTSIDER: GATEWAY}, name="dropped")
+    run = deploy(inv, timeout=1800)
+    assert run.code == 0, run.output[-6000:]
+
+    for ask in ("is-active", "is-enabled"):
+        got = worker.exec("systemctl", ask, RPC_UNIT, check=False).strip()
+        assert got not in ("active", "activating", "enabled"), (ask, got)
+    assert worker.exec("sh", "-c", f"ls /etc/systemd/system/{RPC_UNIT}; docker ps -aq "
+                       "--filter name=^llama-rpc$", check=False).strip() == ""
+    authorized = worker.exec("cat", "/home/pi/.ssh/authorized_keys")
+    assert pub not in authorized and ":rpc" not in authorized, authorized
+    controller = (lab.STATE / "id_ed25519.pub").read_text().split()[1]
+    assert controller in authorized, authorized
+    assert worker.exec("stat", "-c", "%a", "/home/pi/.ssh/authorized_keys").strip() == "600"
+
+    for ask in ("is-active", "is-enabled"):
+        got = head.exec("systemctl", ask, LINK_UNIT, check=False).strip()
+        assert got not in ("active", "activating", "enabled"), (ask, got)
+    assert head.exec("sh", "-c", "ls /etc/systemd/system/llama-docker-link-*.service "
+                     f"{KEY} {KEY}.pub", check=False).strip() == ""
+    forward = f"0100007F:{RPC_PORT + 1:04X}"  # the link's port on the head's loopback
+    listening = [line.split() for line in head.exec("cat", "/proc/net/tcp").splitlines()[1:]]
+    assert [f for f in listening if f[1] == forward and f[3] == "0A"] == [], listening
+    unit = head.exec("cat", "/etc/systemd/system/llama-docker.service")
+    assert "--rpc" not in unit and "--network host" not in unit, unit
+    wait_healthy(head.http_port, 180)
+    status, body = http_json(f"http://127.0.0.1:{head.http_port}/completion",
+                             {"prompt": "Hello", "n_predict": 8}, timeout=120)
+    assert status == 200 and body.get("tokens_predicted", 0) > 0, body
+    name = split["model"]["name"]  # type: ignore[index]
+    assert set(_gateway_models(box)[name]) == {HEAD, WORKER}  # the worker now serves it too
+
+    again = deploy(inv, timeout=1200)
+    assert again.code == 0, again.output[-4000:]
+    for host in (HEAD, WORKER, OUTSIDER):
+        assert again.changed(host) == 0, again.output[-4000:]

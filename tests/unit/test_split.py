@@ -1,15 +1,20 @@
 """A model split over devices, the pure parts: the layer fit, free memory under a cgroup
-limit, the split_over knob, the worker's authorized_keys line and the units' text."""
+limit, the split_over knob, the worker's authorized_keys line and the units' text; and, on
+the Raspberry Pi fixture, the port check of a head whose split_over was dropped."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from llama_docker.device import link, memory, rpc_units, split
 from llama_docker.device.fit import GIB, MIB
+from llama_docker.device.listeners import Listener
 from llama_docker.knobs import config
 from llama_docker.knobs.defaults import DEFAULTS
 from llama_docker.knobs.errors import ConfigError
+from tests.unit.fixtures.harness import deploy_fixture
 
 M = split.Member
 
@@ -120,10 +125,12 @@ def test_removing_keys_keeps_the_users_own_and_the_relays() -> None:
                 'restrict,port-forwarding ssh-ed25519 CCCC llama-docker-link:pi1:rpc',
                 'restrict,port-forwarding ssh-ed25519 DDDD llama-docker-link:pi9:rpc']
         (ssh / "authorized_keys").write_text("\n".join(keys) + "\n")
+        (ssh / "authorized_keys").chmod(0o600)
         cmd = rpc_units.unauthorize_others_command("pi1")
-        subprocess.run(["sh", "-c", cmd], env={"HOME": home, "PATH": "/usr/bin:/bin"},
-                       check=True)
+        subprocess.run(["sh", "-c", f"umask 002; {cmd}"],
+                       env={"HOME": home, "PATH": "/usr/bin:/bin"}, check=True)
         assert (ssh / "authorized_keys").read_text().splitlines() == keys[:3]
+        assert (ssh / "authorized_keys").stat().st_mode & 0o777 == 0o600
         subprocess.run(["sh", "-c", rpc_units.unauthorize_others_command(None)],
                        env={"HOME": home, "PATH": "/usr/bin:/bin"}, check=True)
         assert (ssh / "authorized_keys").read_text().splitlines() == keys[:2]
@@ -148,3 +155,43 @@ def test_the_split_the_head_serves_with_is_kept_while_it_fits() -> None:
     assert split.previous_layers(unit, [50053, 50054], 10) is None
     assert split.previous_layers(unit, [50053], 4) is None
     assert split.previous_layers("ExecStart=... --ctx-size 256\n", [50053], 10) is None
+
+
+def test_a_former_heads_own_server_on_the_host_network_is_no_busy_port(tmp_path: Path
+                                                                        ) -> None:
+    """split_over dropped: the head's llama-server still holds its port on the host's network
+    (no publisher) until this run restarts it published; that is ours, not a refusal. A
+    llama-server beside a container of ours that is not on the host's network is someone
+    else's."""
+    held = {"PortListeners(*)": [Listener("0.0.0.0", "llama-server", 2603)]}
+    run = deploy_fixture(tmp_path, "debian", {**held, "HostNetwork(*)": True})
+    assert "Preflight | Refuse this host" not in run.names()
+    (op,) = deploy_fixture(tmp_path, "debian", {**held, "HostNetwork(*)": False}).ops
+    assert op.name == "Preflight | Refuse this host"
+    assert op.calls[0]["message"] == ("port 8080 is in use by llama-server (pid 2603): set "
+                                      "the port knob to a free port")
+
+
+def test_the_split_state_reads_the_deploy_users_keys_when_read_with_sudo(tmp_path: Path
+                                                                         ) -> None:
+    """Preflight reads SplitState with sudo, where `~` is root's: the deploy user's
+    authorized_keys is read by its path, so a worker dropped from split_over sees its old
+    head's key (and its run removes it)."""
+    import subprocess
+
+    from llama_docker.device import target
+    from tasks import split as split_task
+    from tasks.split_facts import SplitState
+
+    home, root = tmp_path / "pi", tmp_path / "root"
+    (home / ".ssh").mkdir(parents=True)
+    root.mkdir()
+    line = 'restrict,port-forwarding ssh-ed25519 CCCC llama-docker-link:pi1:rpc'
+    (home / ".ssh" / "authorized_keys").write_text(f"ssh-ed25519 AAAA me@laptop\n{line}\n")
+    tgt = target.choose("debian", "docker", "/var/lib/llama-docker/models", str(home),
+                        "llama-docker")
+    fact = SplitState()
+    out = subprocess.run(["sh", "-c", fact.command(**split_task._state_args(tgt))],
+                         env={"HOME": str(root), "PATH": "/usr/bin:/bin"}, check=True,
+                         capture_output=True, text=True).stdout
+    assert fact.process(out.splitlines()) == {"unit": [], "pub": [], "key": [line]}
