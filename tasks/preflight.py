@@ -125,9 +125,9 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     if tgt.sudo:
         _check_sudo(ident.get(SudoWorks), user)
     gateway.check(cfg, tgt)
+    head = split.check(cfg, tgt)  # refuses a split on, or over, a gateway-only box too
     if cfg.gateway_only:
         return _gateway_box(cfg, tgt, uid, env, arch, user, ident, brew)
-    head = split.check(cfg, tgt)
     if head:
         return _worker_box(cfg, tgt, uid, env, arch, user, ident, head)
     cfg = lock.pin(cfg)  # the lock's sha256 and size: nothing is asked of the files' hosts

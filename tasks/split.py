@@ -67,6 +67,9 @@ def check(cfg: config.Config, tgt: Target) -> str:
     if len(heads) > 1:
         raise RefusedError(f"split_over of {' and '.join(heads)} both name {host.name}: a "
                            "worker serves one head at a time; keep it in one split_over")
+    if heads and cfg.gateway_only:
+        raise RefusedError(f"split_over of {heads[0]} names {host.name}, a gateway-only box: "
+                           "it runs no model and no RPC worker; name another device")
     if heads and cfg.split_over:
         raise RefusedError(f"split_over: {host.name} is a worker of {heads[0]}, so it cannot "
                            "split a model of its own; drop it from one of the two")

@@ -99,8 +99,9 @@ ALL = (
 )
 # After a change of the model knob: everything but the runtime, which is already there.
 MODEL_ONLY = tuple(s for s in ALL if s.name != "runtime")
-# What a gateway-only box (`gateway = "only"`) runs of any list: it serves no model.
-GATEWAY_BOX = ("runtime", "retire", "gateway")
+# What a gateway-only box (`gateway = "only"`) runs of any list: it serves no model (the split
+# step only undoes what a former head or worker left: a link, an RPC worker, a head's key).
+GATEWAY_BOX = ("runtime", "split", "retire", "gateway")
 
 
 def of_host(cfg: Config, which: tuple[Step, ...]) -> tuple[Step, ...]:

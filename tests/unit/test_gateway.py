@@ -198,12 +198,14 @@ def test_a_gateway_only_box_is_no_route(tmp_path: Path) -> None:
 def test_a_gateway_only_box_runs_the_runtime_and_the_gateway() -> None:
     """No model, image, web UI, service or health step there, and none of their facts; the
     step that retires a server of an earlier run asks for the unit file alone, and only
-    there."""
+    there; the split step only undoes what a former head or worker left."""
     from llama_docker.tasks import steps
 
     only = config.load({**DEFAULTS, "gateway": "only"})
-    assert [s.name for s in steps.of_host(only, steps.ALL)] == ["runtime", "retire", "gateway"]
-    assert [s.name for s in steps.of_host(only, steps.MODEL_ONLY)] == ["retire", "gateway"]
+    assert [s.name for s in steps.of_host(only, steps.ALL)] == ["runtime", "split", "retire",
+                                                                "gateway"]
+    assert [s.name for s in steps.of_host(only, steps.MODEL_ONLY)] == ["split", "retire",
+                                                                       "gateway"]
     both = config.load({**DEFAULTS, "gateway": True})
     assert steps.of_host(both, steps.ALL) == steps.ALL
     tgt = choose("debian", "auto", "auto", "/home/pi", "llama-docker")
@@ -213,3 +215,29 @@ def test_a_gateway_only_box_runs_the_runtime_and_the_gateway() -> None:
     retire = next(s for s in steps.ALL if s.name == "retire")
     assert retire.wants(only, tgt) == [(File, {"path": tgt.unit_path})]
     assert retire.wants(both, tgt) == []
+
+
+def _check_split(name: str, hosts: list, **knobs: object) -> str:
+    """tasks/split.py check() for one host of an inventory, as preflight calls it."""
+    from pyinfra.api import Config as PyinfraConfig
+    from pyinfra.api import Inventory, State
+    from pyinfra.context import ctx_host, ctx_state
+
+    from llama_docker.tasks import split
+
+    inv = Inventory((hosts, {}))
+    state = State(inv, PyinfraConfig())
+    tgt = choose("debian", "auto", "auto", "/home/pi", "llama-docker")
+    with ctx_state.use(state), ctx_host.use(inv.get_host(name)):
+        return split.check(config.load({**DEFAULTS, **knobs}), tgt)
+
+
+def test_a_split_neither_runs_on_nor_reaches_a_gateway_only_box() -> None:
+    """A gateway-only box serves no model and runs no RPC worker: split_over there, or a
+    head's split_over naming it, is refused in one line (it was silently ignored)."""
+    with pytest.raises(RefusedError, match="split_over is not for a gateway-only box"):
+        _check_split("gw", [("gw", {"split_over": ["pi2"]}), "pi2"],
+                     gateway="only", split_over=["pi2"])
+    with pytest.raises(RefusedError, match="split_over of pi1 names gw, a gateway-only box"):
+        _check_split("gw", [("pi1", {"split_over": ["gw"]}), "gw"], gateway="only")
+    assert _check_split("pi2", [("pi1", {"split_over": ["pi2"]}), "pi2"]) == "pi1"
