@@ -39,6 +39,10 @@ class Run:
         return len(re.findall(rf"\[{re.escape(host)}\]\s+No changes", self.output))
 
 
+# This interpreter's pyinfra, not the first on PATH: another one may import another
+# checkout's tasks (an editable install elsewhere).
+PYINFRA = [sys.executable, "-m", "pyinfra"]
+
 def make_model(folder: Path, name: str, seed: int) -> dict:
     path = folder / f"{name}.gguf"
     sha = write_tiny_gguf(path, seed=seed)
@@ -82,10 +86,8 @@ def deploy(inventory: Path, *extra: str, entry: str = "deploy.py", timeout: int 
            env: dict[str, str] | None = None) -> Run:
     # A generated API key goes to the inventory's folder, never the runner's ~/.config.
     own = {"XDG_CONFIG_HOME": str(Path(inventory).parent / "config")}
-    # This interpreter's pyinfra, not the first on PATH: another one may import another
-    # checkout's tasks (an editable install elsewhere).
     proc = subprocess.run(
-        [sys.executable, "-m", "pyinfra", "-y", str(inventory), entry, *extra], cwd=REPO,
+        [*PYINFRA, "-y", str(inventory), entry, *extra], cwd=REPO,
         capture_output=True, text=True, timeout=timeout, env={**os.environ, **own, **(env or {})},
     )
     return Run(proc.returncode, proc.stdout + proc.stderr)

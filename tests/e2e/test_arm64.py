@@ -36,7 +36,7 @@ from llama_docker.device.units import FILES
 from llama_docker.transfer.image_archive import CachedImage, ImageCache, inspect_archive
 from llama_docker.transfer.image_ship import build_script, stage_tag
 from llama_docker.transfer.push import SshTarget, push
-from tests.conftest import REPO, deploy, http_json, make_model, wait_healthy, write_knobs
+from tests.conftest import PYINFRA, REPO, deploy, http_json, make_model, wait_healthy, write_knobs
 from tests.lab import images, lab
 from tests.lab.sh import docker, out
 from tests.lab.tiny_model import write_tiny_gguf
@@ -85,7 +85,7 @@ def test_device_is_arm64(device: lab.Device) -> None:
 def test_facts_over_ssh_choose_arm64_debian(inv: Path) -> None:
     """The facts preflight reads, fetched by pyinfra over SSH, through the product's rules."""
     proc = subprocess.run(
-        ["pyinfra", "--json", str(inv / "inventory.py"), "fact", "server.Arch",
+        [*PYINFRA, "--json", str(inv / "inventory.py"), "fact", "server.Arch",
          "server.Kernel", "server.LinuxDistribution"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Run, deploy, fresh_device, inventory, wait_healthy, write_knobs
+from tests.conftest import (
+    PYINFRA,
+    REPO,
+    Run,
+    deploy,
+    fresh_device,
+    inventory,
+    wait_healthy,
+    write_knobs,
+)
 from tests.lab import lab
 from tests.lab.fault_server import FaultServer
 from tests.lab.tiny_model import write_tiny_gguf
@@ -56,7 +65,7 @@ def run(inv: Path, *extra: str, yes: bool = True, hub: FaultServer | None = None
     env = {"HF_ENDPOINT": hub.url("").rstrip("/")} if hub else {}
     if yes:
         return deploy(inv / inventory_file, *extra, env=env)
-    proc = subprocess.run(["pyinfra", str(inv / inventory_file), "deploy.py", *extra],
+    proc = subprocess.run([*PYINFRA, str(inv / inventory_file), "deploy.py", *extra],
                           cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, **env}, stdin=subprocess.DEVNULL)
     return Run(proc.returncode, proc.stdout + proc.stderr)

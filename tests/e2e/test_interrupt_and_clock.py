@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
+    PYINFRA,
     REPO,
     deploy,
     fresh_device,
@@ -94,7 +95,7 @@ def start_push(dev: lab.Device, inv: Path, model: dict, log: Path) -> subprocess
     write_knobs(inv, model=model)
     dev.limit_rate(RATE_MBIT)
     with open(log, "w") as out:
-        proc = subprocess.Popen(["pyinfra", "-y", str(inv / "inventory.py"), "deploy.py"],
+        proc = subprocess.Popen([*PYINFRA, "-y", str(inv / "inventory.py"), "deploy.py"],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     deadline = time.monotonic() + 900  # the first run installs docker and builds the image

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
+    PYINFRA,
     REPO,
     Run,
     deploy,
@@ -83,7 +84,7 @@ def test_interrupted_push_resumes_from_the_device_part(device: lab.Device, inv: 
     size = Path(big["path"]).stat().st_size
     write_knobs(inv, model=big)
     device.limit_rate(400)  # 50 MB/s: slow enough to cut the push at a quarter
-    proc = subprocess.Popen(["pyinfra", "-y", str(inv / "inventory.py"), "deploy.py"],
+    proc = subprocess.Popen([*PYINFRA, "-y", str(inv / "inventory.py"), "deploy.py"],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 120
@@ -184,7 +185,7 @@ def test_two_deploys_at_once_do_not_corrupt_the_store(device: lab.Device, inv: P
     sha = write_tiny_gguf(path, seed=14, n_embd=1024, n_ff=4096, n_head=16)
     write_knobs(inv, model={"name": "tiny-conc", "path": str(path), "sha256": sha})
     device.limit_rate(200)
-    first = subprocess.Popen(["pyinfra", "-y", str(inv / "inventory.py"), "deploy.py"],
+    first = subprocess.Popen([*PYINFRA, "-y", str(inv / "inventory.py"), "deploy.py"],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import deploy, wait_healthy, write_knobs
+from tests.conftest import PYINFRA, deploy, wait_healthy, write_knobs
 from tests.lab import lab
 from tests.lab.tiny_model import write_tiny_gguf
 
@@ -208,7 +208,7 @@ def test_a_sender_killed_mid_copy_is_replaced_and_the_copy_resumes(
     part = f"{STORE}/{sha}.gguf.part"
     second.limit_rate(8)
     try:
-        proc = subprocess.Popen(["pyinfra", "-y", str(inv), "model.py"], cwd=lab.REPO,
+        proc = subprocess.Popen([*PYINFRA, "-y", str(inv), "model.py"], cwd=lab.REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:

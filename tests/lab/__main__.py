@@ -36,7 +36,7 @@ def up(names: list[str]) -> list[lab.Device]:
 def demo() -> int:
     (dev,) = up(["debian"])
     inv = lab.STATE / "inventory.py"
-    cmd = ["pyinfra", "-y", str(inv), "deploy.py"]
+    cmd = [sys.executable, "-m", "pyinfra", "-y", str(inv), "deploy.py"]
     print("$ " + " ".join(cmd), flush=True)
     code = subprocess.run(cmd, cwd=lab.REPO).returncode
     if code != 0:
