@@ -26,6 +26,7 @@ from . import (
     report,
     resume,
     serve,
+    split,
     upstream,
     vulkan,
 )
@@ -44,6 +45,7 @@ BENCHES: dict[str, Callable[[Lab], Result]] = {
     "vulkan": vulkan.bench,
     "ondemand": ondemand.bench,
     "gateway": gateway.bench,
+    "split": split.bench,
 }
 
 

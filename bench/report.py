@@ -17,7 +17,7 @@ from . import results
 REPO = results.REPO
 DOC = REPO / "docs" / "BENCHMARKS.md"
 ORDER = ["push", "download", "upstream", "resume", "hash", "noop", "fleet", "serve", "vulkan",
-         "ondemand", "gateway", "relay"]
+         "ondemand", "gateway", "relay", "split"]
 TITLES = {
     "push": "1. Push throughput (controller to one device)",
     "download": "2. Controller download",
@@ -31,6 +31,7 @@ TITLES = {
     "ondemand": "10. Loading on demand (several models on one device)",
     "gateway": "11. Gateway latency and memory",
     "relay": "12. Redeploy past one uplink (the relay)",
+    "split": "13. A model split over devices (llama.cpp RPC)",
 }
 
 
@@ -89,7 +90,7 @@ def render(res: dict[str, dict[str, Any]]) -> str:
         "",
         "Written by `python3 -m bench` (one benchmark: `python3 -m bench push`, `download`, "
         "`upstream`, `resume`, `hash`, `noop`, `fleet`, `serve`, `vulkan`, `ondemand`, "
-        "`gateway`, `relay`) from the latest result of "
+        "`gateway`, `relay`, `split`) from the latest result of "
         "each, kept in docs/benchmarks.json: a run of some benchmarks replaces those and "
         "keeps the others, each section says when and on which commit it was measured. "
         "Every figure is a ratio of "
