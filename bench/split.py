@@ -262,10 +262,16 @@ def _speed_table(phases: dict[str, Speed]) -> str:
 
 def bench(L: Lab) -> Result:
     devs = Devices()
+    load = os.getloadavg()[0]
     try:
-        return _bench(L, devs)
+        res = _bench(L, devs)
     finally:
         devs.remove()
+    # What else ran on the machine shows in its load before the run (during it, the run's
+    # own requests keep both cores busy).
+    res.details += (f" Load average (1 min) when the run began: {load:.1f}; when it ended: "
+                    f"{os.getloadavg()[0]:.1f}.")
+    return res
 
 
 def _bench(L: Lab, devs: Devices) -> Result:
