@@ -380,6 +380,22 @@ def _memory(dev: lab.Device) -> str:
     return "?"
 
 
+def _overhead_verdict(phases: dict[str, Speed]) -> str:
+    """Whether the split's extra time per token grows with the model (compute, bandwidth)
+    or is about the same for the tiny one (a fixed wait per token)."""
+    tiny = med([sp.overhead_ms() for k, sp in phases.items() if k.startswith("tiny")])
+    real = med([sp.overhead_ms() for k, sp in phases.items() if k.startswith("real")])
+    if tiny > 0.5 * real:
+        return (f"about as much for the tiny model ({tiny:.0f} ms, median of its phases) as "
+                f"for the real-shaped one ({real:.0f} ms), shaped or not, so it is neither "
+                "the layers' compute nor the link's bandwidth but a wait of fixed length per "
+                "token on the RPC's path (the head's llama-server, its SSH forward, the "
+                "worker's sshd and RPC server, and back): far longer than the link's round "
+                "trips, and the first thing to look into for a faster split.")
+    return (f"it grows with the model ({tiny:.0f} ms for the tiny one, {real:.0f} ms for the "
+            "real-shaped one): the RPC's work on each token's data, not a fixed wait.")
+
+
 def _details(n: int, phases: dict[str, Speed], lines: dict[str, str], sizes: dict[str, int],
              tbf: dict[str, int], ttft: dict[str, list[float]], moved: dict[str, list[int]],
              big: dict) -> str:
@@ -414,15 +430,17 @@ def _details(n: int, phases: dict[str, Speed], lines: dict[str, str], sizes: dic
         "adds is the RPC on every token (the head sends the worker the activations and "
         "waits for its answer, each way through ssh's encryption on both ends and the "
         f"worker's RPC server): here {real.overhead_ms():.1f} ms per token against "
-        f"{ms_one:.1f} ms of compute on one device. "
+        f"{ms_one:.1f} ms of compute on one device. The split's extra time per token is "
+        + ", ".join(f"{k} {sp.overhead_ms():.0f} ms" for k, sp in phases.items())
+        + ": " + _overhead_verdict(phases) + " "
         f"Every lab device shares this machine's {cores} cores: the split's two devices do "
         "not add compute (nor would they for one stream), but the RPC's own CPU (ssh on "
         "both ends, the RPC server, the head's threads waiting) is taken from the same "
-        "cores the layers run on, where separate devices would each spend their own; and the "
-        "tbf limits the rate only, it adds none of a real LAN's latency (a gigabit switch "
-        "adds some 0.1 to 0.3 ms per round trip, paid on every token). The bigger the "
-        "compute per token next to that overhead, the closer the ratio to 1: the tiny "
-        "model, a few ms per token, shows the overhead nearly alone.\n\n"
+        "cores the layers run on, where separate devices would each spend their own; so on "
+        "this machine the ratio is the split's overhead against the same compute, and the "
+        "lab cannot show a split gaining from a second device's CPU. The tbf limits the rate "
+        "only: it adds none of a real LAN's latency (a gigabit switch adds some 0.1 to 0.3 "
+        "ms per round trip, paid on every token).\n\n"
         "**Restart to first token** (the real-shaped model, links shaped): seconds from "
         "`systemctl restart llama-docker` on the head (or on the single device) to the "
         "first answered `/completion` of one token, polled every 0.1 s on the device; cold: "
