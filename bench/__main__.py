@@ -27,6 +27,7 @@ from . import (
     report,
     resume,
     serve,
+    split,
     upstream,
     vulkan,
 )
@@ -46,6 +47,7 @@ BENCHES: dict[str, Callable[[Lab], Result]] = {
     "vulkan": vulkan.bench,
     "ondemand": ondemand.bench,
     "gateway": gateway.bench,
+    "split": split.bench,
 }
 
 

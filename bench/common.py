@@ -138,14 +138,16 @@ def push_rate() -> float | None:
 # -- models --------------------------------------------------------------------------------
 
 def model(name: str, seed: int, **shape: int) -> tuple[Path, str]:
-    """A generated GGUF (deterministic, so kept between runs) and its sha256."""
+    """A generated GGUF (deterministic, so kept between runs) and its sha256; a shape's
+    `f16=1`: its weight matrices in F16."""
     path = WORK / "models" / f"{name}.gguf"
     sha_file = path.with_suffix(".sha256")
     key = json.dumps({"seed": seed, **shape}, sort_keys=True)
     if path.exists() and sha_file.exists() and sha_file.read_text().startswith(key + " "):
         return path, sha_file.read_text().split()[-1]
     path.parent.mkdir(parents=True, exist_ok=True)
-    sha = write_tiny_gguf(path, seed=seed, **shape)
+    f16 = bool(shape.pop("f16", 0))
+    sha = write_tiny_gguf(path, seed=seed, f16=f16, **shape)
     sha_file.write_text(f"{key} {sha}")
     return path, sha
 

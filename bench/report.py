@@ -17,7 +17,7 @@ from . import results
 REPO = results.REPO
 DOC = REPO / "docs" / "BENCHMARKS.md"
 ORDER = ["push", "download", "upstream", "resume", "hash", "noop", "fleet", "serve", "vulkan",
-         "ondemand", "gateway", "relay", "relay-image"]
+         "ondemand", "gateway", "relay", "relay-image", "split"]
 TITLES = {
     "push": "1. Push throughput (controller to one device)",
     "download": "2. Controller download",
@@ -32,6 +32,7 @@ TITLES = {
     "gateway": "11. Gateway latency and memory",
     "relay": "12. Redeploy past one uplink (the relay)",
     "relay-image": "13. The server image past one uplink",
+    "split": "14. A model split over devices (llama.cpp RPC)",
 }
 
 
@@ -90,7 +91,7 @@ def render(res: dict[str, dict[str, Any]]) -> str:
         "",
         "Written by `python3 -m bench` (one benchmark: `python3 -m bench push`, `download`, "
         "`upstream`, `resume`, `hash`, `noop`, `fleet`, `serve`, `vulkan`, `ondemand`, "
-        "`gateway`, `relay`, `relay-image`) from the latest result of "
+        "`gateway`, `relay`, `relay-image`, `split`) from the latest result of "
         "each, kept in docs/benchmarks.json: a run of some benchmarks replaces those and "
         "keeps the others, each section says when and on which commit it was measured. "
         "Every figure is a ratio of "

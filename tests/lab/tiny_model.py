@@ -17,12 +17,14 @@ WORDS = ["\u2581", "\u2581the", "\u2581a", "\u2581is", "\u2581to"]
 
 def write_tiny_gguf(
     path: Path, *, seed: int = 42, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
-    n_ff: int = 128, n_ctx: int = 512,
+    n_ff: int = 128, n_ctx: int = 512, f16: bool = False,
 ) -> str:
     """Write the model to `path` and return its sha256.
 
     Wider layers make a bigger model that still loads (llama.cpp refuses unknown tensors):
-    n_embd=1024, n_ff=4096 is about 64 MiB of F32 weights per layer.
+    n_embd=1024, n_ff=4096 is about 64 MiB of F32 weights per layer. `f16`: the weight
+    matrices in F16 (norms stay F32), as a real model's F16 file: half the bytes per layer,
+    and the same compute per token as one.
     """
     import gguf
 
@@ -41,7 +43,7 @@ def write_tiny_gguf(
     w.add_head_count(n_head)
     w.add_head_count_kv(n_head)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(0)  # all F32
+    w.add_file_type(1 if f16 else 0)  # mostly F16, or all F32
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores([0.0] * 3 + [-1000.0] * 256 + [-float(i) for i in range(len(WORDS))])
@@ -51,7 +53,8 @@ def write_tiny_gguf(
     w.add_unk_token_id(0)
 
     def t(name: str, *shape: int, scale: float = 0.05) -> None:
-        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(
+            np.float16 if f16 else np.float32))
 
     def ones(name: str, n: int) -> None:
         w.add_tensor(name, np.ones(n, dtype=np.float32))
