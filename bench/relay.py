@@ -29,11 +29,12 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Protocol, TypeVar
 
 from .common import (
     MIB,
@@ -200,24 +201,41 @@ def _label(n: int, relay: bool) -> str:
     return f"N={n}" if n == 1 else f"N={n} relay {'on' if relay else 'off'}"
 
 
-def phase(devs: list[lab.Device], name: str, n_rounds: int, path: Path, sha: str
-          ) -> dict[tuple[int, bool], list[Run]]:
-    got: dict[tuple[int, bool], list[Run]] = {v: [] for v in VARIANTS}
+class Timed(Protocol):
+    step: float  # the step a benchmark times: what its rounds compare
+
+
+T = TypeVar("T", bound=Timed)
+
+
+def rounds_of(variants: list[tuple[int, bool]], n_rounds: int, name: str,
+              one_run: Callable[[int, bool, str], T], said: Callable[[T], str]
+              ) -> dict[tuple[int, bool], list[T]]:
+    """Each (N, relay) variant once per round, in rotating order: its runs, each logged."""
+    got: dict[tuple[int, bool], list[T]] = {v: [] for v in variants}
     count = [0]
 
     def variant(n: int, relay: bool):  # noqa: ANN202
         def one() -> float:
             count[0] += 1
-            r = redeploy(devs[:n], relay, path, sha, f"{name}-{count[0]}")
+            r = one_run(n, relay, f"{name}-{count[0]}")
             got[(n, relay)].append(r)
-            log(f"{name}: {_label(n, relay)}: model step {r.step:.1f} s, run {r.wall:.1f} s, "
-                f"controller sent {r.sent / MIB:.0f} MiB to {r.pushes}, relayed to "
-                f"{r.relayed}, CPU {r.busy:.0%} busy")
+            log(f"{name}: {_label(n, relay)}: {said(r)}")
             return r.step
         return one
 
-    interleave({_label(n, relay): variant(n, relay) for n, relay in VARIANTS}, n_rounds)
+    interleave({_label(n, relay): variant(n, relay) for n, relay in variants}, n_rounds)
     return got
+
+
+def phase(devs: list[lab.Device], name: str, n_rounds: int, path: Path, sha: str
+          ) -> dict[tuple[int, bool], list[Run]]:
+    return rounds_of(
+        VARIANTS, n_rounds, name,
+        lambda n, relay, tag: redeploy(devs[:n], relay, path, sha, tag),
+        lambda r: (f"model step {r.step:.1f} s, run {r.wall:.1f} s, controller sent "
+                   f"{r.sent / MIB:.0f} MiB to {r.pushes}, relayed to {r.relayed}, CPU "
+                   f"{r.busy:.0%} busy"))
 
 
 def _ratio(got: dict[tuple[int, bool], list[Run]], n: int, relay: bool, what: str) -> float:

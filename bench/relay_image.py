@@ -17,10 +17,19 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import MIB, QUICK, WORK, Lab, Result, Row, interleave, lab, log, med, rounds
+from .common import MIB, QUICK, WORK, Lab, Result, Row, lab, log, med, rounds
 from .common import write_knobs as knobs_file
 from .fleet import _reset, stamped, steps
-from .relay import CACHE, DEVICE_MBIT, UPLINK_MBIT, home, inventory, relay_model
+from .relay import (
+    CACHE,
+    DEVICE_MBIT,
+    UPLINK_MBIT,
+    _label,
+    home,
+    inventory,
+    relay_model,
+    rounds_of,
+)
 
 RESET_IMAGE = ("systemctl stop llama-docker 2>/dev/null; docker rm -f llama >/dev/null 2>&1; "
                "docker images -q llama-docker/server | xargs -r docker rmi -f >/dev/null; true")
@@ -37,10 +46,6 @@ class Run:
     pushes: int  # devices the controller sent it to
     relayed: int  # devices that got it from another device
     busy: float
-
-
-def _label(n: int, relay: bool) -> str:
-    return f"N={n}" if n == 1 else f"N={n} relay {'on' if relay else 'off'}"
 
 
 def redeploy(devs: list[lab.Device], relay: bool, path: Path, sha: str, tag: str) -> Run:
@@ -66,21 +71,11 @@ def redeploy(devs: list[lab.Device], relay: bool, path: Path, sha: str, tag: str
 
 def phase(devs: list[lab.Device], name: str, n_rounds: int, path: Path, sha: str
           ) -> dict[tuple[int, bool], list[Run]]:
-    got: dict[tuple[int, bool], list[Run]] = {v: [] for v in VARIANTS}
-    count = [0]
-
-    def variant(n: int, relay: bool):  # noqa: ANN202
-        def one() -> float:
-            count[0] += 1
-            r = redeploy(devs[:n], relay, path, sha, f"{name}-{count[0]}")
-            got[(n, relay)].append(r)
-            log(f"{name}: {_label(n, relay)}: image step {r.step:.1f} s, run {r.wall:.1f} s, "
-                f"archive pushed to {r.pushes}, relayed to {r.relayed}, CPU {r.busy:.0%}")
-            return r.step
-        return one
-
-    interleave({_label(n, relay): variant(n, relay) for n, relay in VARIANTS}, n_rounds)
-    return got
+    return rounds_of(
+        VARIANTS, n_rounds, name,
+        lambda n, relay, tag: redeploy(devs[:n], relay, path, sha, tag),
+        lambda r: (f"image step {r.step:.1f} s, run {r.wall:.1f} s, archive pushed to "
+                   f"{r.pushes}, relayed to {r.relayed}, CPU {r.busy:.0%}"))
 
 
 def _table(got: dict[tuple[int, bool], list[Run]]) -> str:
