@@ -50,6 +50,22 @@ def _completes(dev: lab.Device) -> dict:
     return body
 
 
+def _split(inv: Path, head: lab.Device, worker: lab.Device) -> None:
+    """The deploy converges, says the split over these two, and the head answers."""
+    run = deploy(inv, timeout=2400)
+    assert run.code == 0, run.output[-6000:]
+    assert re.search(rf"\[{head.name}\]\s+split: \d+ layers here .*, \d+ layers on "
+                     rf"{worker.name} ", run.output), run.output[-4000:]
+    _completes(head)
+
+
+def _second_run_changes_nothing(inv: Path) -> None:
+    again = deploy(inv, timeout=1200)
+    assert again.code == 0, again.output[-4000:]
+    for name in (DECK, BOX):
+        assert again.changed(name) == 0, again.output[-4000:]
+
+
 def _as_deck(deck: lab.Device, command: str) -> str:
     return deck.exec("runuser", "-u", "deck", "--", "env", "XDG_RUNTIME_DIR=/run/user/1000",
                      "sh", "-c", command, check=False)
@@ -64,11 +80,7 @@ def test_the_deck_heads_a_split_over_a_debian_box(
     deck, box = devices[DECK], devices[BOX]
     folder, _ = model
     inv = _inventory(folder, [deck, box], {DECK: {"split_over": [BOX]}})
-    run = deploy(inv, timeout=2400)
-    assert run.code == 0, run.output[-6000:]
-    assert re.search(rf"\[{DECK}\]\s+split: \d+ layers here .*, \d+ layers on {BOX} ",
-                     run.output), run.output[-4000:]
-    _completes(deck)
+    _split(inv, deck, box)
     units = _as_deck(deck, "systemctl --user list-units --all --no-legend 'llama-docker*'")
     assert "llama-docker-link" in units, units
     unit = _as_deck(deck, "cat ~/.config/systemd/user/llama-docker.service")
@@ -77,10 +89,7 @@ def test_the_deck_heads_a_split_over_a_debian_box(
     assert "active" in box.exec("systemctl", "is-active", "llama-docker-rpc.service",
                                 check=False)
 
-    again = deploy(inv, timeout=1200)
-    assert again.code == 0, again.output[-4000:]
-    for name in (DECK, BOX):
-        assert again.changed(name) == 0, again.output[-4000:]
+    _second_run_changes_nothing(inv)
 
 
 def test_then_the_deck_is_the_worker_of_the_box(
@@ -91,11 +100,7 @@ def test_then_the_deck_is_the_worker_of_the_box(
     deck, box = devices[DECK], devices[BOX]
     folder, _ = model
     inv = _inventory(folder, [deck, box], {BOX: {"split_over": [DECK]}})
-    run = deploy(inv, timeout=2400)
-    assert run.code == 0, run.output[-6000:]
-    assert re.search(rf"\[{BOX}\]\s+split: \d+ layers here .*, \d+ layers on {DECK} ",
-                     run.output), run.output[-4000:]
-    _completes(box)
+    _split(inv, box, deck)
     listening = deck.exec("sh", "-c", "cat /proc/net/tcp | awk '$4 == \"0A\"'; true")
     port_hex = f"{RPC_PORT:04X}"
     ours = [line.split()[1] for line in listening.splitlines()
@@ -110,7 +115,4 @@ def test_then_the_deck_is_the_worker_of_the_box(
     assert server != "active", server  # a worker runs only its RPC server
     assert deck.exec("cat", "/var/log/lab-forbidden.log", check=False).strip() == ""
 
-    again = deploy(inv, timeout=1200)
-    assert again.code == 0, again.output[-4000:]
-    for name in (DECK, BOX):
-        assert again.changed(name) == 0, again.output[-4000:]
+    _second_run_changes_nothing(inv)
