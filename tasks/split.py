@@ -70,6 +70,9 @@ def check(cfg: config.Config, tgt: Target) -> str:
     if heads and cfg.gateway_only:
         raise RefusedError(f"split_over of {heads[0]} names {host.name}, a gateway-only box: "
                            "it runs no model and no RPC worker; name another device")
+    if heads and tgt.launchd:
+        raise RefusedError(f"split_over of {heads[0]} names {host.name}, a Mac: an RPC worker "
+                           "runs only under systemd (Linux, SteamOS); name another device")
     if heads and cfg.split_over:
         raise RefusedError(f"split_over: {host.name} is a worker of {heads[0]}, so it cannot "
                            "split a model of its own; drop it from one of the two")

@@ -217,7 +217,7 @@ def test_a_gateway_only_box_runs_the_runtime_and_the_gateway() -> None:
     assert retire.wants(both, tgt) == []
 
 
-def _check_split(name: str, hosts: list, **knobs: object) -> str:
+def _check_split(name: str, hosts: list, profile: str = "debian", **knobs: object) -> str:
     """tasks/split.py check() for one host of an inventory, as preflight calls it."""
     from pyinfra.api import Config as PyinfraConfig
     from pyinfra.api import Inventory, State
@@ -227,7 +227,7 @@ def _check_split(name: str, hosts: list, **knobs: object) -> str:
 
     inv = Inventory((hosts, {}))
     state = State(inv, PyinfraConfig())
-    tgt = choose("debian", "auto", "auto", "/home/pi", "llama-docker")
+    tgt = choose(profile, "auto", "auto", "/home/pi", "llama-docker")
     with ctx_state.use(state), ctx_host.use(inv.get_host(name)):
         return split.check(config.load({**DEFAULTS, **knobs}), tgt)
 
@@ -241,3 +241,12 @@ def test_a_split_neither_runs_on_nor_reaches_a_gateway_only_box() -> None:
     with pytest.raises(RefusedError, match="split_over of pi1 names gw, a gateway-only box"):
         _check_split("gw", [("pi1", {"split_over": ["gw"]}), "gw"], gateway="only")
     assert _check_split("pi2", [("pi1", {"split_over": ["pi2"]}), "pi2"]) == "pi1"
+
+
+def test_a_mac_is_refused_as_a_worker_and_a_deck_is_taken() -> None:
+    """A worker's RPC server is a systemd unit: a Mac named in split_over is refused in one
+    line (it would run no worker and leave its head waiting); a Steam Deck is a worker."""
+    with pytest.raises(RefusedError, match="split_over of pi1 names mac, a Mac: an RPC worker"):
+        _check_split("mac", [("pi1", {"split_over": ["mac"]}), "mac"], profile="macos")
+    assert _check_split("deck", [("pi1", {"split_over": ["deck"]}), "deck"],
+                        profile="steamos") == "pi1"
