@@ -7,8 +7,9 @@ SSH, with no open port and no new protocol:
   state folder and never leaves it; the controller reads only its public half;
 - the receiver authorizes it in the deploy user's `~/.ssh/authorized_keys` with OpenSSH's
   own restrictions: `restrict` (no shell, no pty, no forwarding of any kind) plus either a
-  forced command (the relay: `forced_options`) or one `permitopen` forward (a split model:
-  `forward_options`), and `from=` the sender's address when that is an IP;
+  forced command (the relay: `forced_options`) or one `permitopen` forward whose session can
+  only hold the connection (a split model: `forward_options`), and `from=` the sender's
+  address when that is an IP;
 - the receiver's host key is pinned on the sender from what the controller's own verified
   connection to the receiver saw: `StrictHostKeyChecking=yes`, no trust on first use.
 
@@ -104,14 +105,24 @@ def forced_options(command: str, sender_address: str | None = None) -> str:
     return f'restrict,command="{_no_quote("command", command)}"{_from(sender_address)}'
 
 
+# The forward's forced command. A session, not `ssh -N`, because sshd sets TCP_NODELAY on
+# a connection only once a session runs a command: without it the worker's answers wait on
+# Nagle's algorithm for the head's delayed ACK, about 40 ms per token. It holds the session
+# while the connection lasts ($PPID is sshd's process of this connection; it does not
+# outlive it) and answers any other request, `id` or a shell, with exit 1 at once.
+HOLD = "hold"
+HOLD_COMMAND = ("exec sh -c 'case $SSH_ORIGINAL_COMMAND in " + HOLD + ") while kill -0 $PPID "
+                "2>/dev/null; do sleep 5; done;; *) exit 1;; esac'")
+
+
 def forward_options(port: int, sender_address: str | None = None) -> str:
-    """A key that can open one local forward to 127.0.0.1:port and nothing else: no command
-    or shell (`/bin/false`; `ssh -N` asks for none), and no listening port: `port-forwarding`
-    also re-allows remote forwards, and sshd takes no `permitlisten="none"`, so the only
-    one allowed is loopback port 1, which sshd refuses an unprivileged login. For a split
-    model's RPC worker."""
+    """A key that can open one local forward to 127.0.0.1:port and nothing else: no shell,
+    and a forced command that only holds the session (`HOLD_COMMAND`); no listening port:
+    `port-forwarding` also re-allows remote forwards, and sshd takes no
+    `permitlisten="none"`, so the only one allowed is loopback port 1, which sshd refuses an
+    unprivileged login. For a split model's RPC worker."""
     return (f'restrict,port-forwarding,permitopen="127.0.0.1:{int(port)}",'
-            f'permitlisten="127.0.0.1:1",command="/bin/false"{_from(sender_address)}')
+            f'permitlisten="127.0.0.1:1",command="{HOLD_COMMAND}"{_from(sender_address)}')
 
 
 def authorized_line(options: str, pubkey: str, sender: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import posixpath
 import shlex
 
-from llama_docker.device.link import MARK, link_dir
+from llama_docker.device.link import HOLD, MARK, link_dir
 from llama_docker.device.units import TEMPLATES
 
 WORKER_CONTAINER = "llama-rpc"
@@ -54,13 +54,14 @@ def worker_unit(*, runtime: str, image: str, head: str, port: int, threads: int,
 
 def link_unit(*, worker: str, local_port: int, remote_port: int, key: str, known_hosts: str,
               login: str, address: str, ssh_port: int, user: str | None) -> str:
-    """ssh -N -L from the head's loopback to the worker's RPC port, restarted by systemd with
-    a bounded back-off. `user`: who runs it in a system unit (the key's owner); None in the
-    user's own systemd (SteamOS)."""
+    """ssh -L from the head's loopback to the worker's RPC port, its session holding the
+    connection (device/link.py HOLD_COMMAND), restarted by systemd with a bounded back-off.
+    `user`: who runs it in a system unit (the key's owner); None in the user's own systemd
+    (SteamOS)."""
     return TEMPLATES.get_template("llama-docker-link.service.j2").render(
         worker=worker, local_port=local_port, remote_port=remote_port, key=shlex.quote(key),
         known_hosts=shlex.quote(known_hosts), login=shlex.quote(login),
-        address=shlex.quote(address), ssh_port=ssh_port, user=user)
+        address=shlex.quote(address), ssh_port=ssh_port, user=user, hold=HOLD)
 
 
 def unauthorize_others_command(keep: str | None) -> str:

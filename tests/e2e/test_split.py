@@ -126,12 +126,12 @@ def test_the_rpc_port_is_closed_to_the_lan(devices: dict[str, lab.Device],
     assert probe.strip().endswith("closed"), probe
 
 
-def _as_head_user(head: lab.Device, ssh_args: str) -> tuple[int, str]:
+def _as_head_user(head: lab.Device, ssh_args: str, command: str = "") -> tuple[int, str]:
     worker_ip = f"198.18.0.{10 + INDEX[WORKER]}"
     known = f"/home/pi/.local/share/llama-docker/link/rpc/hosts/{worker_ip}_22"
     cmd = (f"ssh -i {KEY} -o IdentitiesOnly=yes -o BatchMode=yes "
            f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o ConnectTimeout=10 "
-           f"{ssh_args} -l pi {worker_ip}")
+           f"{ssh_args} -l pi {worker_ip} {command}")
     proc = lab.docker("exec", "-u", "pi", head.container, "sh", "-c",
                       f"timeout 20 {cmd} </dev/null 2>&1; echo \"exit=$?\"", check=False,
                       capture=True, timeout=60)
@@ -150,15 +150,43 @@ def test_the_heads_key_opens_only_its_one_forward(devices: dict[str, lab.Device]
                 if k.endswith(f"llama-docker-link:{HEAD}:rpc"))
     assert line.startswith(f'restrict,port-forwarding,permitopen="127.0.0.1:{RPC_PORT}"'), line
     assert f'from="{head.ip}"' in line, line
-    code, out = _as_head_user(head, "id")
-    assert code != 0 and "uid=" not in out, out
-    code, out = _as_head_user(head, "-tt")
+    code, out = _as_head_user(head, "", "id")
+    assert code == 1 and "uid=" not in out, out  # the forced command refuses it at once
+    code, out = _as_head_user(head, "-tt")  # no terminal: the client gives up
     assert code != 0 and "pi@" not in out, out
+    code, out = _as_head_user(head, "-T")  # a shell: the forced command refuses it at once
+    assert code == 1 and "pi@" not in out, out
     code, out = _as_head_user(head, "-W 127.0.0.1:22")
     assert code != 0 and "SSH-2.0" not in out, out
     code, out = _as_head_user(
         head, "-N -o ExitOnForwardFailure=yes -R 127.0.0.1:40001:127.0.0.1:22")
     assert code != 0 and code != 124, out  # refused at once, not left listening
+
+
+def _holds(worker: lab.Device) -> int:
+    """The link sessions' commands running on the worker."""
+    out = worker.exec("sh", "-c", "pgrep -u pi -f 'SSH_ORIGINAL_COMMAND in hold' || true")
+    return len(out.split())
+
+
+def test_the_links_session_lasts_as_long_as_the_link(devices: dict[str, lab.Device],
+                                                     split: dict[str, object]) -> None:
+    """Seen: the link runs one session on the worker (its command only holds it, so sshd
+    sends without Nagle's delay); the head's link unit stopped, that command is gone from
+    the worker within 20 s (nothing left behind); started again, the head serves"""
+    head, worker = devices[HEAD], devices[WORKER]
+    assert _holds(worker) == 1
+    unit = f"llama-docker-link-{WORKER}.service"
+    head.exec("systemctl", "stop", unit)
+    try:
+        deadline = time.monotonic() + 20
+        while _holds(worker) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _holds(worker) == 0
+    finally:
+        head.exec("systemctl", "start", unit)
+    _wait_serving(head, 180)
+    assert _holds(worker) == 1
 
 
 def _status(inv: Path) -> tuple[int, dict[str, dict], str]:

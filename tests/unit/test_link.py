@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -98,10 +99,11 @@ def test_authorized_line_is_restricted_to_the_forced_command() -> None:
                     f"{PUB} llama-docker-link:raspi.local")
     # a name is no from= (sshd would match it only with UseDNS)
     assert "from=" not in link.forced_options("/r", "raspi.local")
-    # the split model's link: one forward and no command
+    # the split model's link: one forward, and a command that only holds the session
     assert link.forward_options(50052) == ('restrict,port-forwarding,'
                                            'permitopen="127.0.0.1:50052",'
-                                           'permitlisten="127.0.0.1:1",command="/bin/false"')
+                                           'permitlisten="127.0.0.1:1",'
+                                           f'command="{link.HOLD_COMMAND}"')
     with pytest.raises(LlamaDockerError, match="quote"):
         link.forced_options('/a"b')
     with pytest.raises(LlamaDockerError, match="cannot name a link"):
@@ -162,3 +164,32 @@ def test_send_command_pins_the_host_and_sends_from_the_offset() -> None:
     both_aes = link.send_command("/m/x.gguf", 0, SHA, "gguf", "/l/id_ed25519", "/l/hosts/b",
                                  "pi", "198.18.0.111", 22, aes=True)
     assert "-c aes128-gcm@openssh.com,chacha20-poly1305@openssh.com" in both_aes
+
+
+def test_the_forwards_command_refuses_any_request_but_its_hold() -> None:
+    for asked in ("id", "", "hold; id", "sh"):
+        done = subprocess.run(["sh", "-c", link.HOLD_COMMAND], timeout=10,
+                              env={**os.environ, "SSH_ORIGINAL_COMMAND": asked})
+        assert done.returncode == 1, asked
+
+
+def test_the_hold_lasts_as_long_as_its_connection() -> None:
+    """sshd runs the command from the connection's own process: while that lives (here a
+    parent shell that lives 2 s) the hold runs; once it is gone, the hold ends too, leaving
+    nothing behind on the worker."""
+    parent = subprocess.Popen(["sh", "-c", 'sh -c "$1" & echo $!; sleep 2', "sh",
+                               link.HOLD_COMMAND], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "SSH_ORIGINAL_COMMAND": link.HOLD})
+    assert parent.stdout is not None
+    stat = Path(f"/proc/{int(parent.stdout.readline())}/stat")
+
+    def running() -> bool:
+        return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
+
+    time.sleep(1)
+    assert running() and parent.poll() is None
+    parent.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not running(), "the hold outlived its connection's process by 15 s"

@@ -82,7 +82,7 @@ def test_the_workers_key_line_allows_one_forward_and_nothing_else() -> None:
                                 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI",
                                 rpc_units.link_name("pi1"))
     assert line == ('restrict,port-forwarding,permitopen="127.0.0.1:50052",'
-                    'permitlisten="127.0.0.1:1",command="/bin/false",from="198.18.0.5" '
+                    f'permitlisten="127.0.0.1:1",command="{link.HOLD_COMMAND}",from="198.18.0.5" '
                     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI llama-docker-link:pi1:rpc")
 
 
@@ -103,6 +103,9 @@ def test_link_unit_is_one_pinned_forward_with_bounded_back_off() -> None:
                                address="198.18.0.5", ssh_port=22, user="pi")
     assert "User=pi" in text
     assert "-L 127.0.0.1:50053:127.0.0.1:50052" in text
+    # a session, not -N: the worker's sshd sets TCP_NODELAY only for a session's command
+    assert "/usr/bin/ssh -T -i" in text and " -N " not in text
+    assert "  -p 22 -l pi 198.18.0.5 hold\n" in text
     assert "-o StrictHostKeyChecking=yes" in text and "UserKnownHostsFile=/home/pi/h" in text
     assert "ExitOnForwardFailure=yes" in text and "StartLimitIntervalSec=0" in text
     assert "RestartMaxDelaySec=30" in text
