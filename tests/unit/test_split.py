@@ -109,6 +109,7 @@ def test_link_unit_is_one_pinned_forward_with_bounded_back_off() -> None:
     assert "-o StrictHostKeyChecking=yes" in text and "UserKnownHostsFile=/home/pi/h" in text
     assert "ExitOnForwardFailure=yes" in text and "StartLimitIntervalSec=0" in text
     assert "RestartMaxDelaySec=30" in text
+    assert "SuccessExitStatus=255" in text  # a stopped session is no failed unit left behind
     user = rpc_units.link_unit(worker="pi2", local_port=50053, remote_port=50052, key="/k",
                                known_hosts="/h", login="deck", address="deck.lan",
                                ssh_port=22, user=None)
