@@ -8,14 +8,23 @@ when it makes each host's connector (before it connects), from the host's data o
 the connector's default: `strict_by_default()` changes that default, so the user's own
 inventory or group data still wins. It must run before the inventory is loaded: from the
 config.py pyinfra reads first (`llama-docker` passes the wheel's), or before status loads it.
+
+Plain pyinfra with the packaged deploy and no such config.py connects with `accept-new`
+before any deploy file runs: the deploy refuses that host and takes the key pyinfra has just
+written back out of known_hosts, so the next run is refused too until someone pins it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from pyinfra.connectors.ssh import SSHConnector
+from pyinfra.connectors.sshuserclient.client import HOST_KEYS_LOCK
 
 KEY = "ssh_strict_host_key_checking"
 STRICT = "yes"
@@ -54,28 +63,95 @@ def unknown_host_line(reason: str, known_hosts: str | None) -> str:
             f"({PINNING}): {_keyscan(found[1], file)}")
 
 
-def _server_key_known(client: Any) -> bool:
+def _server_key_known(client: Any, shown: Any) -> bool:
     """Whether the key the device showed was in known_hosts as pyinfra read it before this
     run connected (pyinfra keeps that reading; `accept-new` appends to the file only)."""
-    shown = client.get_transport().get_remote_server_key()
     return any(key == shown for keys in client.get_host_keys().values() for key in keys.values())
+
+
+def _written_to(connector: SSHConnector) -> str:
+    """The known_hosts file `accept-new` appended to: the client's own (the host's
+    `ssh_known_hosts_file`, else ssh config's UserKnownHostsFile, else ~/.ssh/known_hosts)."""
+    named = getattr(connector.client, "_host_keys_filename", None)
+    file = named or connector.data.get("ssh_known_hosts_file") or "~/.ssh/known_hosts"
+    return os.path.expanduser(file)
+
+
+def forget_key(known_hosts: str, key_type: str, key_base64: str) -> list[str]:
+    """Drop the last line of `known_hosts` that carries this key (the one `accept-new` just
+    appended), every other line kept byte for byte; the host names of the line dropped, []
+    when there is none. An earlier line with the key is not ours: one paramiko could not read
+    (a bad line stops its reading of the rest of the file). The file is replaced atomically,
+    with no `.old` copy that would keep the key, and keeps its mode."""
+    path = Path(os.path.realpath(known_hosts))  # a symlinked file: rewrite its target
+    with HOST_KEYS_LOCK:  # pyinfra appends under the same lock
+        try:
+            lines = path.read_bytes().splitlines(keepends=True)
+        except FileNotFoundError:
+            return []
+        for i in reversed(range(len(lines))):
+            fields = lines[i].decode("utf-8", "replace").split()
+            if fields[1:3] == [key_type, key_base64] and not fields[0].startswith("@"):
+                _replace(path, b"".join(lines[:i] + lines[i + 1:]))
+                return fields[0].split(",")
+    return []
+
+
+def _replace(path: Path, content: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _key_name(connector: SSHConnector, names: list[str]) -> str:
+    """The device's name as known_hosts has it (`host` or `[host]:port`) for ssh-keyscan."""
+    plain = [name for name in names if not name.startswith("|")]  # not a hashed name
+    if plain:
+        return plain[0]
+    name = connector.data.get("ssh_hostname") or connector.host.name
+    port = int(connector.data.get("ssh_port") or 22)
+    return name if port == 22 else f"[{name}]:{port}"
 
 
 def accepted_unchecked(host: Any) -> str:
     """A refusal line when pyinfra's own default (accept-new) has just trusted a host key
     nobody pinned: a packaged deploy run by plain pyinfra, from a folder whose config.py
-    does not set up llama-docker, learns of it only after pyinfra connected. '' otherwise."""
+    does not set up llama-docker, learns of it only after pyinfra connected. The key is
+    removed from known_hosts again, so the next run does not take it as checked. '' when
+    the key was known, or the user chose the setting."""
     connector = host.connector
     if not isinstance(connector, SSHConnector) or user_set(host):
         return ""
     if connector.data.get(KEY) != "accept-new" or connector.client is None:
         return ""
+    client: Any = connector.client
     try:
-        if _server_key_known(connector.client):
+        shown = client.get_transport().get_remote_server_key()
+        if _server_key_known(client, shown):
             return ""
+        key_type, key_base64 = shown.get_name(), shown.get_base64()
     except (AttributeError, TypeError):  # not a paramiko connection we can read: say nothing
         return ""
-    return ("its host key was not in known_hosts and pyinfra's default (accept-new) has just "
-            f"added it unchecked: check it ({PINNING}: ssh-keyscan, ssh-keygen -lf), then run "
-            "again; `llama-docker deploy`, or a config.py that runs llama_docker.tasks."
-            "before_connect.setup(), refuses such a host before connecting")
+    file = _written_to(connector)
+    try:
+        names = forget_key(file, key_type, key_base64)
+    except OSError as exc:
+        name = _key_name(connector, [])
+        return (f"its host key was not in {file} and pyinfra's default (accept-new) added it "
+                f"unchecked; removing it failed ({exc}): refused; remove it (ssh-keygen -R "
+                f"{name} -f {file}), then check and pin it ({PINNING}): {_keyscan(name, file)}")
+    name = _key_name(connector, names)
+    done = "llama-docker removed it again" if names else "it is no longer there"
+    return (f"its host key was not in {file}; pyinfra's default (accept-new) added it "
+            f"unchecked and {done}: refused; check and pin it first ({PINNING}): "
+            f"{_keyscan(name, file)} (a config.py with llama_docker.tasks.before_connect."
+            "setup() refuses such a host before connecting)")

@@ -5,6 +5,7 @@ only when a device that lacks the image needs it (saved from one that holds it, 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,11 @@ import pytest
 
 from llama_docker.device.gguf_header import HEADER_BYTES
 from llama_docker.device.image import build_args, image_tag
+from llama_docker.knobs import lock as rules
+from llama_docker.knobs.lock import Lock, ModelPin, Pin
 from llama_docker.tasks import image_once
-from llama_docker.transfer import local_model
+from llama_docker.tasks import lock as run_lock
+from llama_docker.transfer import local_model, lockfile
 from llama_docker.transfer.image_archive import DeviceImage, ImageCache
 from tests.lab.tiny_model import write_tiny_gguf
 
@@ -180,6 +184,45 @@ def test_a_model_every_device_holds_is_not_downloaded(tmp_path: Path,
                            {**load_fixture("debian"), **held_here, **header})
     assert _unit(after) == _unit(before) and "--memory" in _unit(after)
     assert not [n for n in after.names() if "Push" in n]
+    assert not (empty / "models").exists()
+    assert "tiny.gguf: verified on this device already" in caplog.text
+
+
+@pytest.fixture
+def lock_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = tmp_path / rules.FILENAME
+    monkeypatch.setenv(lockfile.ENV, str(path))
+    run_lock.forget()
+    yield path
+    run_lock.forget()
+
+
+def test_a_model_the_lock_file_pins_and_the_device_holds_is_not_downloaded(
+        tmp_path: Path, lock_file: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The knob names a hub file with no sha256: the lock file's is known without the
+    network, so a device holding that file verified needs nothing from the hub, not even
+    the HEAD that would resolve the sha256."""
+    _, data, sha = _model_url(tmp_path, monkeypatch)
+    url = "https://huggingface.co/x/y/resolve/main/tiny.gguf"
+    lock_file.write_text(rules.dumps(Lock(models={"tiny": ModelPin(Pin(url, sha, len(data)))})))
+
+    def no_fetch(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model was downloaded")
+
+    monkeypatch.setattr(local_model, "fetch", no_fetch)
+    monkeypatch.setattr(local_model.hubauth, "session", no_fetch)
+    facts = {**load_fixture("debian"),
+             f"StoreState({MODELS})": {"files": [f"{sha}.gguf", f"{sha}.ok"],
+                                       "links": {"current.gguf": f"{sha}.gguf"}},
+             f"StoredHeader({MODELS},{sha})": {"size": len(data),
+                                                "header": data[:HEADER_BYTES]}}
+    empty = tmp_path / "another-laptop"
+    with caplog.at_level(logging.INFO):
+        run = run_deploy("debian.local", knobs(ssh_user="me", model={"name": "tiny", "url": url},
+                                               cache_dir=str(empty)), facts)
+    assert not run.names()[0].startswith("Preflight | Refuse"), run.names()
+    assert not [n for n in run.names() if "Push" in n]
     assert not (empty / "models").exists()
     assert "tiny.gguf: verified on this device already" in caplog.text
 
