@@ -52,19 +52,19 @@ class ColimaProfile(FactBase):
 
 def _env(t: Target, uid: int) -> dict[str, str]:
     """systemctl --user's runtime dir; on a Mac brew's PATH and colima's docker context."""
-    if t.manager != "launchd":
+    if not t.launchd:
         return t.unit_env(uid)
     brew = host.get_fact(HomebrewPrefix)
     return device_env(brew, "docker") if brew else {}
 
 
-def _facts(t: Target, service: str, purge: bool, env: dict[str, str]) -> Known:
-    paths = [u.path for u in leftovers.units_of(t, service)]
+def _facts(t: Target, purge: bool, env: dict[str, str]) -> Known:
+    paths = [u.path for u in leftovers.units_of(t)]
     paths += [*leftovers.folders(t, purge), *leftovers.files(t, purge)]
     wanted: list[tuple[type[FactBase], dict[str, Any]]] = [
         (PathExists, {"path": p}) for p in paths]
     wanted.append((Leftovers, {}))
-    if t.manager == "launchd":
+    if t.launchd:
         wanted.append((ColimaProfile, {"profile": launchd.COLIMA_PROFILE}))
     return gather(wanted, _sudo=t.sudo, _env=env)
 
@@ -78,7 +78,7 @@ def _stop_agent(unit: leftovers.Unit, env: dict[str, str]) -> None:
 
 def _stop_units(t: Target, found: list[leftovers.Unit], env: dict[str, str]) -> None:
     for unit in found:
-        if t.manager == "launchd":
+        if t.launchd:
             _stop_agent(unit, env)
         else:
             converge.removed_unit(why="Unit", service=unit.name,
@@ -112,14 +112,13 @@ def _remove(knobs: Mapping[str, Any], purge: bool) -> None:
         if why:
             raise RefusedError(why)
     env = _env(t, uid)
-    known = _facts(t, cfg.service_name, purge, env)
-    present = [u for u in leftovers.units_of(t, cfg.service_name)
-               if known.get(PathExists, path=u.path)]
+    known = _facts(t, purge, env)
+    present = [u for u in leftovers.units_of(t) if known.get(PathExists, path=u.path)]
     colima_agent = [u for u in present if u.name == launchd.label("colima")]
     _stop_units(t, [u for u in present if u not in colima_agent], env)
     _containers_and_images(t, known, env)
     _stop_units(t, colima_agent, env)  # after the images: they live in its VM
-    if t.manager == "launchd" and known.get(ColimaProfile, profile=launchd.COLIMA_PROFILE):
+    if t.launchd and known.get(ColimaProfile, profile=launchd.COLIMA_PROFILE):
         _colima_vm(env)
     for folder in leftovers.folders(t, purge):
         if known.get(PathExists, path=folder):

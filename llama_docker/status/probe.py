@@ -126,7 +126,7 @@ def gateway_lines(cfg: Config) -> list[str]:
 def image_lines(t: Target, container: str = CONTAINER) -> list[str]:
     """The CPU, and the llama.cpp version label of the server container's image."""
     lines = ['echo "arch=$(uname -m)"']
-    if t.runtime in ("docker", "podman"):
+    if not t.native:  # a container: docker or podman
         fmt = shlex.quote(f'{{{{index .Config.Labels "{VERSION_LABEL}"}}}}')
         root = "sudo -n " if t.sudo else ""
         lines.append(f'echo "llama_cpp=$({root}{t.runtime} inspect --format {fmt} '
