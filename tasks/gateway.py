@@ -24,7 +24,7 @@ from llama_docker.device.gateway_config import (
     systemd_unit,
 )
 from llama_docker.device.image import build_args, build_command
-from llama_docker.device.target import device_url
+from llama_docker.device.target import gateway_health_url
 from llama_docker.device.units import FILES
 from llama_docker.knobs import apikey
 from llama_docker.knobs.defaults import DEFAULTS
@@ -160,8 +160,8 @@ def gateway(plan: Plan) -> bool:
                                  restarted=changed or built or unit_changed,
                                  daemon_reload=unit_changed, _sudo=True)
     if restarted:
-        url = device_url(cfg.bind, cfg.gateway_port) + HEALTH_PATH
-        server.shell(name=f"Gateway answers {HEALTH_PATH}", commands=[_wait_command(url)])
+        server.shell(name=f"Gateway answers {HEALTH_PATH}",
+                     commands=[_wait_command(gateway_health_url(cfg))])
     models = ", ".join(f"{m} ({len(u)})" for m, u in sorted(table.items()))
     line = f"{'gateway only' if cfg.gateway_only else 'gateway'} on port {cfg.gateway_port}: "
     notes[host.name] = line + models

@@ -9,7 +9,7 @@ from pyinfra.operations import python
 
 from llama_docker.device.progress import WAIT_MARK, Ticker, waited
 from llama_docker.device.store import link_commands
-from llama_docker.device.target import Target, device_url
+from llama_docker.device.target import Target, server_url
 from llama_docker.knobs.apikey import paths
 from llama_docker.knobs.config import Config
 
@@ -90,14 +90,14 @@ def _wait(state, host, url: str, script: str, service: str, root: str,  # noqa: 
 
 
 def wants(cfg: Config, tgt: Target) -> list[Wanted]:
-    return [(HttpStatus, {"url": f"{device_url(cfg.bind, cfg.port)}/health"})]
+    return [(HttpStatus, {"url": f"{server_url(cfg)}/health"})]
 
 
 @deploy("Health")
 def health(cfg: Config, t: Target, env: dict[str, str], restarted: bool,
            switch: Switch | None = None, known: Known | None = None) -> None:
     """Skip when nothing was restarted and the server already answered 200 at preflight."""
-    url = device_url(cfg.bind, cfg.port)
+    url = server_url(cfg)
     if not restarted and known and known.get(HttpStatus, url=f"{url}/health") == 200:
         return
     rollback: dict[str, str] = {}
