@@ -18,6 +18,7 @@ from pyinfra.api import FactBase
 from pyinfra.operations import python
 
 from llama_docker.device import webui as ui
+from llama_docker.device.health import wait_script
 from llama_docker.device.target import server_url
 from llama_docker.knobs import apikey
 from llama_docker.knobs.errors import LlamaDockerError
@@ -26,7 +27,6 @@ from llama_docker.transfer.push import SshTarget, push
 
 from . import lock
 from .common import deploy, is_dry, run_as, say, say_error
-from .health import wait_script
 from .image import server_tag
 from .summary import note_move
 
