@@ -70,9 +70,9 @@ def _facts(t: Target, purge: bool, env: dict[str, str]) -> Known:
 
 
 def _stop_agent(unit: leftovers.Unit, env: dict[str, str]) -> None:
-    target = shlex.quote(f"{host.get_fact(LaunchdDomain)}/{unit.name}")
     server.shell(name=f"Stop {unit.name}",
-                 commands=[f"launchctl bootout {target} 2>/dev/null || true"], _env=env)
+                 commands=[launchd.bootout_command(host.get_fact(LaunchdDomain), unit.name)],
+                 _env=env)
     files.file(name=f"Delete {unit.path}", path=unit.path, present=False)
 
 
@@ -96,13 +96,9 @@ def _containers_and_images(t: Target, known: Known, env: dict[str, str]) -> None
 
 
 def _colima_vm(env: dict[str, str]) -> None:
-    """colima's VM of llama-docker's own profile, with its disk (newer colima keeps the
-    containers' data disk unless told `--data`)."""
-    profile = shlex.quote(launchd.COLIMA_PROFILE)
-    server.shell(name=f"Delete colima's VM {launchd.COLIMA_PROFILE}", commands=[
-        f"if colima delete --help 2>&1 | grep -q -- --data; then "
-        f"colima delete --force --data {profile}; else colima delete --force {profile}; fi"],
-        _env=env)
+    """colima's VM of llama-docker's own profile, with its disk."""
+    server.shell(name=f"Delete colima's VM {launchd.COLIMA_PROFILE}",
+                 commands=[launchd.colima_delete_command()], _env=env)
 
 
 def _remove(knobs: Mapping[str, Any], purge: bool) -> None:
