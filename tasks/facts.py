@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
 from pyinfra.api import FactBase
 
@@ -10,6 +11,9 @@ from llama_docker.device import listeners
 from llama_docker.device.probes import free_kib
 from llama_docker.device.store import LINKS
 from llama_docker.transfer.image_ship import inspect_command
+
+if TYPE_CHECKING:
+    from llama_docker.device.target import Target
 
 
 class FreeBytes(FactBase):
@@ -158,6 +162,12 @@ class MacPhysicalCores(FactBase):
 
     def process(self, output: list[str]) -> int:
         return int(output[0]) if output and output[0].isdigit() else 1
+
+
+def cores_fact(tgt: Target) -> type[PhysicalCores | MacPhysicalCores]:
+    """The fact that counts the cores llama.cpp gets a thread each on: a Mac has no lscpu,
+    and its performance cores are llama.cpp's own choice there."""
+    return MacPhysicalCores if tgt.is_macos else PhysicalCores
 
 
 class HomebrewPrefix(FactBase):

@@ -4,7 +4,6 @@ every other host and on a converged one."""
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +22,9 @@ from llama_docker.device.gateway_config import (
     image_tag,
     systemd_unit,
 )
+from llama_docker.device.health import gateway_wait
 from llama_docker.device.image import build_args, build_command
-from llama_docker.device.target import device_url
+from llama_docker.device.target import gateway_health_url
 from llama_docker.device.units import FILES
 from llama_docker.knobs import apikey
 from llama_docker.knobs.defaults import DEFAULTS
@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 
     from .batch import Wanted
     from .plan import Plan
-
-HEALTH_WAIT = 60  # seconds for HAProxy to answer after a (re)start: it starts in well under 1
-CHECK_GRACE = 10  # seconds for its first checks (every 2 s) to find each model's devices up
 
 
 def config_file(tgt: Target) -> str:
@@ -110,17 +107,6 @@ def _image(plan: Plan) -> tuple[str, bool]:
     return tag, True
 
 
-def _wait_command(url: str) -> str:
-    """A bounded wait for the gateway's health answer on the device: 200 once every model has
-    a device whose check passed. A model still without one after CHECK_GRACE seconds (its
-    devices are down) is the status table's news, not a failed run."""
-    return (f"for i in $(seq {HEALTH_WAIT}); do "
-            f"c=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 {shlex.quote(url)}); "
-            f'[ "$c" = 200 ] && exit 0; [ "$c" = 503 ] && [ $i -gt {CHECK_GRACE} ] && exit 0; '
-            f"sleep 1; done; "
-            f"echo 'gateway did not answer {url} within {HEALTH_WAIT}s' >&2; exit 1")
-
-
 def _switched_off(plan: Plan) -> None:
     """A host whose `gateway` knob went back to False: its gateway stops, its unit and its
     routes (which hold the keys) go. Its image stays, as cheap to keep as to rebuild."""
@@ -160,8 +146,8 @@ def gateway(plan: Plan) -> bool:
                                  restarted=changed or built or unit_changed,
                                  daemon_reload=unit_changed, _sudo=True)
     if restarted:
-        url = device_url(cfg.bind, cfg.gateway_port) + HEALTH_PATH
-        server.shell(name=f"Gateway answers {HEALTH_PATH}", commands=[_wait_command(url)])
+        server.shell(name=f"Gateway answers {HEALTH_PATH}",
+                     commands=[gateway_wait(gateway_health_url(cfg))])
     models = ", ".join(f"{m} ({len(u)})" for m, u in sorted(table.items()))
     line = f"{'gateway only' if cfg.gateway_only else 'gateway'} on port {cfg.gateway_port}: "
     notes[host.name] = line + models

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from typing import TYPE_CHECKING
 
 from pyinfra import logger
@@ -13,7 +12,6 @@ from pyinfra.api import FactBase
 from pyinfra.operations import python
 
 from llama_docker.device import gpu
-from llama_docker.device.units import CONTAINER
 from llama_docker.knobs.errors import RefusedError
 
 from .common import deploy, run_as, say
@@ -21,9 +19,6 @@ from .common import deploy, run_as, say
 if TYPE_CHECKING:
     from .plan import Plan, Progress
 
-# The lines the check reads: llama-server's device and offload lines (-lv 4) and the
-# entrypoint's own line when it fell back to the CPU.
-LOG_PATTERN = "llama-docker: gpu|using device |offloaded [0-9]+/[0-9]+ layers"
 # The lab's one hook (tests/e2e/test_gpu.py, bench/vulkan.py), in the controller's environment:
 # GGML_VK_VISIBLE_DEVICES for a Vulkan server, so ggml uses the lab's software Vulkan device
 # (lavapipe), which it skips otherwise. No knob: no real device has use for it.
@@ -68,12 +63,6 @@ def lab_visible_devices() -> str:
     return value
 
 
-def logs_command(runtime: str) -> str:
-    """The server container's lines that say which backend serves."""
-    return (f"{runtime} logs {CONTAINER} 2>&1 | grep -m 4 -E {shlex.quote(LOG_PATTERN)}; "
-            "true")
-
-
 def _check(state, host, command: str, sudo: bool, env: dict[str, str],  # noqa: ANN001
            wanted: str) -> bool:
     """Say which backend serves; a Vulkan run that fell back to the CPU is said, not failed:
@@ -99,5 +88,5 @@ def check_backend(plan: Plan, done: Progress) -> None:
     if choice.backend != "vulkan" or not (done.restarted or done.runtime_changed):
         return
     python.call(name="Which backend serves (llama-server's log)", function=_check,
-                command=logs_command(t.runtime), sudo=t.sudo, env=t.unit_env(plan.uid),
+                command=gpu.logs_command(t.runtime), sudo=t.sudo, env=t.unit_env(plan.uid),
                 wanted="gpu vulkan")

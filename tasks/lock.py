@@ -234,7 +234,7 @@ def _note_image(run: _Run, plan: Plan) -> None:
     """The server image this host runs, looked up in the controller's cache at the end of
     the run (it may be built in it). Not for images each device builds for itself."""
     cfg, tgt = plan.cfg, plan.target
-    if tgt.runtime == "native" or cfg.image_source != "controller":
+    if tgt.native or cfg.image_source != "controller":
         return
     key = rules.image_key(plan.arch, tgt.gpu.backend)
     run.images[key] = (cfg.cache_dir, server_tag(cfg, tgt), plan.arch)

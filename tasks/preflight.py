@@ -31,6 +31,7 @@ from .facts import (
     StoreState,
     SudoWorks,
     UserId,
+    cores_fact,
 )
 from .gpu import RenderNodes
 from .plan import Plan
@@ -153,7 +154,7 @@ def _check(knobs: Mapping[str, Any]) -> Plan:
     rpc = (split.prepare_head(cfg, model, mmproj.size if mmproj else 0, tgt.unit_path)
            if cfg.split_over else Rpc())
     say(host, tgt.gpu.line())
-    threads = cfg.threads or ident.get(MacPhysicalCores if tgt.is_macos else PhysicalCores)
+    threads = cfg.threads or ident.get(cores_fact(tgt))
     # The user's own UI (a folder or tarball here) is checked before any byte moves.
     own_ui = (webui_fetch.local(cfg.webui, cache, cfg.webui_sha256)
               if cfg.webui.startswith(("/", "~")) else None)
@@ -185,7 +186,7 @@ def _worker_box(cfg: config.Config, tgt: target.Target, uid: int, env: dict[str,
     known = device_state(cfg, tgt, uid, env)
     runtime.check(cfg, tgt, known)
     say(host, f"rpc worker for {head}: serves no model of its own")
-    return Plan(cfg=cfg, arch=arch, threads=cfg.threads or ident.get(PhysicalCores),
+    return Plan(cfg=cfg, arch=arch, threads=cfg.threads or ident.get(cores_fact(tgt)),
                 user=user, model=None, mmproj=None, target=tgt, uid=uid, memory_mib=0,
                 aes=ident.get(CpuHasAes), known=known, env=env, rpc=Rpc(worker_of=head))
 

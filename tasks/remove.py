@@ -52,33 +52,33 @@ class ColimaProfile(FactBase):
 
 def _env(t: Target, uid: int) -> dict[str, str]:
     """systemctl --user's runtime dir; on a Mac brew's PATH and colima's docker context."""
-    if t.manager != "launchd":
+    if not t.launchd:
         return t.unit_env(uid)
     brew = host.get_fact(HomebrewPrefix)
     return device_env(brew, "docker") if brew else {}
 
 
-def _facts(t: Target, service: str, purge: bool, env: dict[str, str]) -> Known:
-    paths = [u.path for u in leftovers.units_of(t, service)]
+def _facts(t: Target, purge: bool, env: dict[str, str]) -> Known:
+    paths = [u.path for u in leftovers.units_of(t)]
     paths += [*leftovers.folders(t, purge), *leftovers.files(t, purge)]
     wanted: list[tuple[type[FactBase], dict[str, Any]]] = [
         (PathExists, {"path": p}) for p in paths]
     wanted.append((Leftovers, {}))
-    if t.manager == "launchd":
+    if t.launchd:
         wanted.append((ColimaProfile, {"profile": launchd.COLIMA_PROFILE}))
     return gather(wanted, _sudo=t.sudo, _env=env)
 
 
 def _stop_agent(unit: leftovers.Unit, env: dict[str, str]) -> None:
-    target = shlex.quote(f"{host.get_fact(LaunchdDomain)}/{unit.name}")
     server.shell(name=f"Stop {unit.name}",
-                 commands=[f"launchctl bootout {target} 2>/dev/null || true"], _env=env)
+                 commands=[launchd.bootout_command(host.get_fact(LaunchdDomain), unit.name)],
+                 _env=env)
     files.file(name=f"Delete {unit.path}", path=unit.path, present=False)
 
 
 def _stop_units(t: Target, found: list[leftovers.Unit], env: dict[str, str]) -> None:
     for unit in found:
-        if t.manager == "launchd":
+        if t.launchd:
             _stop_agent(unit, env)
         else:
             converge.removed_unit(why="Unit", service=unit.name,
@@ -96,13 +96,9 @@ def _containers_and_images(t: Target, known: Known, env: dict[str, str]) -> None
 
 
 def _colima_vm(env: dict[str, str]) -> None:
-    """colima's VM of llama-docker's own profile, with its disk (newer colima keeps the
-    containers' data disk unless told `--data`)."""
-    profile = shlex.quote(launchd.COLIMA_PROFILE)
-    server.shell(name=f"Delete colima's VM {launchd.COLIMA_PROFILE}", commands=[
-        f"if colima delete --help 2>&1 | grep -q -- --data; then "
-        f"colima delete --force --data {profile}; else colima delete --force {profile}; fi"],
-        _env=env)
+    """colima's VM of llama-docker's own profile, with its disk."""
+    server.shell(name=f"Delete colima's VM {launchd.COLIMA_PROFILE}",
+                 commands=[launchd.colima_delete_command()], _env=env)
 
 
 def _remove(knobs: Mapping[str, Any], purge: bool) -> None:
@@ -112,14 +108,13 @@ def _remove(knobs: Mapping[str, Any], purge: bool) -> None:
         if why:
             raise RefusedError(why)
     env = _env(t, uid)
-    known = _facts(t, cfg.service_name, purge, env)
-    present = [u for u in leftovers.units_of(t, cfg.service_name)
-               if known.get(PathExists, path=u.path)]
+    known = _facts(t, purge, env)
+    present = [u for u in leftovers.units_of(t) if known.get(PathExists, path=u.path)]
     colima_agent = [u for u in present if u.name == launchd.label("colima")]
     _stop_units(t, [u for u in present if u not in colima_agent], env)
     _containers_and_images(t, known, env)
     _stop_units(t, colima_agent, env)  # after the images: they live in its VM
-    if t.manager == "launchd" and known.get(ColimaProfile, profile=launchd.COLIMA_PROFILE):
+    if t.launchd and known.get(ColimaProfile, profile=launchd.COLIMA_PROFILE):
         _colima_vm(env)
     for folder in leftovers.folders(t, purge):
         if known.get(PathExists, path=folder):

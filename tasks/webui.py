@@ -18,7 +18,8 @@ from pyinfra.api import FactBase
 from pyinfra.operations import python
 
 from llama_docker.device import webui as ui
-from llama_docker.device.target import device_url
+from llama_docker.device.health import wait_script
+from llama_docker.device.target import server_url
 from llama_docker.knobs import apikey
 from llama_docker.knobs.errors import LlamaDockerError
 from llama_docker.transfer import webui_fetch
@@ -26,7 +27,6 @@ from llama_docker.transfer.push import SshTarget, push
 
 from . import lock
 from .common import deploy, is_dry, run_as, say, say_error
-from .health import wait_script
 from .image import server_tag
 from .summary import note_move
 
@@ -112,8 +112,7 @@ def _restart(h, plan: Plan) -> None:  # noqa: ANN001
         return  # not started yet: the service step starts it with the link as it is now
     _run(h, f"{ctl} restart {unit}", t.sudo, env)
     header = apikey.paths(t.config_dir)[1]
-    _run(h, wait_script(device_url(plan.cfg.bind, plan.cfg.port), plan.cfg.health_timeout,
-                        header), t.sudo, {})
+    _run(h, wait_script(server_url(plan.cfg), plan.cfg.health_timeout, header), t.sudo, {})
 
 
 def _place(state, host, plan: Plan, tag: str, local: UiFile | None,  # noqa: ANN001

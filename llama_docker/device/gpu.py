@@ -10,11 +10,13 @@ Macs get Metal through `runtime = "native"`. Everything here is tested without a
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from llama_docker.device.fit import GIB
+from llama_docker.device.units import CONTAINER
 from llama_docker.knobs.errors import RefusedError
 
 # Kernel drivers whose Mesa Vulkan driver llama.cpp runs well on: auto uses these.
@@ -38,6 +40,9 @@ DECK_BIOS = ("raise it in the BIOS: hold volume up and press power, Setup Utilit
 _USING = re.compile(r"using device (\S+) \((.*?)\)(?: \([^()]*\))? - ")
 _OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 FALLBACK = "llama-docker: gpu"  # the entrypoint's line when it serves on the CPU instead
+# The lines `served` reads: llama-server's device and offload lines (-lv 4) and the
+# entrypoint's own line when it fell back to the CPU.
+LOG_PATTERN = f"{FALLBACK}|using device |offloaded [0-9]+/[0-9]+ layers"
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,12 @@ class Served:
     device: str = ""  # `Vulkan0: llvmpipe (LLVM 21.1.8, 256 bits)`
     offloaded: tuple[int, int] | None = None
     fallback: str = ""  # the entrypoint's line when it fell back to the CPU
+
+
+def logs_command(runtime: str) -> str:
+    """The server container's lines that say which backend serves (what `served` reads)."""
+    return (f"{runtime} logs {CONTAINER} 2>&1 | grep -m 4 -E {shlex.quote(LOG_PATTERN)}; "
+            "true")
 
 
 def served(log: list[str]) -> Served:

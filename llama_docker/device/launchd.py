@@ -1,4 +1,5 @@
-"""launchd agents for macOS: argument lists, and the plists that run them.
+"""launchd agents for macOS: argument lists, the plists that run them, and the commands that
+load them and the colima VM one of them runs.
 
 Pure text in, pure text out. The plist is written by plistlib from the agent's values (the
 standard library's writer escapes every string, so an argument such as `a&b <c>` stays one
@@ -74,6 +75,29 @@ def colima_agent(*, brew: str, home: str, cpus: int, memory_gib: int) -> Agent:
     return Agent(label=label("colima"), program=program,
                  env=(("PATH", brew_path(brew)),), log=log_path(home, "colima"),
                  workdir=home, keep_alive=False, exit_timeout=120)
+
+
+def colima_stop_command(brew: str) -> str:
+    """Stop llama-docker's VM (none running is no error): a VM still up from an earlier
+    plist keeps its old size."""
+    return (f"PATH={shlex.quote(brew_path(brew))} {brew}/bin/colima stop "
+            f"{COLIMA_PROFILE} >/dev/null 2>&1 || true")
+
+
+def colima_wait(seconds: int, log: str) -> str:
+    """A bounded wait for the VM and its docker (colima status, then docker info)."""
+    profile = shlex.quote(COLIMA_PROFILE)
+    return (f"i=0; until colima status {profile} >/dev/null 2>&1 && docker info >/dev/null 2>&1;"
+            f" do i=$((i+1)); if [ $i -ge {seconds // 2} ]; then echo \"colima's VM did not "
+            f"start within {seconds}s; see {log}\"; exit 1; fi; sleep 2; done")
+
+
+def colima_delete_command() -> str:
+    """Delete llama-docker's VM with its disk (newer colima keeps the containers' data disk
+    unless told `--data`)."""
+    profile = shlex.quote(COLIMA_PROFILE)
+    return (f"if colima delete --help 2>&1 | grep -q -- --data; then "
+            f"colima delete --force --data {profile}; else colima delete --force {profile}; fi")
 
 
 def native_args(*, brew: str, models_dir: str, port: int, bind: str, ctx_size: int,
@@ -189,11 +213,16 @@ def reload_commands(domain: str, name: str, plist: str) -> list[str]:
     """
     target = shlex.quote(f"{domain}/{name}")
     return [
-        f"launchctl bootout {target} 2>/dev/null || true",
+        bootout_command(domain, name),
         f"launchctl enable {target}",
         f"i=0; until launchctl bootstrap {shlex.quote(domain)} {shlex.quote(plist)}; do "
         "i=$((i+1)); [ $i -lt 5 ] || exit 1; sleep 2; done",
     ]
+
+
+def bootout_command(domain: str, name: str) -> str:
+    """Stop an agent and unload it; none loaded is no error."""
+    return f"launchctl bootout {shlex.quote(f'{domain}/{name}')} 2>/dev/null || true"
 
 
 def kickstart_command(domain: str, name: str) -> str:

@@ -33,14 +33,14 @@ class Unit:
     user_mode: bool = False
 
 
-def units_of(tgt: Target, service: str) -> list[Unit]:
+def units_of(tgt: Target) -> list[Unit]:
     """The server's unit, and the gateway's unit or colima's agent where the target has one."""
-    if tgt.manager == "launchd":
+    if tgt.launchd:
         colima = launchd.label("colima")
-        return [Unit(tgt.unit_path, launchd.label(service)),
+        return [Unit(tgt.unit_path, tgt.agent_label),
                 Unit(f"{tgt.home}/Library/LaunchAgents/{colima}.plist", colima)]
-    found = [Unit(tgt.unit_path, f"{service}.service", user_mode=tgt.rootless)]
-    if tgt.manager == "systemd":
+    found = [Unit(tgt.unit_path, tgt.unit_name, user_mode=tgt.rootless)]
+    if tgt.system_units:
         found.append(Unit(GATEWAY_UNIT_PATH, gateway_config.UNIT))
     return found
 
@@ -70,7 +70,7 @@ def folders(tgt: Target, purge: bool) -> list[str]:
         root = posixpath.dirname(store)
         ours = posixpath.basename(root) in _OURS
         found.append(root if ours else store)  # a folder of the user's holds their own too
-        if tgt.manager == "launchd":
+        if tgt.launchd:
             found.append(f"{tgt.home}/{launchd.LOG_DIR}")
     return _keep_outermost(found)
 

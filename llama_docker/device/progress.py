@@ -35,7 +35,7 @@ _NOISE = re.compile(
     r"|COMMIT|--> |Writing manifest|Storing signatures|Copying (?:blob|config) )")
 _APT_GET = re.compile(r"^(Get:\d+) \S+://\S+ (.*)$")  # the mirror's URL says nothing here
 _KIT_OUT = re.compile(r"^#\d+ \d+\.\d+ ")  # BuildKit's plain output: `#7 12.3 <the line>`
-# The health wait's own lines (tasks/health.py's script prints one per poll).
+# The health wait's own lines (device/health.py's wait_script prints one per poll).
 WAIT_MARK = "llama-docker-wait:"
 
 

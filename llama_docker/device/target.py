@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from llama_docker.device.gateway_config import HEALTH_PATH
 from llama_docker.device.gpu import CPU, Gpu
 from llama_docker.device.launchd import label
 from llama_docker.knobs.errors import RefusedError
+
+if TYPE_CHECKING:
+    from llama_docker.knobs.config import Config
 
 ROOT_PROFILES = ("debian", "arch")
 
@@ -89,6 +94,18 @@ def device_url(bind: str, port: int) -> str:
     on loopback): what health checks, the web UI step and the status probe call."""
     addr = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
     return f"http://[{addr}]:{port}" if ":" in addr else f"http://{addr}:{port}"
+
+
+def server_url(cfg: Config) -> str:
+    """The server's address on the device, from the bind and port knobs: one answer for the
+    health wait, the web UI's restart and the status probe."""
+    return device_url(cfg.bind, cfg.port)
+
+
+def gateway_health_url(cfg: Config) -> str:
+    """The gateway's health page on the device: what its wait after a restart and the status
+    probe ask."""
+    return device_url(cfg.bind, cfg.gateway_port) + HEALTH_PATH
 
 
 def choose(profile: str, runtime: str, models_dir: str, home: str, service: str) -> Target:

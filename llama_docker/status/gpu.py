@@ -33,9 +33,9 @@ def probe(t: Target, uid: int) -> str:
 
 def backend(t: Target, facts: Mapping[str, str]) -> tuple[str | None, str | None]:
     """(backend, device name): cpu, vulkan or metal; None when it cannot be told."""
-    if t.runtime == "native":
+    if t.native:
         return "metal", None
-    if t.profile == "macos":
+    if t.is_macos:
         return "cpu", None
     if "gpu_log" not in facts:
         return None, None

@@ -11,12 +11,11 @@ import json
 import shlex
 
 from llama_docker.device import webui
-from llama_docker.device.gateway_config import HEALTH_PATH as GATEWAY_HEALTH
 from llama_docker.device.gateway_config import UNIT as GATEWAY_UNIT
 from llama_docker.device.image import VERSION_LABEL
 from llama_docker.device.probes import free_kib
 from llama_docker.device.rpc_units import WORKER_CONTAINER
-from llama_docker.device.target import Target, device_url
+from llama_docker.device.target import Target, gateway_health_url, server_url
 from llama_docker.device.units import CONTAINER
 from llama_docker.knobs.apikey import paths
 from llama_docker.knobs.config import Config
@@ -66,7 +65,7 @@ def script(cfg: Config, t: Target, uid: int, worker_of: str = "") -> str:
     A rootful device's key files are root's: sudo is asked with -n only (never a prompt).
     The completion goes last because its JSON is the one value that is not a short token.
     """
-    url = device_url(cfg.bind, cfg.port)
+    url = server_url(cfg)
     key_file, header = (shlex.quote(f) for f in paths(t.config_dir))
     # Several models: the completion names the first (a router answers none without).
     body = shlex.quote(json.dumps({**PROMPT, **({"model": cfg.models[0].name}
@@ -114,7 +113,7 @@ def script(cfg: Config, t: Target, uid: int, worker_of: str = "") -> str:
 def gateway_lines(cfg: Config) -> list[str]:
     """The gateway's unit state, then its health page: the HTTP status and the JSON (one
     line, as HAProxy writes it)."""
-    url = shlex.quote(device_url(cfg.bind, cfg.gateway_port) + GATEWAY_HEALTH)
+    url = shlex.quote(gateway_health_url(cfg))
     return [
         f'echo "gateway_service=$(systemctl is-active {GATEWAY_UNIT} 2>/dev/null)"',
         f"g=$(curl -s --max-time {HEALTH_MAX_TIME} -w '\\n%{{http_code}}' {url} 2>/dev/null)",
@@ -126,7 +125,7 @@ def gateway_lines(cfg: Config) -> list[str]:
 def image_lines(t: Target, container: str = CONTAINER) -> list[str]:
     """The CPU, and the llama.cpp version label of the server container's image."""
     lines = ['echo "arch=$(uname -m)"']
-    if t.runtime in ("docker", "podman"):
+    if not t.native:  # a container: docker or podman
         fmt = shlex.quote(f'{{{{index .Config.Labels "{VERSION_LABEL}"}}}}')
         root = "sudo -n " if t.sudo else ""
         lines.append(f'echo "llama_cpp=$({root}{t.runtime} inspect --format {fmt} '

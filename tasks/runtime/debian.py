@@ -11,6 +11,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import Which
 from pyinfra.operations import apt, server
 
+from llama_docker.device.apt import APT_LOCK_WAIT, update_waiting
 from llama_docker.knobs.errors import RefusedError
 
 from ..common import say
@@ -58,13 +59,6 @@ def engine(installed: Collection[str]) -> str:
     return next((p for p in ("docker.io", *OTHER_ENGINES) if p in installed), "docker.io")
 
 
-# A device's first minutes often belong to apt-daily and unattended-upgrades, which hold
-# apt's locks (Ansible's apt module waits 60 s for the same reason). dpkg's lock has apt's
-# own timeout; `apt-get update`'s lock has none, so it is retried while only the lock fails.
-APT_WAIT = 300
-APT_LOCK_WAIT = f"-o DPkg::Lock::Timeout={APT_WAIT}"  # apt-get install's own wait
-
-
 def install(plan: Plan) -> bool:
     runtime = plan.runtime
     installed = plan.known.get(DebPackages)
@@ -92,14 +86,3 @@ def install(plan: Plan) -> bool:
                                f"apt-get install -y --no-install-recommends {APT_LOCK_WAIT} "
                                "docker-cli"], _sudo=True)
     return configure(plan)
-
-
-def update_waiting(seconds: int = APT_WAIT, every: int = 5) -> str:
-    """`apt-get update`, tried again every `every` s for up to `seconds` while another apt
-    holds its lock; any other failure, or the lock still held then, fails at once."""
-    return (
-        f"end=$(($(date +%s) + {seconds})); while ! out=$(apt-get update 2>&1); do "
-        f'case "$out" in *"Could not get lock"*) ;; *) printf "%s\\n" "$out" >&2; exit 100;; '
-        f'esac; if [ "$(date +%s)" -ge "$end" ]; then printf "%s\\n" "$out" >&2; exit 100; '
-        f'fi; [ -n "${{said:-}}" ] || echo "another apt holds the lock: waiting up to '
-        f'{seconds} s" >&2; said=1; sleep {every}; done')

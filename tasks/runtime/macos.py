@@ -7,7 +7,6 @@ explicitly: SSH sessions do not have it), LaunchAgents under ~/Library/LaunchAge
 from __future__ import annotations
 
 import math
-import shlex
 from typing import TYPE_CHECKING
 
 from pyinfra import host
@@ -55,14 +54,6 @@ def vm_memory_gib(plan: Plan) -> int:
     return max(2, math.ceil(need / fit.GIB) + 1)  # 2 GiB: colima's own default
 
 
-def wait_for_colima(seconds: int, log: str) -> str:
-    """A bounded wait for the VM and its docker (colima status, then docker info)."""
-    profile = shlex.quote(launchd.COLIMA_PROFILE)
-    return (f"i=0; until colima status {profile} >/dev/null 2>&1 && docker info >/dev/null 2>&1;"
-            f" do i=$((i+1)); if [ $i -ge {seconds // 2} ]; then echo \"colima's VM did not "
-            f"start within {seconds}s; see {log}\"; exit 1; fi; sleep 2; done")
-
-
 def install(plan: Plan) -> bool:
     """Install the formulae; for docker, run colima from an agent. True when colima started."""
     t, env = plan.target, plan.env
@@ -83,14 +74,11 @@ def _colima(plan: Plan, env: dict[str, str]) -> bool:
     home = plan.target.home
     agent = launchd.colima_agent(brew=plan.brew, home=home, cpus=plan.threads,
                                  memory_gib=vm_memory_gib(plan))
-    # A VM still up from an earlier plist keeps its old size: stop it before the new one.
-    stop = (f"PATH={shlex.quote(env['PATH'])} {plan.brew}/bin/colima stop "
-            f"{launchd.COLIMA_PROFILE} >/dev/null 2>&1 || true")
     started = ensure_agent(agent, f"{home}/Library/LaunchAgents/{agent.label}.plist",
-                           before=(stop,))
+                           before=(launchd.colima_stop_command(plan.brew),))
     # `brew services start colima` says "started" without a running VM: ask colima itself.
     if started or not host.get_fact(ColimaRunning, profile=launchd.COLIMA_PROFILE, _env=env):
         server.shell(name="Wait for colima's VM and its docker",
-                     commands=[wait_for_colima(COLIMA_START_SECONDS, agent.log)], _env=env)
+                     commands=[launchd.colima_wait(COLIMA_START_SECONDS, agent.log)], _env=env)
         return True
     return False

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.runtime.debian import engine, update_waiting
+from llama_docker.device.apt import update_waiting
+from tasks.runtime.debian import engine
 from tests.unit.fixtures.harness import deploy_fixture
 
 DOCKER_CE = {"docker-ce": {"5:27.3.1-1~debian.12~bookworm"}, "containerd.io": {"1.7.22-1"},

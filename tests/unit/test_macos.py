@@ -15,9 +15,18 @@ import pytest
 
 from llama_docker.device import launchd
 from llama_docker.device.image import build_args, image_tag
+from llama_docker.device.target import choose
+from llama_docker.tasks.facts import MacPhysicalCores, PhysicalCores, cores_fact
 from llama_docker.tasks.runtime.macos import BREW_INSTALL
 
-from .fixtures.harness import MODEL_SHA, Run, check_golden, converged, deploy_fixture
+from .fixtures.harness import (
+    MODEL_SHA,
+    Run,
+    check_golden,
+    converged,
+    deploy_fixture,
+    load_fixture,
+)
 from .fixtures.image_cache import IMAGE_ID, seed_image_cache
 
 HOME = "/Users/me"
@@ -124,6 +133,15 @@ def test_server_agent_is_bootstrapped_in_the_login_session(docker: Run) -> None:
         f"launchctl enable gui/501/{label}",
         f"i=0; until launchctl bootstrap gui/501 {SERVER_PLIST}; do i=$((i+1)); "
         "[ $i -lt 5 ] || exit 1; sleep 2; done"]
+
+
+def test_threads_count_a_macs_performance_cores_not_lscpus() -> None:
+    """macOS has no lscpu: the one place that picks the cores fact picks the Mac's own,
+    which the Mac fixture answers (8) and the server's --threads shows above."""
+    mac = choose("macos", "docker", "auto", HOME, "llama-docker")
+    assert cores_fact(mac) is MacPhysicalCores
+    assert load_fixture("macos")[cores_fact(mac).__name__] == 8
+    assert cores_fact(choose("steamos", "auto", "auto", "/home/deck", "x")) is PhysicalCores
 
 
 def test_native_runs_brews_llama_server_on_metal(native: Run) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from llama_docker.device.health import wait_script
 from llama_docker.device.progress import Ticker, duration, shown, waited
-from llama_docker.tasks.health import wait_script
 from llama_docker.transfer import stream
 from llama_docker.transfer.progress import ByteProgress, size
 
