@@ -221,14 +221,15 @@ def _check_split(name: str, hosts: list, profile: str = "debian", **knobs: objec
     """tasks/split.py check() for one host of an inventory, as preflight calls it."""
     from pyinfra.api import Config as PyinfraConfig
     from pyinfra.api import Inventory, State
-    from pyinfra.context import ctx_host, ctx_state
 
     from llama_docker.tasks import split
+
+    from .fixtures.harness import in_context
 
     inv = Inventory((hosts, {}))
     state = State(inv, PyinfraConfig())
     tgt = choose(profile, "auto", "auto", "/home/pi", "llama-docker")
-    with ctx_state.use(state), ctx_host.use(inv.get_host(name)):
+    with in_context(state, inv.get_host(name)):
         return split.check(config.load({**DEFAULTS, **knobs}), tgt)
 
 
