@@ -16,15 +16,15 @@ written back out of known_hosts, so the next run is refused too until someone pi
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pyinfra.connectors.ssh import SSHConnector
 from pyinfra.connectors.sshuserclient.client import HOST_KEYS_LOCK
+
+from llama_docker.transfer.atomic import write_atomically
 
 KEY = "ssh_strict_host_key_checking"
 STRICT = "yes"
@@ -92,24 +92,10 @@ def forget_key(known_hosts: str, key_type: str, key_base64: str) -> list[str]:
         for i in reversed(range(len(lines))):
             fields = lines[i].decode("utf-8", "replace").split()
             if fields[1:3] == [key_type, key_base64] and not fields[0].startswith("@"):
-                _replace(path, b"".join(lines[:i] + lines[i + 1:]))
+                write_atomically(path, b"".join(lines[:i] + lines[i + 1:]))
                 return fields[0].split(",")
     return []
 
-
-def _replace(path: Path, content: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _key_name(connector: SSHConnector, names: list[str]) -> str:

@@ -6,12 +6,11 @@ and when a run writes it are the steps' (tasks/lock.py).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 from llama_docker.knobs.lock import FILENAME, Lock, LockError, dumps, loads
+from llama_docker.transfer.atomic import write_atomically
 
 ENV = "LLAMA_DOCKER_LOCK"  # names the lock file, wherever the inventory is
 
@@ -47,35 +46,13 @@ def read(path: Path) -> Lock:
 def write(path: Path, lock: Lock) -> bool:
     """Write `lock` to `path` unless it already holds the same text; True when written.
 
-    Atomic: a temporary file in the same folder, flushed to disk, renamed over the old one,
-    so a reader (or a crash) sees the old lock or the new one, never half of one."""
+    Atomic (transfer/atomic.py): a reader, or a crash, sees the old lock or the new one."""
     text = dumps(lock)
     try:
         if path.read_text(encoding="utf-8") == text:
             return False
     except (OSError, UnicodeDecodeError):
         pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, _mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, text.encode("utf-8"))
     return True
 
-
-def _mode(path: Path) -> int:
-    """The old file's mode, else what a new file gets under the umask (mkstemp makes 0600)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
